@@ -1,0 +1,163 @@
+"""The `genforge` command: parse arguments, call one Python API function per subcommand.
+
+    genforge train gpt --data input.txt --out runs/shakespeare --train.max_iters=2000
+    genforge sample runs/shakespeare --prompt "ROMEO:" --num-samples 3
+    genforge eval runs/shakespeare --data other.txt
+    genforge data get shakespeare
+
+Heavy imports (torch, ...) happen inside the subcommands, so `genforge --help` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="genforge", description="Train, sample, evaluate and serve small "
+                                "generative models on your own data.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model (any --section.key=value overrides the config)",
+                       description="Train a model. Extra --section.key=value arguments override the "
+                       "config, e.g. --train.max_iters=2000 --model.n_layer=4.")
+    t.add_argument("family", help="model family: gpt")
+    t.add_argument("--data", help="training data (file or folder); sets data.path")
+    t.add_argument("--preset", help="named configuration preset (see --list-presets)")
+    t.add_argument("--out", help="run directory (default runs/FAMILY-TIMESTAMP)")
+    t.add_argument("--seed", type=int, help="random seed; sets train.seed")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--init-from", help="start from a trained run (fine-tuning) or hf:DIR (GPT-2 weights)")
+    t.add_argument("--errors", choices=["strict", "replace"], help="invalid UTF-8 in the data: fail or replace")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--list-presets", action="store_true", help="print the family's presets and exit")
+
+    s = sub.add_parser("sample", help="generate from a trained run")
+    s.add_argument("run", help="run directory, checkpoint file, or hf:DIR")
+    s.add_argument("--prompt", default="", help="text to continue (GPT)")
+    s.add_argument("--max-new-tokens", type=int, default=500, help="tokens to generate per sample")
+    s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    s.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens")
+    s.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set with mass p")
+    s.add_argument("--seed", type=int, default=None, help="random seed (same seed, same text)")
+    s.add_argument("--num-samples", type=_positive_int, default=1, help="independent samples")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+
+    e = sub.add_parser("eval", help="evaluate a trained run on a data set")
+    e.add_argument("run", help="run directory, checkpoint file, or hf:DIR")
+    e.add_argument("--data", required=True, help="evaluation data")
+    e.add_argument("--errors", choices=["strict", "replace"], default="strict")
+    e.add_argument("--device", default="auto")
+
+    m = sub.add_parser("demo", help="train a small GPT on bundled text, then sample (a minute or two)")
+    m.add_argument("--out", default="runs/demo", help="run directory")
+    m.add_argument("--seconds", type=float, default=90.0, help="training time budget")
+
+    d = sub.add_parser("data", help="data sets")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    g = dsub.add_parser("get", help="download a public data set (sha256-checked)")
+    g.add_argument("name", help="data set name, e.g. shakespeare, mnist")
+    g.add_argument("--dir", help="destination folder (default: the genforge cache)")
+    g.add_argument("--mirror", help="base URL to fetch from instead of the original location")
+    return p
+
+
+def cmd_train(args, rest: list[str]) -> int:
+    from . import config, families
+    family = families.get(args.family)
+    if args.list_presets:
+        for name, preset in family.PRESETS.items():
+            print(f"{name}: {json.dumps(preset)}")
+        return 0
+    overrides = config.parse_overrides(rest)
+    if args.data:
+        overrides.setdefault("data", {})["path"] = args.data
+    if args.seed is not None:
+        overrides.setdefault("train", {})["seed"] = args.seed
+    if args.errors:
+        overrides.setdefault("data", {})["errors"] = args.errors
+    run, result = family.train(preset=args.preset, overrides=overrides, out=args.out, resume=args.resume,
+                               init_from=args.init_from, progress=not args.no_progress)
+    best = f", best validation loss {result.best:.4f}" if result.best is not None else ""
+    print(f"genforge: stopped ({result.stopped}) at step {result.step} after {result.seconds:.0f}s{best}")
+    print(f"genforge: run saved in {run.path}  (config.json, checkpoints/, metrics.jsonl, loss.png, tb/)")
+    print(f"  next: genforge sample {run.path} --prompt \"...\"   |   genforge eval {run.path} --data FILE"
+          f"   |   tensorboard --logdir {run.path / 'tb'}")
+    return 0 if result.stopped != "interrupted" else 130
+
+
+def cmd_sample(args) -> int:
+    from . import inference
+    from .models.gpt import check_sampling
+    pipe = inference.load(args.run, device=args.device)
+    if pipe.family != "gpt":
+        raise ValueError(f"{args.run}: sampling a {pipe.family!r} run from the CLI is not supported yet")
+    kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+              top_p=args.top_p, seed=args.seed)
+    check_sampling(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
+    pipe.encode_prompt(args.prompt)  # fail on a bad prompt before printing anything
+    for i in range(args.num_samples):
+        if args.num_samples > 1:
+            print(f"--- sample {i + 1}/{args.num_samples}", flush=True)
+        sys.stdout.write(args.prompt)
+        seed = None if args.seed is None else args.seed + i
+        for pieces in pipe.stream(args.prompt, **{**kw, "seed": seed}):
+            sys.stdout.write(pieces[0])
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from . import inference
+    pipe = inference.load(args.run, device=args.device)
+    metrics = pipe.evaluate(args.data, errors=args.errors)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .data import download
+    folder = download.get(args.name, directory=args.dir, mirror=args.mirror)
+    print(f"genforge: {args.name} is in {folder}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from . import demo
+    from .run import RunDir
+    resume = RunDir(args.out).checkpoint("last").exists()
+    if resume:
+        print(f"genforge demo: {args.out} exists; continuing it", file=sys.stderr)
+    return demo.run(out=args.out, seconds=args.seconds, resume=resume)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    from .errors import USER_ERRORS
+    try:
+        if args.command == "train":
+            return cmd_train(args, rest)
+        return {"sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "demo": cmd_demo}[args.command](args)
+    except KeyboardInterrupt:
+        print("\ngenforge: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except USER_ERRORS as e:
+        if os.environ.get("GENFORGE_DEBUG"):
+            raise
+        print(f"genforge: error: {e}", file=sys.stderr)
+        return 1 if type(e).__name__ == "TrainingDiverged" else 2

@@ -1,0 +1,4 @@
+"""Everything about data: tokenizers, corpus reading and token caches, downloads.
+
+Nothing here imports a model family.
+"""

@@ -1,0 +1,11 @@
+"""Errors a user can cause and fix; the CLI prints these as one line instead of a traceback.
+
+Set GENFORGE_DEBUG=1 to see the traceback anyway.
+"""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+USER_ERRORS = (ValueError, OSError, NotImplementedError, TrainingDiverged)

@@ -1,0 +1,352 @@
+"""The GPT family: train, fine-tune, evaluate and sample decoder-only language models.
+
+    genforge train gpt --data input.txt [--preset small] [--model.n_layer=4 ...]
+    genforge train gpt --init-from RUN|hf:DIR --data other.txt     # fine-tune
+    genforge sample RUN --prompt "ROMEO:"    genforge eval RUN --data FILE
+
+`train()` resolves the config, builds tokenizer, token cache, model and optimizers, and hands a
+`GPTTask` to the shared Trainer. `GPTPipeline` rebuilds everything from a checkpoint alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from .. import checkpoint, config
+from ..data.text import TokenSplit, check_corpus, encode_corpus, iter_corpus, split_tokens
+from ..data.tokenizers import StreamDecoder, Tokenizer, tokenizer_from_dict, train_tokenizer
+from ..models.gpt import GPT, GPTConfig, check_sampling
+from ..run import RunDir, find_checkpoint
+from ..runtime import Runtime, make_runtime, seed_everything
+from ..trainer import Result, Trainer, TrainConfig
+
+FAMILY = "gpt"
+
+
+@dataclass
+class TextDataConfig:
+    path: str = ""  # .txt file, folder of .txt files, or .jsonl file
+    tokenizer: Literal["char", "bpe"] = "char"
+    vocab_size: int = 2048  # BPE vocabulary size (char vocabularies are sized by the corpus)
+    val_fraction: float = 0.1  # the last fraction of the corpus is held out for validation
+    text_field: str = "text"  # JSONL field holding the text
+    errors: Literal["strict", "replace"] = "strict"  # invalid UTF-8: fail (with byte offset) or replace
+
+    def validate(self):
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+def sections() -> dict[str, Any]:
+    return {"model": GPTConfig(), "data": TextDataConfig(),
+            "train": TrainConfig(max_iters=2000, batch_size=32, lr=2e-3, min_lr=2e-4, warmup_iters=50,
+                                 eval_interval=250)}
+
+
+# Named presets: partial configs applied over the defaults above.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # fast CPU default: trains a useful character model in a couple of minutes
+    "small": {},
+    # article 001: vocab 10000, d_model 512, 8 heads, 2 layers, learned positions, LayerNorm
+    "article001": {
+        "model": {"n_layer": 2, "n_head": 8, "n_embd": 512, "block_size": 128, "pos": "learned",
+                  "norm": "layernorm", "qk_norm": False, "activation": "gelu", "tie_weights": False,
+                  "bias": True, "dropout": 0.1},
+        "data": {"tokenizer": "bpe", "vocab_size": 10000},
+        "train": {"lr": 3e-4, "min_lr": 3e-5, "batch_size": 32, "weight_decay": 0.01},
+    },
+    # nanoGPT's CPU "baby GPT" on characters: the reference the benchmarks compare against
+    "baby": {
+        "model": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "pos": "learned",
+                  "norm": "layernorm", "qk_norm": False, "activation": "gelu", "tie_weights": True,
+                  "bias": False, "dropout": 0.0},
+        "train": {"batch_size": 12, "max_iters": 2000, "lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 100,
+                  "beta2": 0.99, "weight_decay": 0.1, "dtype": "fp32", "eval_interval": 250},
+    },
+    # GPT-2 small (124M) architecture, for training from scratch on a GPU
+    "gpt2": {
+        "model": {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024, "pos": "learned",
+                  "norm": "layernorm", "qk_norm": False, "activation": "gelu_tanh", "bias": True},
+        "data": {"tokenizer": "bpe", "vocab_size": 50257},
+        "train": {"lr": 6e-4, "min_lr": 6e-5, "batch_size": 8, "grad_accum": 8, "warmup_iters": 700},
+    },
+}
+# Fine-tuning may change only these model fields; the rest is fixed by the pre-trained weights.
+FINETUNE_MODEL_KEYS = ("dropout",)
+
+
+# ----------------------------------------------------------------------------- task
+
+
+def param_groups(model: GPT, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+    """AdamW (decay on matrices, none on norms/biases); with optimizer=muon, Muon on block matrices."""
+    decay, no_decay, hidden = [], [], []
+    seen = set()
+    for name, p in model.named_parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        if p.dim() < 2:
+            no_decay.append(p)
+        elif cfg.optimizer == "muon" and name.startswith("h."):
+            hidden.append(p)
+        else:
+            decay.append(p)
+    adamw = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                               {"params": no_decay, "weight_decay": 0.0}],
+                              lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False)
+    opts: dict[str, torch.optim.Optimizer] = {"adamw": adamw}
+    if hidden:
+        opts["muon"] = torch.optim.Muon(hidden, lr=cfg.muon_lr, weight_decay=0.0, momentum=0.95)
+    return opts
+
+
+class GPTTask:
+    item_name = "tok"
+    select_metric = "val_loss"
+
+    def __init__(self, model: GPT, train: TokenSplit, val: TokenSplit | None, tokenizer: Tokenizer,
+                 cfg: dict[str, Any], runtime: Runtime, run: RunDir, forward=None):
+        self.model, self.train_split, self.val_split = model, train, val
+        self.tokenizer, self.cfg, self.rt, self.run = tokenizer, cfg, runtime, run
+        self.forward = forward or model  # a torch.compile'd model when train.compile is set
+        tc: TrainConfig = cfg["train"]
+        self.modules = {"model": model}
+        self.optimizers = param_groups(model, tc)
+        self.items_per_step = tc.batch_size * tc.grad_accum * model.config.block_size
+        self.gen = torch.Generator().manual_seed(tc.seed)
+        if val is None:
+            self.select_metric = None
+        self._recent: list[float] = []
+
+    def _loss(self):
+        x, y = self.train_split.batch(self.cfg["train"].batch_size, self.gen)
+        _, loss = self.forward(x.to(self.rt.device), y.to(self.rt.device))
+        self._recent.append(loss.item())
+        return loss, {"loss": self._recent[-1]}
+
+    def phases(self, step):
+        return [(tuple(self.optimizers), self._loss)]
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        out = {}
+        if self._recent:
+            out["train_loss"] = sum(self._recent) / len(self._recent)
+            self._recent = []
+        if self.val_split is not None:
+            n = self.cfg["train"].eval_iters
+            out.update(evaluate_split(self.model, self.val_split, self.rt, self.cfg["train"].batch_size,
+                                      max_batches=n or None, seed=self.cfg["train"].seed))
+        return out
+
+    def on_eval(self, step, monitor):
+        if not self.cfg["train"].samples or not self.rt.is_main:
+            return
+        g = torch.Generator(device=self.rt.device).manual_seed(step)
+        start = torch.tensor([[self.tokenizer.eot_id if self.tokenizer.eot_id is not None else 0]],
+                             device=self.rt.device)
+        with self.rt.autocast():
+            ids = self.model.generate(start, 200, temperature=0.8, top_k=50, generator=g)
+        text = self.tokenizer.decode(ids[0, 1:].tolist())
+        monitor.text("sample", text, step)
+        (self.run.file("samples") / f"step{step:06d}.txt").write_text(text)
+
+    def meta(self) -> dict[str, Any]:
+        return {"family": FAMILY, "config": config.to_dict(self.cfg), "tokenizer": self.tokenizer.to_dict()}
+
+    def rng_state(self):
+        return {"data": self.gen.get_state()}
+
+    def set_rng_state(self, state):
+        self.gen.set_state(state["data"])
+
+
+@torch.no_grad()
+def evaluate_split(model: GPT, split: TokenSplit, rt: Runtime, batch_size: int,
+                   max_batches: int | None = None, seed: int = 0) -> dict[str, float]:
+    """Mean token loss over the split (whole split by default), perplexity."""
+    was = model.training
+    model.eval()
+    total, count = 0.0, 0
+    if max_batches:
+        g = torch.Generator().manual_seed(seed)
+        batches = (split.batch(batch_size, g) for _ in range(max_batches))
+    else:
+        batches = split.windows(batch_size * 4)
+    for x, y in batches:
+        with rt.autocast():
+            logits, _ = model(x.to(rt.device))
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.to(rt.device).flatten(),
+                                                 ignore_index=-1, reduction="sum")
+        total += loss.item()
+        count += int((y >= 0).sum())
+    model.train(was)
+    mean = total / max(count, 1)
+    return {"val_loss": mean, "val_ppl": math.exp(min(mean, 50.0)), "val_tokens": float(count)}
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _init_source(init_from: str) -> tuple[GPTConfig, dict[str, torch.Tensor], Tokenizer, str]:
+    """Pre-trained config, weights and tokenizer from a genforge run or hf:DIR."""
+    if init_from.startswith("hf:"):
+        from ..hf import load_gpt2
+        cfg, state, tok = load_gpt2(init_from[3:])
+        return cfg, state, tok, init_from
+    ckpt = find_checkpoint(init_from)
+    tensors, meta = checkpoint.load(ckpt, prefix="module.model")
+    if meta.get("family") != FAMILY:
+        raise ValueError(f"--init-from {init_from}: a {meta.get('family')!r} run, not a GPT run")
+    cfg = config.from_dict(GPTConfig, meta["config"]["model"], "model")
+    return cfg, tensors, tokenizer_from_dict(meta["tokenizer"]), str(ckpt)
+
+
+def train(preset: str | None = None, overrides: dict | None = None, out: str | None = None,
+          resume: bool = False, init_from: str | None = None, progress: bool = True) -> tuple[RunDir, Result]:
+    """Train (or fine-tune, or resume) a GPT; returns the run directory and the result."""
+    overrides = overrides or {}
+    run = RunDir(out) if out else RunDir.default(FAMILY)
+    if resume:
+        saved = run.read_json("config.json") if run.file("config.json").exists() else None
+        if saved is None:
+            raise FileNotFoundError(f"--resume: {run.file('config.json')} does not exist")
+        base = {name: config.from_dict(type(sec), saved["config"][name], name) for name, sec in sections().items()}
+        cfg = config.resolve(base, {}, None, overrides)
+        init_from = None
+    else:
+        cfg = config.resolve(sections(), PRESETS, preset, overrides)
+    data: TextDataConfig = cfg["data"]
+    tc: TrainConfig = cfg["train"]
+    if not data.path:
+        raise ValueError("no training data: pass --data FILE (a .txt file, a folder of .txt, or .jsonl)")
+
+    rt = make_runtime(tc.device, tc.dtype, tc.threads)
+    run.is_main = rt.is_main
+    seed_everything(tc.seed)
+    check_corpus(data.path, data.text_field, data.errors)
+
+    init_state = None
+    if init_from:
+        init_cfg, init_state, tokenizer, source = _init_source(init_from)
+        bad = [k for k in overrides.get("model", {}) if k not in FINETUNE_MODEL_KEYS]
+        if bad:
+            raise config.ConfigError(f"--model.{bad[0]} cannot change when fine-tuning from {init_from}: "
+                                     f"the architecture comes from the pre-trained model (only "
+                                     f"{', '.join(FINETUNE_MODEL_KEYS)} may change)")
+        cfg["model"] = config.update(init_cfg, overrides.get("model", {}), "model")
+        data = cfg["data"] = dataclasses.replace(data, tokenizer=tokenizer.kind)
+    elif resume:
+        tokenizer = tokenizer_from_dict(run.read_json("tokenizer.json"))
+    else:
+        tokenizer = train_tokenizer(data.tokenizer,
+                                    lambda: (c for c in iter_corpus(data.path, data.text_field, data.errors)),
+                                    data.vocab_size)
+    cfg["model"] = dataclasses.replace(cfg["model"], vocab_size=tokenizer.vocab_size)
+    tokens = encode_corpus(data.path, tokenizer, data.text_field, data.errors, progress=progress)
+    train_split, val_split = split_tokens(tokens, data.val_fraction, cfg["model"].block_size)
+
+    model = GPT(cfg["model"])
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model.to(rt.device)
+    forward = torch.compile(model) if tc.compile else model
+
+    run.create(resume)
+    run.write_json("config.json", {"family": FAMILY, "config": config.to_dict(cfg),
+                                   "init_from": init_from, "preset": preset})
+    run.write_json("tokenizer.json", tokenizer.to_dict())
+    task = GPTTask(model, train_split, val_split, tokenizer, cfg, rt, run, forward)
+    trainer = Trainer(task, tc, run, rt, progress=progress)
+    if resume:
+        trainer.restore(run.checkpoint("last"))
+    if rt.is_main:
+        print(f"genforge: GPT with {model.num_params() / 1e6:.2f}M parameters, vocab {tokenizer.vocab_size} "
+              f"({tokenizer.kind}), {len(train_split.tokens):,} train / "
+              f"{len(val_split.tokens) if val_split else 0:,} val tokens, device {rt.device}, "
+              f"{str(rt.dtype).removeprefix('torch.')}; run: {run.path}", file=sys.stderr)
+    return run, trainer.fit()
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+class GPTPipeline:
+    """A trained GPT with its tokenizer: `generate(text)`, `stream(text)`, `evaluate(file)`."""
+
+    family = FAMILY
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer, meta: dict[str, Any], runtime: Runtime):
+        self.model, self.tokenizer, self.meta, self.rt = model, tokenizer, meta, runtime
+
+    @classmethod
+    def from_checkpoint(cls, path, device: str = "auto", dtype: str = "fp32") -> GPTPipeline:
+        if str(path).startswith("hf:"):
+            from ..hf import load_gpt2
+            cfg, state, tok = load_gpt2(str(path)[3:])
+            meta = {"family": FAMILY, "config": {"model": dataclasses.asdict(cfg)}, "step": 0}
+        else:
+            state, meta = checkpoint.load(find_checkpoint(path), prefix="module.model")
+            if meta.get("family") != FAMILY:
+                raise ValueError(f"{path}: a {meta.get('family')!r} checkpoint, not a GPT")
+            cfg = config.from_dict(GPTConfig, meta["config"]["model"], "model")
+            tok = tokenizer_from_dict(meta["tokenizer"])
+        rt = make_runtime(device, dtype)
+        model = GPT(cfg)
+        model.load_state_dict(state)
+        model.to(rt.device).eval()
+        return cls(model, tok, meta, rt)
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        ids = self.tokenizer.encode(prompt, where="prompt")
+        if not ids:  # an empty prompt starts from end-of-text, or a newline in char vocabularies
+            eot = self.tokenizer.eot_id
+            ids = [eot] if eot is not None else [self.tokenizer.stoi.get("\n", 0)]
+        return ids
+
+    def stream(self, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
+               top_k: int | None = 50, top_p: float | None = None, seed: int | None = None,
+               num_samples: int = 1) -> Iterator[list[str]]:
+        """Yield, per step, the new text piece of each of `num_samples` samples."""
+        check_sampling(max_new_tokens, temperature, top_k, top_p)
+        ids = self.encode_prompt(prompt)
+        idx = torch.tensor([ids] * num_samples, device=self.rt.device)
+        gen = torch.Generator(device=self.rt.device)
+        gen.manual_seed(seed if seed is not None else torch.seed())
+        decoders = [StreamDecoder(self.tokenizer) for _ in range(num_samples)]
+        with self.rt.autocast():
+            for nxt in self.model.stream(idx, max_new_tokens, temperature=temperature, top_k=top_k,
+                                         top_p=top_p, generator=gen):
+                yield [d.push([t]) for d, t in zip(decoders, nxt.tolist())]
+
+    def generate(self, prompt: str, max_new_tokens: int = 200, num_samples: int | None = None, **kw):
+        """Prompt + continuation; a list of strings when num_samples is given."""
+        n = num_samples or 1
+        texts = [prompt] * n
+        for pieces in self.stream(prompt, max_new_tokens, num_samples=n, **kw):
+            texts = [t + p for t, p in zip(texts, pieces)]
+        return texts if num_samples else texts[0]
+
+    def evaluate(self, path: str, batch_size: int = 32, errors: str = "strict", text_field: str = "text") -> dict:
+        """Loss, perplexity and bits per character / byte over the whole file."""
+        check_corpus(path, text_field, errors)
+        tokens = encode_corpus(path, self.tokenizer, text_field, errors, progress=False)
+        split = TokenSplit(tokens, self.model.config.block_size, "evaluation")
+        res = evaluate_split(self.model, split, self.rt, batch_size)
+        text = self.tokenizer.decode(int(t) for t in tokens[1:])  # the predicted tokens
+        nats = res["val_loss"] * res["val_tokens"]
+        return {"loss": res["val_loss"], "perplexity": res["val_ppl"], "tokens": int(res["val_tokens"]),
+                "bits_per_char": nats / math.log(2) / max(len(text), 1),
+                "bits_per_byte": nats / math.log(2) / max(len(text.encode("utf-8")), 1)}
+
+
+def pipeline_from_checkpoint(path, device: str = "auto", dtype: str = "fp32") -> GPTPipeline:
+    return GPTPipeline.from_checkpoint(path, device=device, dtype=dtype)

@@ -1,0 +1,106 @@
+"""Training logs: progress bar, metrics.jsonl, TensorBoard events and a loss-curve PNG.
+
+All of it is written by the main process only (`enabled`), so multi-process runs log once.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+
+from .run import RunDir
+
+
+class Monitor:
+    def __init__(self, run: RunDir, enabled: bool = True, progress: bool = True):
+        self.run, self.enabled, self.progress = run, enabled, progress
+        self.bar = None
+        self.tb = None
+        self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
+
+    def start(self, total: int, initial: int = 0) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+        from torch.utils.tensorboard import SummaryWriter
+        self.tb = SummaryWriter(str(self.run.file("tb")))
+        self.bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True,
+                        disable=not self.progress, unit="step")
+        path = self.run.file("metrics.jsonl")
+        if path.exists():  # resumed: keep the curve so far in the plot
+            for line in path.read_text().splitlines():
+                rec = json.loads(line)
+                for k, v in rec.items():
+                    if k != "step" and isinstance(v, (int, float)):
+                        self.history[k].append((rec["step"], v))
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def status(self, logs: dict[str, float], rate: float, unit: str) -> None:
+        if self.bar is not None:
+            shown = {k: f"{v:.4f}" for k, v in logs.items() if "loss" in k}
+            self.bar.set_postfix(**shown, **{f"{unit}/s": f"{rate:,.0f}"})
+
+    def write(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def log(self, step: int, values: dict[str, float], prefix: str) -> None:
+        if not self.enabled:
+            return
+        rec = {"step": step}
+        for k, v in values.items():
+            name = f"{prefix}/{k}"
+            rec[name] = v
+            self.history[name].append((step, v))
+            if self.tb is not None:
+                self.tb.add_scalar(name, v, step)
+        with open(self.run.file("metrics.jsonl"), "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if prefix == "eval":
+            self.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+
+    def image(self, tag: str, array_hwc, step: int) -> None:
+        if self.tb is not None:
+            self.tb.add_image(tag, array_hwc, step, dataformats="HWC")
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        if self.tb is not None:
+            self.tb.add_text(tag, text, step)
+
+    def plot(self) -> None:
+        """loss.png: every logged series whose name contains 'loss', against step."""
+        if not self.enabled:
+            return
+        series = {k: v for k, v in self.history.items() if "loss" in k and v}
+        if not series:
+            return
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+        for name, pts in sorted(series.items()):
+            xs, ys = zip(*[(s, v) for s, v in pts if math.isfinite(v)]) if pts else ((), ())
+            ax.plot(xs, ys, label=name, marker="o" if name.startswith("eval") else None,
+                    markersize=3, linewidth=1.2 if name.startswith("train") else 1.8)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(self.run.file("loss.png"))
+        plt.close(fig)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None

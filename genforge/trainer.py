@@ -1,0 +1,261 @@
+"""The one training loop, shared by every family. It knows no family.
+
+A family hands the trainer a `Task`: its modules, its optimizers, and the *phases* of one step,
+each phase a (optimizer name, loss function) pair. A language model has one phase; a GAN has
+two (D, then G). The trainer owns everything else: device and precision (via Runtime), seed, LR
+warmup and decay, gradient accumulation and clipping, NaN checks, periodic evaluation, best and
+last checkpoints (atomic), resume, early stopping, time budget, Ctrl-C, and logging.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+
+from . import checkpoint
+from .errors import TrainingDiverged
+from .monitor import Monitor
+from .run import RunDir
+from .runtime import Runtime
+
+
+@dataclass
+class TrainConfig:
+    max_iters: int = 2000
+    batch_size: int = 32
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-3  # peak learning rate (AdamW; per-family groups may scale it)
+    min_lr: float = 1e-4  # floor of the cosine/linear decay
+    warmup_iters: int = 100
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    optimizer: Literal["adamw", "muon"] = "adamw"  # muon: Muon on hidden matrices, AdamW on the rest
+    muon_lr: float = 0.02  # peak LR of the Muon groups
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # max global grad norm per optimizer; 0 = off
+    eval_interval: int = 250  # steps between evaluations (and 'last' checkpoints)
+    eval_iters: int = 0  # batches per evaluation; 0 = the whole validation split
+    log_interval: int = 10
+    patience: int = 0  # stop after this many evaluations without improvement; 0 = never
+    max_seconds: float = 0.0  # wall-clock training budget; 0 = none
+    seed: int = 1337
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
+    dtype: str = "auto"  # auto (bf16 where native), fp32, bf16, fp16 (GPU only)
+    compile: bool = False  # torch.compile the model
+    threads: int = 0  # CPU threads for torch; 0 = torch's default
+    samples: bool = True  # write a sample (text, image grid) at every evaluation
+
+    def validate(self):
+        for name in ("max_iters", "batch_size", "grad_accum", "eval_interval", "log_interval"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
+        for name in ("lr", "min_lr", "muon_lr", "weight_decay", "grad_clip", "max_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.warmup_iters < 0 or self.patience < 0 or self.eval_iters < 0 or self.threads < 0:
+            raise ValueError("train.warmup_iters, patience, eval_iters and threads must be >= 0")
+
+
+# (optimizer names, loss function): the loss's gradients are applied by all the named optimizers
+Phase = tuple[tuple[str, ...], Callable[[], tuple[torch.Tensor, dict[str, float]]]]
+
+
+class Task(Protocol):
+    """What a family gives the trainer."""
+    modules: dict[str, torch.nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    items_per_step: int  # e.g. tokens or images per optimizer step, for the throughput readout
+    item_name: str  # 'tok', 'img', ...
+    select_metric: str | None  # evaluation metric for 'best' and early stopping (lower is better)
+
+    def phases(self, step: int) -> list[Phase]: ...
+    def evaluate(self) -> dict[str, float]: ...
+    def on_eval(self, step: int, monitor: Monitor) -> None: ...
+    def meta(self) -> dict[str, Any]: ...
+    def rng_state(self) -> dict[str, torch.Tensor]: ...
+    def set_rng_state(self, state: dict[str, torch.Tensor]) -> None: ...
+
+
+def lr_multiplier(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to 1, then decay to min_lr/lr at max_iters."""
+    if step < cfg.warmup_iters:
+        return (step + 1) / (cfg.warmup_iters + 1)
+    floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
+    if cfg.schedule == "constant":
+        return 1.0
+    frac = min(1.0, (step - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters))
+    shape = 0.5 * (1.0 + math.cos(math.pi * frac)) if cfg.schedule == "cosine" else 1.0 - frac
+    return floor + (1.0 - floor) * shape
+
+
+@dataclass
+class Result:
+    step: int
+    best: float | None
+    metrics: dict[str, float]
+    stopped: str  # 'max_iters', 'early_stopping', 'time_budget', 'interrupted'
+    seconds: float
+
+
+class Trainer:
+    def __init__(self, task: Task, cfg: TrainConfig, run: RunDir, runtime: Runtime, progress: bool = True):
+        self.task, self.cfg, self.run, self.rt = task, cfg, run, runtime
+        self.monitor = Monitor(run, enabled=runtime.is_main, progress=progress)
+        self.step = 0
+        self.best: float | None = None
+        self.bad_evals = 0
+        self._stop_requested = False
+        for opt in task.optimizers.values():
+            for g in opt.param_groups:
+                g.setdefault("base_lr", g["lr"])
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _state(self, full: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors: dict[str, torch.Tensor] = {}
+        for name, m in self.task.modules.items():
+            tensors.update(checkpoint.module_tensors(f"module.{name}", m))
+        meta = {**self.task.meta(), "step": self.step, "best": self.best}
+        if full:
+            optim_info = {}
+            for name, opt in self.task.optimizers.items():
+                t, info = checkpoint.optimizer_tensors(f"optim.{name}", opt)
+                tensors.update(t)
+                optim_info[name] = info
+            for name, t in self.task.rng_state().items():
+                tensors[f"rng.{name}"] = t
+            tensors["rng.torch"] = torch.get_rng_state()
+            meta["resume"] = {"optimizers": optim_info, "bad_evals": self.bad_evals}
+        return tensors, meta
+
+    def save(self, which: str) -> None:
+        if not self.rt.is_main:
+            return
+        tensors, meta = self._state(full=(which == "last"))
+        checkpoint.save(self.run.checkpoint(which), tensors, meta)
+
+    def restore(self, path) -> None:
+        """Continue from a 'last' checkpoint: weights, optimizers, RNG, step, best, patience."""
+        tensors, meta = checkpoint.load(path)
+        if "resume" not in meta:
+            raise checkpoint.CheckpointError(f"{path}: has no optimizer state; resume from last.safetensors")
+        for name, m in self.task.modules.items():
+            p = f"module.{name}."
+            m.load_state_dict({k[len(p):]: v for k, v in tensors.items() if k.startswith(p)})
+        for name, opt in self.task.optimizers.items():
+            checkpoint.restore_optimizer(opt, f"optim.{name}", tensors, meta["resume"]["optimizers"][name])
+        self.task.set_rng_state({k[4:]: v for k, v in tensors.items() if k.startswith("rng.") and k != "rng.torch"})
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step, self.best = meta["step"], meta.get("best")
+        self.bad_evals = meta["resume"]["bad_evals"]
+
+    # ------------------------------------------------------------------ loop
+
+    def _one_step(self) -> dict[str, float]:
+        mult = lr_multiplier(self.step, self.cfg)
+        for opt in self.task.optimizers.values():
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * mult
+        logs: dict[str, float] = {"lr": self.cfg.lr * mult}
+        for opt_names, loss_fn in self.task.phases(self.step):
+            opts = [self.task.optimizers[n] for n in opt_names]
+            opt_name = opt_names[0]
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
+            for _ in range(self.cfg.grad_accum):
+                with self.rt.autocast():
+                    loss, extra = loss_fn()
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(self._diverged_message(f"{opt_name} loss is {loss.item()}"))
+                (loss / self.cfg.grad_accum).backward()
+                for k, v in extra.items():
+                    logs[k] = logs.get(k, 0.0) + v / self.cfg.grad_accum
+            params = [p for opt in opts for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            if self.cfg.grad_clip > 0 and params:
+                norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+                if not torch.isfinite(norm):
+                    raise TrainingDiverged(self._diverged_message(f"{opt_name} gradient norm is {norm.item()}"))
+                logs[f"{opt_name}_grad_norm"] = norm.item()
+            for opt in opts:
+                opt.step()
+        return logs
+
+    def _diverged_message(self, what: str) -> str:
+        last = self.run.checkpoint("last")
+        keep = (f"the last good checkpoint is {last}" if last.exists()
+                else "no checkpoint was written before this step")
+        return (f"training diverged at step {self.step}: {what}; stopped, {keep}. "
+                "Try a lower --train.lr or --train.grad_clip=1.0")
+
+    def _evaluate(self) -> dict[str, float]:
+        metrics = self.task.evaluate()
+        self.task.on_eval(self.step, self.monitor)
+        key = self.task.select_metric
+        if key is not None and key in metrics:
+            if self.best is None or metrics[key] < self.best:
+                self.best, self.bad_evals = metrics[key], 0
+                self.save("best")
+            else:
+                self.bad_evals += 1
+        elif key is None:
+            self.save("best")  # no selection metric (e.g. GANs): newest is 'best'
+        self.save("last")
+        self.monitor.log(self.step, metrics, prefix="eval")
+        self.monitor.plot()
+        return metrics
+
+    def _request_stop(self, signum, frame):
+        if self._stop_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        self.monitor.write("\nCtrl-C: finishing this step, saving a checkpoint and exiting "
+                           "(press again to abort without saving)")
+
+    def fit(self) -> Result:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        metrics: dict[str, float] = {}
+        stopped = "max_iters"
+        old_handler = None
+        try:
+            old_handler = signal.signal(signal.SIGINT, self._request_stop)
+        except ValueError:  # not the main thread: Ctrl-C handling stays as it was
+            pass
+        try:
+            self.monitor.start(total=None if cfg.max_seconds else cfg.max_iters, initial=self.step)
+            last_time, last_step = time.perf_counter(), self.step
+            while self.step < cfg.max_iters:
+                logs = self._one_step()
+                self.step += 1
+                self.monitor.advance()
+                if self.step % cfg.log_interval == 0 or self.step == cfg.max_iters:
+                    now = time.perf_counter()
+                    rate = (self.step - last_step) * self.task.items_per_step / max(now - last_time, 1e-9)
+                    last_time, last_step = now, self.step
+                    self.monitor.log(self.step, {**logs, f"{self.task.item_name}_per_s": rate}, prefix="train")
+                    self.monitor.status(logs, rate, self.task.item_name)
+                if self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters:
+                    metrics = self._evaluate()
+                    if cfg.patience and self.bad_evals >= cfg.patience:
+                        stopped = "early_stopping"
+                        break
+                if cfg.max_seconds and time.perf_counter() - t0 >= cfg.max_seconds:
+                    stopped = "time_budget"
+                    break
+                if self._stop_requested:
+                    stopped = "interrupted"
+                    break
+            if stopped in ("time_budget", "interrupted") and self.step % cfg.eval_interval:
+                metrics = self._evaluate() if stopped == "time_budget" else metrics
+                self.save("last")
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+            self.monitor.close()
+        return Result(self.step, self.best, metrics, stopped, time.perf_counter() - t0)

@@ -1,0 +1,57 @@
+"""`genforge data get` against a local HTTP server (no network needed)."""
+import functools
+import hashlib
+import http.server
+import threading
+
+import pytest
+
+from genforge.data import download
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_download_verifies_checksum(server, tmp_path, monkeypatch):
+    root, url = server
+    body = b"First Citizen:\nBefore we proceed any further, hear me speak.\n"
+    (root / "input.txt").write_bytes(body)
+    good = download.Remote("https://example.invalid/input.txt", hashlib.sha256(body).hexdigest())
+    monkeypatch.setitem(download.DATASETS, "shakespeare", [good])
+    folder = download.get("shakespeare", directory=tmp_path / "dl", mirror=url, progress=False)
+    assert (folder / "input.txt").read_bytes() == body
+    # a second call finds the verified file and fetches nothing
+    (root / "input.txt").unlink()
+    assert download.get("shakespeare", directory=tmp_path / "dl", mirror=url, progress=False) == folder
+
+
+def test_bad_checksum_keeps_nothing(server, tmp_path, monkeypatch):
+    root, url = server
+    (root / "input.txt").write_bytes(b"tampered")
+    monkeypatch.setitem(download.DATASETS, "shakespeare", [download.Remote("https://x/input.txt", "0" * 64)])
+    with pytest.raises(download.ChecksumError, match="sha256 mismatch"):
+        download.get("shakespeare", directory=tmp_path / "dl", mirror=url, progress=False)
+    assert list((tmp_path / "dl").iterdir()) == []
+
+
+def test_real_shakespeare_through_local_mirror(server, tmp_path, datasets):
+    """The registered checksum matches the real file (served from $GENFORGE_DATASETS)."""
+    root, url = server
+    (root / "input.txt").write_bytes((datasets / "tinyshakespeare" / "input.txt").read_bytes())
+    folder = download.get("shakespeare", directory=tmp_path / "dl", mirror=url, progress=False)
+    assert (folder / "input.txt").stat().st_size == 1115394
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match="did you mean 'mnist'"):
+        download.get("mnsit")
