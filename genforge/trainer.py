@@ -78,6 +78,7 @@ class Task(Protocol):
     def evaluate(self) -> dict[str, float]: ...
     def on_eval(self, step: int, monitor: Monitor) -> None: ...
     def meta(self) -> dict[str, Any]: ...
+    # optional: def after_step(self, step: int) -> None  (e.g. an EMA update), called after all phases
     def rng_state(self) -> dict[str, torch.Tensor]: ...
     def set_rng_state(self, state: dict[str, torch.Tensor]) -> None: ...
 
@@ -184,6 +185,9 @@ class Trainer:
                 logs[f"{opt_name}_grad_norm"] = norm.item()
             for opt in opts:
                 opt.step()
+        after = getattr(self.task, "after_step", None)
+        if after is not None:
+            after(self.step)
         return logs
 
     def _diverged_message(self, what: str) -> str:
