@@ -44,6 +44,7 @@ class TrainConfig:
     log_interval: int = 10
     patience: int = 0  # stop after this many evaluations without improvement; 0 = never
     max_seconds: float = 0.0  # wall-clock training budget; 0 = none
+    time_schedule: bool = False  # decay the LR over max_seconds, not max_iters (not bit-reproducible)
     seed: int = 1337
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     dtype: str = "auto"  # auto (bf16 where native), fp32, bf16, fp16 (GPU only)
@@ -58,8 +59,11 @@ class TrainConfig:
         for name in ("lr", "min_lr", "muon_lr", "weight_decay", "grad_clip", "max_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if self.warmup_iters < 0 or self.patience < 0 or self.eval_iters < 0 or self.threads < 0:
-            raise ValueError("train.warmup_iters, patience, eval_iters and threads must be >= 0")
+        for name in ("warmup_iters", "patience", "eval_iters", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.time_schedule and not self.max_seconds:
+            raise ValueError("train.time_schedule needs train.max_seconds > 0")
 
 
 # (optimizer names, loss function): the loss's gradients are applied by all the named optimizers
@@ -83,14 +87,16 @@ class Task(Protocol):
     def set_rng_state(self, state: dict[str, torch.Tensor]) -> None: ...
 
 
-def lr_multiplier(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to 1, then decay to min_lr/lr at max_iters."""
+def lr_multiplier(step: int, cfg: TrainConfig, elapsed: float = 0.0) -> float:
+    """Linear warmup to 1, then decay to min_lr/lr at max_iters (or at max_seconds)."""
     if step < cfg.warmup_iters:
         return (step + 1) / (cfg.warmup_iters + 1)
     floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
     if cfg.schedule == "constant":
         return 1.0
     frac = min(1.0, (step - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters))
+    if cfg.time_schedule and cfg.max_seconds > 0:
+        frac = max(frac, min(1.0, elapsed / cfg.max_seconds))
     shape = 0.5 * (1.0 + math.cos(math.pi * frac)) if cfg.schedule == "cosine" else 1.0 - frac
     return floor + (1.0 - floor) * shape
 
@@ -111,6 +117,8 @@ class Trainer:
         self.step = 0
         self.best: float | None = None
         self.bad_evals = 0
+        self.train_seconds = 0.0  # wall time in training steps, evaluations excluded
+        self._step_clock = time.perf_counter()
         self._stop_requested = False
         for opt in task.optimizers.values():
             for g in opt.param_groups:
@@ -122,7 +130,7 @@ class Trainer:
         tensors: dict[str, torch.Tensor] = {}
         for name, m in self.task.modules.items():
             tensors.update(checkpoint.module_tensors(f"module.{name}", m))
-        meta = {**self.task.meta(), "step": self.step, "best": self.best}
+        meta = {**self.task.meta(), "step": self.step, "best": self.best, "train_seconds": self.train_seconds}
         if full:
             optim_info = {}
             for name, opt in self.task.optimizers.items():
@@ -154,12 +162,13 @@ class Trainer:
         self.task.set_rng_state({k[4:]: v for k, v in tensors.items() if k.startswith("rng.") and k != "rng.torch"})
         torch.set_rng_state(tensors["rng.torch"])
         self.step, self.best = meta["step"], meta.get("best")
+        self.train_seconds = meta.get("train_seconds", 0.0)
         self.bad_evals = meta["resume"]["bad_evals"]
 
     # ------------------------------------------------------------------ loop
 
     def _one_step(self) -> dict[str, float]:
-        mult = lr_multiplier(self.step, self.cfg)
+        mult = lr_multiplier(self.step, self.cfg, self.train_seconds + time.perf_counter() - self._step_clock)
         for opt in self.task.optimizers.values():
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * mult
@@ -198,7 +207,8 @@ class Trainer:
                 "Try a lower --train.lr or --train.grad_clip=1.0")
 
     def _evaluate(self) -> dict[str, float]:
-        metrics = self.task.evaluate()
+        self.train_seconds += time.perf_counter() - self._step_clock
+        metrics = {**self.task.evaluate(), "train_seconds": self.train_seconds}
         self.task.on_eval(self.step, self.monitor)
         key = self.task.select_metric
         if key is not None and key in metrics:
@@ -212,6 +222,7 @@ class Trainer:
         self.save("last")
         self.monitor.log(self.step, metrics, prefix="eval")
         self.monitor.plot()
+        self._step_clock = time.perf_counter()
         return metrics
 
     def _request_stop(self, signum, frame):
@@ -233,6 +244,7 @@ class Trainer:
             pass
         try:
             self.monitor.start(total=None if cfg.max_seconds else cfg.max_iters, initial=self.step)
+            self._step_clock = time.perf_counter()
             last_time, last_step = time.perf_counter(), self.step
             while self.step < cfg.max_iters:
                 logs = self._one_step()

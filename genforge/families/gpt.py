@@ -54,6 +54,12 @@ def sections() -> dict[str, Any]:
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # fast CPU default: trains a useful character model in a couple of minutes
     "small": {},
+    # tuned for time-to-quality on a CPU (benchmarks/gpt_train.py): bf16, rotary, QK-norm, high LR
+    "fast": {
+        "model": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64},
+        "train": {"batch_size": 32, "lr": 4e-3, "min_lr": 4e-4, "warmup_iters": 30, "max_iters": 1000,
+                  "dtype": "auto"},
+    },
     # article 001: vocab 10000, d_model 512, 8 heads, 2 layers, learned positions, LayerNorm
     "article001": {
         "model": {"n_layer": 2, "n_head": 8, "n_embd": 512, "block_size": 128, "pos": "learned",

@@ -48,6 +48,12 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
+def rotary_matrix(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The (hs, hs) matrix R with x @ R == apply_rotary(x, cos, sin) for one position."""
+    c, s = torch.diag(cos), torch.diag(sin)  # (hs/2, hs/2)
+    return torch.cat((torch.cat((c, s), 1), torch.cat((-s, c), 1)), 0)
+
+
 class KVCache:
     """Pre-allocated keys and values for every layer: (n_layer, B, nh, T_max, hs) each."""
 
@@ -237,6 +243,54 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------------- sampling
 
+    def _norm(self, m: nn.Module, x):
+        if isinstance(m, RMSNorm):
+            return F.rms_norm(x, (x.size(-1),), m.weight.to(x.dtype), m.eps)
+        return F.layer_norm(x, (x.size(-1),), m.weight, m.bias, m.eps)
+
+    def decode_step(self, tok: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One new token per sequence, tok (B,) -> logits (B, V), using and extending the cache.
+
+        The same maths as forward() with a cache, written with 2-D activations (B, C) and
+        functional calls: at batch 1 a small model is bound by per-op overhead, not FLOPs.
+        """
+        c = self.config
+        B, C, nh, hs = tok.size(0), c.n_embd, c.n_head, c.n_embd // c.n_head
+        pos = cache.pos
+        assert pos < self.config.block_size, "the KV cache is full"
+        x = F.embedding(tok, self.wte.weight)  # (B, C)
+        rot = None
+        if self.wpe is not None:
+            x = x + self.wpe.weight[pos]
+        else:
+            if getattr(self, "_rot", None) is None or self._rot.device != x.device:
+                self._rot = torch.stack([rotary_matrix(c, s) for c, s in zip(self.rope_cos, self.rope_sin)])
+            rot = self._rot[pos]  # (hs, hs)
+        for i, block in enumerate(self.h):
+            attn, mlp = block.attn, block.mlp
+            qkv = F.linear(self._norm(block.ln_1, x), attn.c_attn.weight, attn.c_attn.bias)  # (B, 3C)
+            qkv = qkv.view(B, 3, nh, hs)
+            qk, v = qkv[:, :2], qkv[:, 2]  # (B, 2, nh, hs), (B, nh, hs)
+            if attn.q_norm is not None:  # q and k normalised in one call, then their own gains
+                gains = torch.stack((attn.q_norm.weight, attn.k_norm.weight))[:, None].to(qk.dtype)  # (2, 1, hs)
+                qk = F.rms_norm(qk, (hs,), None, attn.q_norm.eps) * gains
+            if rot is not None:  # rotary positions as one (hs, hs) matrix product
+                qk = qk @ rot.to(qk.dtype)
+            q, k = qk.unbind(1)  # (B, nh, hs) each
+            cache.k[i, :, :, pos] = k
+            cache.v[i, :, :, pos] = v
+            keys, values = cache.k[i, :, :, :pos + 1], cache.v[i, :, :, :pos + 1]  # (B, nh, L, hs)
+            y = F.scaled_dot_product_attention(q.unsqueeze(2), keys, values)  # (B, nh, 1, hs)
+            x = x + F.linear(y.view(B, C), attn.c_proj.weight, attn.c_proj.bias)
+            h = F.linear(self._norm(block.ln_2, x), mlp.c_fc.weight, mlp.c_fc.bias)  # (B, 4C)
+            if mlp.activation == "relu2":
+                h = F.relu(h).square()
+            else:
+                h = F.gelu(h, approximate="tanh" if mlp.activation == "gelu_tanh" else "none")
+            x = x + F.linear(h, mlp.c_proj.weight, mlp.c_proj.bias)
+        cache.pos += 1
+        return F.linear(self._norm(self.ln_f, x), self.lm_head.weight)  # (B, V)
+
     @torch.no_grad()
     def stream(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
@@ -252,17 +306,19 @@ class GPT(nn.Module):
             T_max = self.config.block_size
             idx = idx[:, -T_max:]
             cache = self.new_cache(idx.size(0))
-            logits, _ = self(idx, cache=cache, last_only=True)
+            logits = self(idx, cache=cache, last_only=True)[0][:, -1]  # (B, V)
+            recent = []  # tokens since the last (re)fill, for a restart when the context is full
             for _ in range(max_new_tokens):
-                nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B,)
+                nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
                 yield nxt
-                idx = torch.cat((idx, nxt[:, None]), dim=1)
+                recent.append(nxt)
                 if cache.pos >= T_max:  # context full: restart from the newest half
-                    idx = idx[:, -(T_max // 2):]
+                    idx = torch.cat([idx, torch.stack(recent, 1)], dim=1)[:, -(T_max // 2):]
+                    recent = []
                     cache.pos = 0
-                    logits, _ = self(idx, cache=cache, last_only=True)
+                    logits = self(idx, cache=cache, last_only=True)[0][:, -1]
                 else:
-                    logits, _ = self(nxt[:, None], cache=cache, last_only=True)
+                    logits = self.decode_step(nxt, cache)
         finally:
             self.train(was_training)
 
@@ -299,5 +355,8 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top
         drop = cum - sorted_logits.softmax(dim=-1) >= top_p  # keep the smallest set reaching top_p
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    # exponential race: argmax(p / E) with E ~ Exp(1) draws index i with probability p_i, and
+    # costs a fraction of torch.multinomial for one draw per row
     probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    noise = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / noise).argmax(dim=-1)

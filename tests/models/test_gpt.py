@@ -97,3 +97,25 @@ def test_bad_sampling_parameters(args, msg):
 def test_config_validation():
     with pytest.raises(ValueError, match="divisible"):
         GPTConfig(n_embd=30, n_head=4).validate()
+
+
+@pytest.mark.parametrize("kw", VARIANTS)
+def test_decode_step_matches_full_forward(kw):
+    torch.manual_seed(0)
+    model = GPT(tiny(**kw)).eval()
+    x = torch.randint(0, 37, (3, 20))
+    full, _ = model(x)
+    cache = model.new_cache(3)
+    with torch.no_grad():
+        first, _ = model(x[:, :6], cache=cache)
+        steps = [model.decode_step(x[:, t], cache) for t in range(6, 20)]
+    assert torch.allclose(first, full[:, :6], atol=1e-5)
+    assert torch.allclose(torch.stack(steps, 1), full[:, 6:], atol=1e-5)
+
+
+def test_exponential_race_sampling_follows_the_distribution():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_next(logits.expand(1000, 3), 1.0, None, None, g) for _ in range(10)]).flatten()
+    freq = torch.bincount(draws, minlength=3).float() / draws.numel()
+    assert torch.allclose(freq, torch.tensor([0.5, 0.3, 0.2]), atol=0.02)

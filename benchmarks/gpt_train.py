@@ -1,0 +1,106 @@
+"""GPT training benchmark on tiny Shakespeare (char-level, first 90% train / last 10% val).
+
+    python benchmarks/gpt_train.py                       # all variants, in one invocation
+    python benchmarks/gpt_train.py --variants baby,fast --target 1.8857 --max-seconds 120
+
+Each variant trains in its own subprocess (so peak RSS is per variant) with evaluation on the
+*whole* validation split every --eval-every steps. Reported per variant: ms/iteration, training
+seconds (evaluations excluded) until the validation loss first reaches --target, the best
+validation loss, and peak RSS. Variants run one after another in the same invocation, so speed-ups
+are ratios measured side by side. Data: $GENFORGE_DATASETS/tinyshakespeare/input.txt.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BABY = {"preset": "baby"}  # nanoGPT's CPU baby GPT, reproduced in genforge (fp32, learned pos, LayerNorm, GELU)
+VARIANTS: dict[str, dict] = {
+    "baby": BABY,
+    "baby+bf16": {"preset": "baby", "train": {"dtype": "bf16"}},
+    "baby+lr3e-3": {"preset": "baby", "train": {"lr": 3e-3, "min_lr": 3e-4}},
+    "baby+rope": {"preset": "baby", "model": {"pos": "rope"}},
+    "baby+qknorm+rms": {"preset": "baby", "model": {"norm": "rmsnorm", "qk_norm": True}},
+    "baby+relu2": {"preset": "baby", "model": {"activation": "relu2"}},
+    "baby+muon": {"preset": "baby", "train": {"optimizer": "muon"}},
+    "fast": {"preset": "fast"},
+    "small": {"preset": "small"},
+    "fast+muon": {"preset": "fast", "train": {"optimizer": "muon", "muon_lr": 0.02}},
+    "fast+lr6e-3": {"preset": "fast", "train": {"lr": 6e-3, "min_lr": 6e-4}},
+    "fast+b16": {"preset": "fast", "train": {"batch_size": 16}},
+    "fast-fp32": {"preset": "fast", "train": {"dtype": "fp32"}},
+    "fast-rope": {"preset": "fast", "model": {"pos": "learned"}},
+    "fast-qknorm": {"preset": "fast", "model": {"qk_norm": False}},
+    "fast-relu2": {"preset": "fast", "model": {"activation": "gelu"}},
+}
+
+
+def child(spec: dict) -> None:
+    from genforge.families import gpt
+    overrides = {k: v for k, v in spec.items() if k in ("model", "data", "train")}
+    run, res = gpt.train(preset=spec.get("preset"), overrides=overrides, out=spec["out"], progress=False)
+    evals = [json.loads(line) for line in run.file("metrics.jsonl").read_text().splitlines()]
+    evals = [e for e in evals if "eval/val_loss" in e]
+    print(json.dumps({"steps": res.step, "evals": [(e["step"], e["eval/train_seconds"], e["eval/val_loss"]) for e in evals],
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def measure(name: str, spec: dict, data: str, target: float, max_seconds: float, eval_every: int,
+            max_iters: int | None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = json.loads(json.dumps(spec))
+        spec.setdefault("data", {})["path"] = data
+        t = spec.setdefault("train", {})
+        t.update({"eval_interval": eval_every, "max_seconds": max_seconds, "samples": False})
+        if max_iters:
+            t["max_iters"] = max_iters
+        spec["out"] = str(Path(tmp) / "run")
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
+        if out.returncode:
+            raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+    evals = r["evals"]
+    hit = next(((s, sec) for s, sec, v in evals if v <= target), None)
+    last_step, last_sec, _ = evals[-1]
+    return {"variant": name, "steps": r["steps"], "ms_per_iter": 1000 * last_sec / max(last_step, 1),
+            "reach_step": hit[0] if hit else None, "reach_seconds": hit[1] if hit else None,
+            "best_val": min(v for _, _, v in evals), "train_seconds": last_sec,
+            "wall_seconds": time.perf_counter() - t0, "peak_rss_mb": r["peak_rss_mb"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--child")
+    p.add_argument("--variants", default="baby,fast")
+    p.add_argument("--target", type=float, default=1.8857)
+    p.add_argument("--max-seconds", type=float, default=150.0, help="training budget per variant")
+    p.add_argument("--max-iters", type=int, default=None, help="override max_iters for every variant")
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--repeat", type=int, default=1, help="run the variant list this many times, interleaved")
+    args = p.parse_args()
+    if args.child:
+        return child(json.loads(args.child))
+    data = Path(os.environ.get("GENFORGE_DATASETS", "../shared/datasets")) / "tinyshakespeare" / "input.txt"
+    assert data.exists(), f"{data} not found: set GENFORGE_DATASETS"
+    names = args.variants.split(",")
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  target val loss {args.target}  cpus {os.cpu_count()}")
+    print("| variant | ms/iter | steps to target | train s to target | best val | steps | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for _ in range(args.repeat):
+        for name in names:
+            r = measure(name, VARIANTS[name], str(data), args.target, args.max_seconds, args.eval_every, args.max_iters)
+            reach = f"{r['reach_seconds']:.1f}" if r["reach_seconds"] is not None else "not reached"
+            print(f"| {name} | {r['ms_per_iter']:.1f} | {r['reach_step']} | {reach} | {r['best_val']:.4f} | "
+                  f"{r['steps']} | {r['peak_rss_mb']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
