@@ -122,7 +122,7 @@ class GPTTask:
                  cfg: dict[str, Any], runtime: Runtime, run: RunDir, forward=None):
         self.model, self.train_split, self.val_split = model, train, val
         self.tokenizer, self.cfg, self.rt, self.run = tokenizer, cfg, runtime, run
-        self.forward = forward or model  # a torch.compile'd model when train.compile is set
+        self.forward = model if forward is None else forward  # compiled when train.compile is set
         tc: TrainConfig = cfg["train"]
         self.modules = {"model": model}
         self.optimizers = param_groups(model, tc)
