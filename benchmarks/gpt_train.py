@@ -48,17 +48,20 @@ def child(spec: dict) -> None:
     run, res = gpt.train(preset=spec.get("preset"), overrides=overrides, out=spec["out"], progress=False)
     evals = [json.loads(line) for line in run.file("metrics.jsonl").read_text().splitlines()]
     evals = [e for e in evals if "eval/val_loss" in e]
-    print(json.dumps({"steps": res.step, "evals": [(e["step"], e["eval/train_seconds"], e["eval/val_loss"]) for e in evals],
+    print(json.dumps({"steps": res.step, "evals": [(e["step"], e["eval/train_seconds"], e["eval/val_loss"],
+                                                    e["eval/train_cpu_seconds"]) for e in evals],
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 def measure(name: str, spec: dict, data: str, target: float, max_seconds: float, eval_every: int,
-            max_iters: int | None) -> dict:
+            max_iters: int | None, threads: int = 0, stop: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         spec = json.loads(json.dumps(spec))
         spec.setdefault("data", {})["path"] = data
         t = spec.setdefault("train", {})
-        t.update({"eval_interval": eval_every, "max_seconds": max_seconds, "samples": False})
+        t.update({"eval_interval": eval_every, "max_seconds": max_seconds, "samples": False, "threads": threads})
+        if stop:
+            t["stop_at"] = target
         if max_iters:
             t["max_iters"] = max_iters
         spec["out"] = str(Path(tmp) / "run")
@@ -68,11 +71,13 @@ def measure(name: str, spec: dict, data: str, target: float, max_seconds: float,
             raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
         r = json.loads(out.stdout.strip().splitlines()[-1])
     evals = r["evals"]
-    hit = next(((s, sec) for s, sec, v in evals if v <= target), None)
-    last_step, last_sec, _ = evals[-1]
+    hit = next(((s, sec, cpu) for s, sec, v, cpu in evals if v <= target), None)
+    last_step, last_sec, _, last_cpu = evals[-1]
     return {"variant": name, "steps": r["steps"], "ms_per_iter": 1000 * last_sec / max(last_step, 1),
+            "cpu_ms_per_iter": 1000 * last_cpu / max(last_step, 1),
             "reach_step": hit[0] if hit else None, "reach_seconds": hit[1] if hit else None,
-            "best_val": min(v for _, _, v in evals), "train_seconds": last_sec,
+            "reach_cpu_seconds": hit[2] if hit else None,
+            "best_val": min(e[2] for e in evals), "train_seconds": last_sec,
             "wall_seconds": time.perf_counter() - t0, "peak_rss_mb": r["peak_rss_mb"]}
 
 
@@ -85,21 +90,27 @@ def main() -> None:
     p.add_argument("--max-iters", type=int, default=None, help="override max_iters for every variant")
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--repeat", type=int, default=1, help="run the variant list this many times, interleaved")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = torch default)")
+    p.add_argument("--stop-at-target", action="store_true", help="stop each run once it reaches --target")
     args = p.parse_args()
     if args.child:
         return child(json.loads(args.child))
     data = Path(os.environ.get("GENFORGE_DATASETS", "../shared/datasets")) / "tinyshakespeare" / "input.txt"
     assert data.exists(), f"{data} not found: set GENFORGE_DATASETS"
     names = args.variants.split(",")
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  target val loss {args.target}  cpus {os.cpu_count()}")
-    print("| variant | ms/iter | steps to target | train s to target | best val | steps | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  target val loss {args.target}  cpus {os.cpu_count()}  "
+          f"threads {args.threads or 'default'}  load {os.getloadavg()[0]:.1f}")
+    print("| variant | ms/iter (wall) | CPU ms/iter | steps to target | wall s to target | CPU s to target "
+          "| best val | steps | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for _ in range(args.repeat):
         for name in names:
-            r = measure(name, VARIANTS[name], str(data), args.target, args.max_seconds, args.eval_every, args.max_iters)
-            reach = f"{r['reach_seconds']:.1f}" if r["reach_seconds"] is not None else "not reached"
-            print(f"| {name} | {r['ms_per_iter']:.1f} | {r['reach_step']} | {reach} | {r['best_val']:.4f} | "
-                  f"{r['steps']} | {r['peak_rss_mb']:.0f} |", flush=True)
+            r = measure(name, VARIANTS[name], str(data), args.target, args.max_seconds, args.eval_every, args.max_iters,
+                        args.threads, args.stop_at_target)
+            hit = r["reach_seconds"] is not None
+            reach = f"{r['reach_seconds']:.1f} | {r['reach_cpu_seconds']:.1f}" if hit else "not reached | -"
+            print(f"| {name} | {r['ms_per_iter']:.1f} | {r['cpu_ms_per_iter']:.1f} | {r['reach_step']} | {reach} | "
+                  f"{r['best_val']:.4f} | {r['steps']} | {r['peak_rss_mb']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

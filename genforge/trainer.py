@@ -43,6 +43,7 @@ class TrainConfig:
     eval_iters: int = 0  # batches per evaluation; 0 = the whole validation split
     log_interval: int = 10
     patience: int = 0  # stop after this many evaluations without improvement; 0 = never
+    stop_at: float | None = None  # stop once the selection metric (e.g. val loss) reaches this value
     max_seconds: float = 0.0  # wall-clock training budget; 0 = none
     time_schedule: bool = False  # decay the LR over max_seconds, not max_iters (not bit-reproducible)
     seed: int = 1337
@@ -106,7 +107,7 @@ class Result:
     step: int
     best: float | None
     metrics: dict[str, float]
-    stopped: str  # 'max_iters', 'early_stopping', 'time_budget', 'interrupted'
+    stopped: str  # 'max_iters', 'early_stopping', 'target_reached', 'time_budget', 'interrupted'
     seconds: float
 
 
@@ -118,7 +119,8 @@ class Trainer:
         self.best: float | None = None
         self.bad_evals = 0
         self.train_seconds = 0.0  # wall time in training steps, evaluations excluded
-        self._step_clock = time.perf_counter()
+        self.train_cpu_seconds = 0.0  # CPU time of this process in training steps (all its threads)
+        self._step_clock, self._cpu_clock = time.perf_counter(), time.process_time()
         self._stop_requested = False
         for opt in task.optimizers.values():
             for g in opt.param_groups:
@@ -130,7 +132,8 @@ class Trainer:
         tensors: dict[str, torch.Tensor] = {}
         for name, m in self.task.modules.items():
             tensors.update(checkpoint.module_tensors(f"module.{name}", m))
-        meta = {**self.task.meta(), "step": self.step, "best": self.best, "train_seconds": self.train_seconds}
+        meta = {**self.task.meta(), "step": self.step, "best": self.best, "train_seconds": self.train_seconds,
+                "train_cpu_seconds": self.train_cpu_seconds}
         if full:
             optim_info = {}
             for name, opt in self.task.optimizers.items():
@@ -163,6 +166,7 @@ class Trainer:
         torch.set_rng_state(tensors["rng.torch"])
         self.step, self.best = meta["step"], meta.get("best")
         self.train_seconds = meta.get("train_seconds", 0.0)
+        self.train_cpu_seconds = meta.get("train_cpu_seconds", 0.0)
         self.bad_evals = meta["resume"]["bad_evals"]
 
     # ------------------------------------------------------------------ loop
@@ -208,7 +212,9 @@ class Trainer:
 
     def _evaluate(self) -> dict[str, float]:
         self.train_seconds += time.perf_counter() - self._step_clock
-        metrics = {**self.task.evaluate(), "train_seconds": self.train_seconds}
+        self.train_cpu_seconds += time.process_time() - self._cpu_clock
+        metrics = {**self.task.evaluate(), "train_seconds": self.train_seconds,
+                   "train_cpu_seconds": self.train_cpu_seconds}
         self.task.on_eval(self.step, self.monitor)
         key = self.task.select_metric
         if key is not None and key in metrics:
@@ -222,7 +228,7 @@ class Trainer:
         self.save("last")
         self.monitor.log(self.step, metrics, prefix="eval")
         self.monitor.plot()
-        self._step_clock = time.perf_counter()
+        self._step_clock, self._cpu_clock = time.perf_counter(), time.process_time()
         return metrics
 
     def _request_stop(self, signum, frame):
@@ -244,7 +250,7 @@ class Trainer:
             pass
         try:
             self.monitor.start(total=None if cfg.max_seconds else cfg.max_iters, initial=self.step)
-            self._step_clock = time.perf_counter()
+            self._step_clock, self._cpu_clock = time.perf_counter(), time.process_time()
             last_time, last_step = time.perf_counter(), self.step
             while self.step < cfg.max_iters:
                 logs = self._one_step()
@@ -260,6 +266,10 @@ class Trainer:
                     metrics = self._evaluate()
                     if cfg.patience and self.bad_evals >= cfg.patience:
                         stopped = "early_stopping"
+                        break
+                    key = self.task.select_metric
+                    if cfg.stop_at is not None and key in metrics and metrics[key] <= cfg.stop_at:
+                        stopped = "target_reached"
                         break
                 if cfg.max_seconds and time.perf_counter() - t0 >= cfg.max_seconds:
                     stopped = "time_budget"

@@ -132,3 +132,9 @@ def test_corpus_shorter_than_context(tmp_path):
     p.write_text("tiny corpus\n")
     with pytest.raises(ValueError, match="context length"):
         gpt.train(overrides=overrides(p), out=tmp_path / "r", progress=False)
+
+
+def test_stop_at_target(corpus, tmp_path):
+    _, res = gpt.train(overrides=overrides(corpus, max_iters=200, eval_interval=5, stop_at=2.9), out=tmp_path / "r",
+                       progress=False)
+    assert res.stopped == "target_reached" and res.step < 200 and res.metrics["val_loss"] <= 2.9
