@@ -32,13 +32,18 @@ VARIANTS: dict[str, dict] = {
     "baby+muon": {"preset": "baby", "train": {"optimizer": "muon"}},
     "fast": {"preset": "fast"},
     "small": {"preset": "small"},
-    "fast+muon": {"preset": "fast", "train": {"optimizer": "muon", "muon_lr": 0.02}},
-    "fast+lr6e-3": {"preset": "fast", "train": {"lr": 6e-3, "min_lr": 6e-4}},
-    "fast+b16": {"preset": "fast", "train": {"batch_size": 16}},
-    "fast-fp32": {"preset": "fast", "train": {"dtype": "fp32"}},
-    "fast-rope": {"preset": "fast", "model": {"pos": "learned"}},
-    "fast-qknorm": {"preset": "fast", "model": {"qk_norm": False}},
-    "fast-relu2": {"preset": "fast", "model": {"activation": "gelu"}},
+    # ablations: the fast preset with one option reverted to the baby's choice
+    "fast, AdamW not Muon": {"preset": "fast", "train": {"optimizer": "adamw"}},
+    "fast, fp32 not bf16": {"preset": "fast", "train": {"dtype": "fp32"}},
+    "fast, learned not rotary": {"preset": "fast", "model": {"pos": "learned"}},
+    "fast, no QK-norm, LayerNorm": {"preset": "fast", "model": {"qk_norm": False, "norm": "layernorm"}},
+    "fast, GELU not ReLU2": {"preset": "fast", "model": {"activation": "gelu"}},
+    "fast, batch 16": {"preset": "fast", "train": {"batch_size": 16}},
+    # quality within a time budget: LR decays over the budget (train.time_schedule)
+    "q128": {"preset": "fast", "model": {"block_size": 128},
+             "train": {"max_iters": 10**7, "time_schedule": True, "clock": "cpu", "warmup_iters": 100}},
+    "q192": {"preset": "fast", "model": {"block_size": 128, "n_embd": 192, "n_head": 6, "dropout": 0.1},
+             "train": {"max_iters": 10**7, "time_schedule": True, "clock": "cpu", "warmup_iters": 100}},
 }
 
 

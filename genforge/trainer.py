@@ -44,8 +44,9 @@ class TrainConfig:
     log_interval: int = 10
     patience: int = 0  # stop after this many evaluations without improvement; 0 = never
     stop_at: float | None = None  # stop once the selection metric (e.g. val loss) reaches this value
-    max_seconds: float = 0.0  # wall-clock training budget; 0 = none
+    max_seconds: float = 0.0  # training-time budget (evaluations excluded), on `clock`; 0 = none
     time_schedule: bool = False  # decay the LR over max_seconds, not max_iters (not bit-reproducible)
+    clock: Literal["wall", "cpu"] = "wall"  # what max_seconds counts: wall time, or this process's CPU time
     seed: int = 1337
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     dtype: str = "auto"  # auto (bf16 where native), fp32, bf16, fp16 (GPU only)
@@ -172,7 +173,7 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def _one_step(self) -> dict[str, float]:
-        mult = lr_multiplier(self.step, self.cfg, self.train_seconds + time.perf_counter() - self._step_clock)
+        mult = lr_multiplier(self.step, self.cfg, self._elapsed())
         for opt in self.task.optimizers.values():
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * mult
@@ -202,6 +203,12 @@ class Trainer:
         if after is not None:
             after(self.step)
         return logs
+
+    def _elapsed(self) -> float:
+        """Training time so far (evaluations excluded) on the configured clock."""
+        if self.cfg.clock == "cpu":
+            return self.train_cpu_seconds + time.process_time() - self._cpu_clock
+        return self.train_seconds + time.perf_counter() - self._step_clock
 
     def _diverged_message(self, what: str) -> str:
         last = self.run.checkpoint("last")
@@ -271,7 +278,7 @@ class Trainer:
                     if cfg.stop_at is not None and key in metrics and metrics[key] <= cfg.stop_at:
                         stopped = "target_reached"
                         break
-                if cfg.max_seconds and time.perf_counter() - t0 >= cfg.max_seconds:
+                if cfg.max_seconds and self._elapsed() >= cfg.max_seconds:
                     stopped = "time_budget"
                     break
                 if self._stop_requested:

@@ -58,7 +58,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "fast": {
         "model": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64},
         "train": {"batch_size": 32, "lr": 4e-3, "min_lr": 4e-4, "warmup_iters": 30, "max_iters": 1000,
-                  "dtype": "auto"},
+                  "optimizer": "muon", "muon_lr": 0.02, "dtype": "auto"},
     },
     # article 001: vocab 10000, d_model 512, 8 heads, 2 layers, learned positions, LayerNorm
     "article001": {
