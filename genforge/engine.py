@@ -110,6 +110,8 @@ class GPTSlots:
 
 # ----------------------------------------------------------------------------- requests
 
+MIN_TEMPERATURE = 1e-6  # below this, logits / temperature overflows: sample greedily instead
+
 
 @dataclass
 class SamplingParams:
@@ -287,7 +289,8 @@ class Engine:
         if self._ended(seq):
             return
         p = seq.params
-        tok = int(sample_next(logits, p.temperature, p.top_k, p.top_p, seq.gen)[0])
+        temperature = p.temperature if p.temperature >= MIN_TEMPERATURE else 0.0
+        tok = int(sample_next(logits, temperature, p.top_k, p.top_p, seq.gen)[0])
         lp = top = None
         if p.logprobs is not None:
             logp = F.log_softmax(logits[0].float(), dim=-1)

@@ -179,6 +179,17 @@ def test_cancel_queue_full_queue_timeout_wall_clock_and_errors():
         broken.close()
 
 
+def test_tiny_temperature_is_greedy_not_nan():
+    m = tiny_gpt()
+    engine = Engine(GPTSlots(m))
+    try:
+        tiny = run_all(engine, [[1, 2]], [SamplingParams(max_tokens=5, temperature=5e-324, seed=0)])[0]
+        greedy = run_all(engine, [[1, 2]], [SamplingParams(max_tokens=5, temperature=0.0)])[0]
+        assert tiny[1].reason == "length" and tiny[0] == greedy[0]
+    finally:
+        engine.close()
+
+
 def test_bad_requests_are_refused_at_submit():
     engine = Engine(MockSlots())
     try:
