@@ -37,4 +37,4 @@ def test_no_server_errors(fuzz_server):
             assert response.status_code < 500, (f"{case.method} {case.path} {case.body!r} -> "
                                                 f"{response.status_code} {response.text[:300]}")
         check()
-    assert sum(200 <= s < 300 for s in statuses) >= 20, "the fuzzer hardly ever got past validation"
+    assert sum(200 <= s < 300 for s in statuses) >= 10, "the fuzzer hardly ever got past validation"
