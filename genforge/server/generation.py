@@ -165,51 +165,64 @@ class Generation:
             self.metrics.disconnects.labels(self.route).inc()
 
     async def events(self):
-        """Yield (choice, new text, new tokens) until every choice has a finish_reason."""
+        """Yield (choice, new text, new tokens) until every choice has a finish_reason.
+
+        Events that are already waiting are merged per choice, so a busy server sends fewer,
+        larger stream chunks instead of falling behind.
+        """
         remaining = len(self.choices)
         limit = self.params.timeout + 30.0  # the engine enforces the limit; this only guards against a stall
         while remaining:
             try:
-                i, ev = await asyncio.wait_for(self.queue.get(), timeout=limit)
+                batch = [await asyncio.wait_for(self.queue.get(), timeout=limit)]
             except TimeoutError:
                 self.cancel()
                 raise APIError(504, "generation stalled", code="timeout") from None
-            c = self.choices[i]
-            if c.finish_reason is not None:
-                continue
-            if isinstance(ev, Token):
-                if self.first_token_at is None:
-                    self.first_token_at = time.perf_counter()
-                    self.metrics.ttft.labels(self.served.name).observe(self.first_token_at - self.t0)
-                text, stopped = c.stop.push(ev.text)
-                c.offsets.append(len(c.text))
-                c.tokens.append(ev)
-                c.text += text
-                if stopped:
-                    c.finish_reason = "stop"
-                    c.seq.cancel()
-                    remaining -= 1
-                yield c, text, [ev]
-            elif isinstance(ev, Done):
-                if ev.reason == "length":
-                    text = c.stop.flush()
-                    c.text += text
+            while not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            updates: dict[int, tuple[str, list[Token]]] = {}
+            for i, ev in batch:
+                c = self.choices[i]
+                if c.finish_reason is not None:
+                    continue
+                text, tokens = updates.get(i, ("", []))
+                if isinstance(ev, Token):
+                    if self.first_token_at is None:
+                        self.first_token_at = time.perf_counter()
+                        self.metrics.ttft.labels(self.served.name).observe(self.first_token_at - self.t0)
+                    piece, stopped = c.stop.push(ev.text)
+                    c.offsets.append(len(c.text))
+                    c.tokens.append(ev)
+                    c.text += piece
+                    updates[i] = (text + piece, tokens + [ev])
+                    if stopped:
+                        c.finish_reason = "stop"
+                        c.seq.cancel()
+                        remaining -= 1
+                elif ev.reason == "length":
+                    piece = c.stop.flush()
+                    c.text += piece
                     c.finish_reason = "length"
                     remaining -= 1
-                    yield c, text, []
-                    continue
-                self.cancel()
-                self.finished = True
-                if ev.reason == "queue_timeout":
-                    raise APIError(429, f"the server is busy: {ev.message}; retry shortly", code="queue_timeout",
-                                   headers={"Retry-After": "1"})
-                if ev.reason == "timeout":
-                    raise APIError(504, ev.message, code="request_timeout")
-                if ev.reason == "cancelled":
-                    raise APIError(503, f"generation was cancelled: {ev.message or 'server shutting down'}",
-                                   code="cancelled")
-                raise APIError(500, f"generation failed: {ev.message}", code="internal_error")
+                    updates[i] = (text + piece, tokens)
+                else:
+                    self.fail(ev)
+            for i, (text, tokens) in updates.items():
+                yield self.choices[i], text, tokens
         self.finished = True
+
+    def fail(self, ev: Done):
+        """An engine-side end other than length: stop everything and raise the matching API error."""
+        self.cancel()
+        self.finished = True
+        if ev.reason == "queue_timeout":
+            raise APIError(429, f"the server is busy: {ev.message}; retry shortly", code="queue_timeout",
+                           headers={"Retry-After": "1"})
+        if ev.reason == "timeout":
+            raise APIError(504, ev.message, code="request_timeout")
+        if ev.reason == "cancelled":
+            raise APIError(503, f"generation was cancelled: {ev.message or 'server shutting down'}", code="cancelled")
+        raise APIError(500, f"generation failed: {ev.message}", code="internal_error")
 
     async def collect(self, request):
         """Run to the end (non-streaming), stopping early if the client disconnects."""
