@@ -44,16 +44,29 @@ def train_small(out: Path, seconds: float) -> Path:
     return run.path
 
 
-def direct_speed(run: Path, tokens: int) -> float:
-    """Batch-1 GPT.stream tokens/s in-process: the model's own speed without the server."""
+def direct_speed(run: Path, tokens: int, in_thread: bool) -> float:
+    """Batch-1 GPT.stream tokens/s in-process: the model's own speed without the server, run in the
+    main thread or in a worker thread (where the server's engine runs)."""
+    import threading
+
     import genforge
     pipe = genforge.load(run, device="cpu")
-    for _ in pipe.stream("ROMEO:", max_new_tokens=8, seed=0):
-        pass
-    t0 = time.perf_counter()
-    for _ in pipe.stream("ROMEO:", max_new_tokens=tokens, seed=0, top_k=None):
-        pass
-    return tokens / (time.perf_counter() - t0)
+    out = {}
+
+    def measure():
+        for _ in pipe.stream("ROMEO:", max_new_tokens=8, seed=0):
+            pass
+        t0 = time.perf_counter()
+        for _ in pipe.stream("ROMEO:", max_new_tokens=tokens, seed=0, top_k=None):
+            pass
+        out["speed"] = tokens / (time.perf_counter() - t0)
+    if in_thread:
+        t = threading.Thread(target=measure)
+        t.start()
+        t.join()
+    else:
+        measure()
+    return out["speed"]
 
 
 async def level(url: str, clients: int, seconds: float, max_tokens: int) -> dict:
@@ -66,7 +79,8 @@ async def level(url: str, clients: int, seconds: float, max_tokens: int) -> dict
         while time.monotonic() < deadline:
             n += 1
             body = {"model": "bench", "prompt": "ROMEO:", "max_tokens": max_tokens, "stream": True,
-                    "temperature": 0.8, "seed": i * 100_000 + n}
+                    "temperature": 0.8, "seed": i * 100_000 + n,
+                    "stream_options": {"include_usage": True}}
             t0, first, got = time.monotonic(), None, 0
             async with http.stream("POST", "/v1/completions", json=body) as r:
                 if r.status_code != 200:
@@ -74,12 +88,12 @@ async def level(url: str, clients: int, seconds: float, max_tokens: int) -> dict
                     await r.aread()
                     continue
                 async for line in r.aiter_lines():
-                    if line.startswith("data: {"):
-                        chunk = json.loads(line[6:])
-                        if chunk["choices"] and chunk["choices"][0]["text"]:
-                            got += 1
-                            if first is None:
-                                first = time.monotonic() - t0
+                    if not line.startswith("data: {"):
+                        continue
+                    if first is None and '"text":""' not in line:  # parse only what is needed: the client
+                        first = time.monotonic() - t0                # shares the CPU with the server
+                    if '"usage"' in line:  # the last chunk: real token counts
+                        got = json.loads(line[6:])["usage"]["completion_tokens"]
             latencies.append(time.monotonic() - t0)
             ttfts.append(first if first is not None else float("nan"))
             tokens += got
@@ -104,19 +118,22 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64])
     ap.add_argument("--max-batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads in the server (0 = torch's default)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="genforge-serve-bench-"))
     run = Path(args.run) if args.run else train_small(tmp / "small", args.train_seconds)
     print(f"model: {run}", flush=True)
-    print(f"direct batch-1 GPT.stream: {direct_speed(run, 300):.0f} tokens/s", flush=True)
+    print(f"direct batch-1 GPT.stream, worker thread: {direct_speed(run, 300, True):.0f} tokens/s; "
+          f"main thread: {direct_speed(run, 100, False):.0f} tokens/s", flush=True)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "genforge", "serve", f"bench={run}", "--port", str(port),
-                               "--max-batch", str(args.max_batch), "--device", "cpu"],
+                               "--max-batch", str(args.max_batch), "--device", "cpu"]
+                              + (["--threads", str(args.threads)] if args.threads else []),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120

@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -22,4 +24,5 @@ class Settings(BaseModel):
     max_tokens_limit: int = Field(4096, ge=1)  # largest max_tokens a request may ask for
     max_n: int = Field(16, ge=1, le=256)  # largest n (completions per prompt, images per request)
     max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies get 413
-    log_level: str = "info"
+    threads: int | None = Field(None, ge=1)  # torch CPU threads for the whole process (None = torch's default)
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
