@@ -4,6 +4,7 @@
     genforge sample runs/shakespeare --prompt "ROMEO:" --num-samples 3
     genforge eval runs/shakespeare --data other.txt
     genforge data get shakespeare
+    genforge serve runs/shakespeare [more runs] --port 8000 --api-key KEY
 
 Heavy imports (torch, ...) happen inside the subcommands, so `genforge --help` is instant.
 """
@@ -61,6 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="train a small GPT on bundled text, then sample (a minute or two)")
     m.add_argument("--out", default="runs/demo", help="run directory")
     m.add_argument("--seconds", type=float, default=90.0, help="training time budget")
+
+    v = sub.add_parser("serve", help="serve runs over an OpenAI-compatible HTTP API, with a playground at /")
+    v.add_argument("runs", nargs="+", metavar="RUN", help="run directories (or NAME=RUN to pick the model id)")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 = every interface)")
+    v.add_argument("--port", type=int, default=8000, help="port to listen on")
+    v.add_argument("--api-key", default=os.environ.get("GENFORGE_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' (default: $GENFORGE_API_KEY; none = open)")
+    v.add_argument("--cors-origins", nargs="*", default=[], metavar="ORIGIN",
+                   help="browser origins allowed to call the API ('*' = any); default: none")
+    v.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    v.add_argument("--max-batch", type=_positive_int, default=32, help="sequences decoded together per GPT model")
+    v.add_argument("--max-queue", type=int, default=256, help="waiting sequences before requests get 429")
+    v.add_argument("--queue-timeout", type=float, default=30.0, help="seconds a request may wait for a slot")
+    v.add_argument("--request-timeout", type=float, default=300.0, help="wall-clock limit of one request, seconds")
+    v.add_argument("--max-tokens-limit", type=_positive_int, default=4096, help="largest max_tokens allowed")
+    v.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is often fastest for small models)")
 
     d = sub.add_parser("data", help="data sets")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -132,6 +150,28 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from pydantic import ValidationError
+
+    from . import checkpoint
+    from .run import find_checkpoint
+    from .server import Settings, serve
+    try:
+        settings = Settings(host=args.host, port=args.port, api_key=args.api_key, cors_origins=args.cors_origins,
+                            device=args.device, max_batch=args.max_batch, max_queue=args.max_queue,
+                            queue_timeout=args.queue_timeout, request_timeout=args.request_timeout,
+                            max_tokens_limit=args.max_tokens_limit, threads=args.threads)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ValueError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+    for run in args.runs:  # fail before listening when a run is missing
+        path = run.split("=", 1)[1] if "=" in run and not run.startswith("hf:") else run
+        if not path.startswith("hf:"):
+            checkpoint.read_meta(find_checkpoint(path))
+    serve(args.runs, settings)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from . import demo
     from .run import RunDir
@@ -150,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args, rest)
-        return {"sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "demo": cmd_demo}[args.command](args)
+        return {"sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "demo": cmd_demo,
+                "serve": cmd_serve}[args.command](args)
     except KeyboardInterrupt:
         print("\ngenforge: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,168 @@
+"""Serving throughput and latency: `genforge serve` under 1, 4, 16 and 64 concurrent streaming clients.
+
+    python benchmarks/serve.py [--run RUN] [--seconds 20] [--max-tokens 64] [--clients 1 4 16 64]
+
+Without --run, a `small`-preset character GPT is trained for --train-seconds on tiny Shakespeare
+($GENFORGE_DATASETS/tinyshakespeare/input.txt, else a built-in text) so the text is not noise;
+speed does not depend on the weights. The server runs as a subprocess (`genforge serve`); the
+clients run here, on the same machine (they share its CPU with the server). Each client loops:
+one streaming completion of --max-tokens tokens, then the next, for --seconds per level.
+Reported per level: aggregate generated tokens/s, per-request latency p50/p99, time to first
+token p50/p99, and the ratio of aggregate throughput to the 1-client rate. As a reference, the
+same model's batch-1 `GPT.stream` speed in-process (no HTTP) is measured first.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+
+def percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q / 100 * len(xs)))] if xs else float("nan")
+
+
+def train_small(out: Path, seconds: float) -> Path:
+    from genforge.families import gpt
+    data = Path(os.environ.get("GENFORGE_DATASETS", "../shared/datasets")) / "tinyshakespeare" / "input.txt"
+    if not data.exists():
+        data = out.parent / "corpus.txt"
+        data.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 2000)
+    run, _ = gpt.train(preset="small", overrides={"data": {"path": str(data)},
+                                                  "train": {"max_seconds": seconds, "samples": False}},
+                       out=out, progress=False)
+    return run.path
+
+
+def direct_speed(run: Path, tokens: int, in_thread: bool) -> float:
+    """Batch-1 GPT.stream tokens/s in-process: the model's own speed without the server, run in the
+    main thread or in a worker thread (where the server's engine runs)."""
+    import threading
+
+    import genforge
+    pipe = genforge.load(run, device="cpu")
+    out = {}
+
+    def measure():
+        for _ in pipe.stream("ROMEO:", max_new_tokens=8, seed=0):
+            pass
+        t0 = time.perf_counter()
+        for _ in pipe.stream("ROMEO:", max_new_tokens=tokens, seed=0, top_k=None):
+            pass
+        out["speed"] = tokens / (time.perf_counter() - t0)
+    if in_thread:
+        t = threading.Thread(target=measure)
+        t.start()
+        t.join()
+    else:
+        measure()
+    return out["speed"]
+
+
+async def level(url: str, clients: int, seconds: float, max_tokens: int) -> dict:
+    latencies, ttfts, tokens = [], [], 0
+    errors = 0
+
+    async def client(i: int, http: httpx.AsyncClient):
+        nonlocal tokens, errors
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            body = {"model": "bench", "prompt": "ROMEO:", "max_tokens": max_tokens, "stream": True,
+                    "temperature": 0.8, "seed": i * 100_000 + n,
+                    "stream_options": {"include_usage": True}}
+            t0, first, got = time.monotonic(), None, 0
+            async with http.stream("POST", "/v1/completions", json=body) as r:
+                if r.status_code != 200:
+                    errors += 1
+                    await r.aread()
+                    continue
+                async for line in r.aiter_lines():
+                    if not line.startswith("data: {"):
+                        continue
+                    if first is None and '"text":""' not in line:  # parse only what is needed: the client
+                        first = time.monotonic() - t0                # shares the CPU with the server
+                    if '"usage"' in line:  # the last chunk: real token counts
+                        got = json.loads(line[6:])["usage"]["completion_tokens"]
+            latencies.append(time.monotonic() - t0)
+            ttfts.append(first if first is not None else float("nan"))
+            tokens += got
+
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
+        t_start = time.monotonic()
+        deadline = t_start + seconds
+        await asyncio.gather(*(client(i, http) for i in range(clients)))
+        wall = time.monotonic() - t_start
+    return {"clients": clients, "requests": len(latencies), "errors": errors, "tokens": tokens,
+            "tokens_per_s": tokens / wall, "latency_p50": percentile(latencies, 50),
+            "latency_p99": percentile(latencies, 99), "ttft_p50": percentile(ttfts, 50),
+            "ttft_p99": percentile(ttfts, 99)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", help="a trained GPT run (default: train the small preset briefly)")
+    ap.add_argument("--train-seconds", type=float, default=60)
+    ap.add_argument("--seconds", type=float, default=20, help="seconds per concurrency level")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64])
+    ap.add_argument("--max-batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads in the server (0 = torch's default)")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="genforge-serve-bench-"))
+    run = Path(args.run) if args.run else train_small(tmp / "small", args.train_seconds)
+    print(f"model: {run}", flush=True)
+    print(f"direct batch-1 GPT.stream, worker thread: {direct_speed(run, 300, True):.0f} tokens/s; "
+          f"main thread: {direct_speed(run, 100, False):.0f} tokens/s", flush=True)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "genforge", "serve", f"bench={run}", "--port", str(port),
+                               "--max-batch", str(args.max_batch), "--device", "cpu"]
+                              + (["--threads", str(args.threads)] if args.threads else []),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("genforge serve did not start")
+            time.sleep(0.2)
+        asyncio.run(level(url, 2, 3, args.max_tokens))  # warm-up
+        rows = []
+        for c in args.clients:
+            row = asyncio.run(level(url, c, args.seconds, args.max_tokens))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        server.terminate()
+        server.wait(30)
+    base = rows[0]["tokens_per_s"]
+    print("\n| clients | requests | errors | tokens/s | x 1 client | latency p50 / p99 (s) | TTFT p50 / p99 (ms) |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['clients']} | {r['requests']} | {r['errors']} | {r['tokens_per_s']:.0f} | "
+              f"{r['tokens_per_s'] / base:.1f}x | {r['latency_p50']:.2f} / {r['latency_p99']:.2f} | "
+              f"{r['ttft_p50'] * 1000:.0f} / {r['ttft_p99'] * 1000:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,349 @@
+"""A KV-cached batching engine for GPT: many concurrent generations share every decode step.
+
+    engine = Engine(GPTSlots(pipeline.model), tokenizer=pipeline.tokenizer)   # or engine_for(pipeline)
+    seq = engine.submit(prompt_ids, SamplingParams(max_tokens=50, seed=0), emit=events.append)
+    ...; engine.close()
+
+Continuous batching: one worker thread owns the model. Every iteration it admits waiting
+sequences into free cache slots (prefilling each prompt alone), then runs ONE decode step for
+all active sequences together, each at its own position in its own KV-cache slot, and samples
+each row with that request's own `torch.Generator`. A sequence leaves the batch as soon as it
+ends (length, cancel, wall-clock limit) and a waiting one takes its slot at the next step.
+So a seeded request gives the same tokens whether it ran alone or batched with others.
+
+Past the context length, a sequence restarts from the newest half of its tokens, exactly as
+`GPT.stream` does, so the server and `genforge sample` agree.
+
+`GPTSlots` is the model side (batched forward with per-row positions over slot caches); the
+scheduler only needs its small interface, so tests drive it with a mock model.
+The server (genforge/server/) is the only user; run its tests with `pytest tests/test_engine.py`.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .data.tokenizers import StreamDecoder
+from .models.gpt import GPT, apply_rotary, check_sampling, sample_next
+
+# ----------------------------------------------------------------------------- model side
+
+
+class GPTSlots:
+    """A GPT plus per-slot KV caches: keys/values (n_layer, S, nh, T_max, hs), one slot per sequence.
+
+    `forward(idx, start, rows)` runs tokens idx (B, T) of the sequences in cache slots `rows`
+    (a contiguous slice, B = its length), row b's tokens taking positions start[b] .. start[b]+T-1,
+    and returns the logits of each row's last token (B, V).
+    """
+
+    def __init__(self, model: GPT):
+        self.model = model.eval()
+        c = model.config
+        self.block_size, self.vocab_size = c.block_size, c.vocab_size
+        self.n_head, self.hs = c.n_head, c.n_embd // c.n_head
+        self.capacity = 0
+        self.k = self.v = None
+
+    def reserve(self, slots: int):
+        """Grow the caches to at least `slots` slots, keeping what they hold."""
+        if slots <= self.capacity:
+            return
+        p = next(self.model.parameters())
+        c = self.model.config
+        new = max(slots, 2 * self.capacity)
+        shape = (c.n_layer, new, self.n_head, self.block_size, self.hs)
+        k, v = torch.zeros(shape, dtype=p.dtype, device=p.device), torch.zeros(shape, dtype=p.dtype, device=p.device)
+        if self.capacity:
+            k[:, :self.capacity], v[:, :self.capacity] = self.k, self.v
+        self.k, self.v, self.capacity = k, v, new
+
+    def move(self, src: int, dst: int, length: int):
+        """Copy slot src's first `length` positions into slot dst (to keep active slots contiguous)."""
+        self.k[:, dst, :, :length] = self.k[:, src, :, :length]
+        self.v[:, dst, :, :length] = self.v[:, src, :, :length]
+
+    @torch.no_grad()
+    def forward(self, idx: torch.Tensor, start: torch.Tensor, rows: slice) -> torch.Tensor:
+        m = self.model
+        B, T = idx.shape
+        dev = self.k.device
+        idx, start = idx.to(dev), start.to(dev)
+        pos = start[:, None] + torch.arange(T, device=dev)[None, :]  # (B, T) absolute positions
+        L = int(pos.max()) + 1  # keys to attend over
+        assert L <= self.block_size, f"position {L - 1} is past the context length {self.block_size}"
+        x = m.wte(idx)  # (B, T, C)
+        rope = None
+        if m.wpe is not None:
+            x = x + m.wpe(pos)
+        else:
+            rope = (m.rope_cos[pos][:, None], m.rope_sin[pos][:, None])  # (B, 1, T, hs/2)
+        # key j is visible to query t of row b when j <= pos[b, t]
+        mask = (torch.arange(L, device=dev)[None, None, :] <= pos[:, :, None])[:, None]  # (B, 1, T, L)
+        b_idx = torch.arange(B, device=dev)[:, None]  # (B, 1)
+        for i, block in enumerate(m.h):
+            a = block.attn
+            h = block.ln_1(x)
+            C = h.size(-1)
+            q, k, v = a.c_attn(h).split(C, dim=2)
+            q = q.view(B, T, self.n_head, self.hs).transpose(1, 2)  # (B, nh, T, hs)
+            k = k.view(B, T, self.n_head, self.hs).transpose(1, 2)  # (B, nh, T, hs)
+            v = v.view(B, T, self.n_head, self.hs).transpose(1, 2)  # (B, nh, T, hs)
+            if a.q_norm is not None:
+                q, k = a.q_norm(q), a.k_norm(k)
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            kc, vc = self.k[i, rows], self.v[i, rows]  # (B, nh, T_max, hs) views into the slots
+            kc[b_idx, :, pos] = k.transpose(1, 2).to(kc.dtype)  # (B, T, nh, hs)
+            vc[b_idx, :, pos] = v.transpose(1, 2).to(vc.dtype)
+            y = F.scaled_dot_product_attention(q, kc[:, :, :L], vc[:, :, :L], attn_mask=mask)
+            y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+            x = x + a.c_proj(y)
+            x = x + block.mlp(block.ln_2(x))
+        return m.lm_head(m.ln_f(x[:, -1]))  # (B, V)
+
+# ----------------------------------------------------------------------------- requests
+
+MIN_TEMPERATURE = 1e-6  # below this, logits / temperature overflows: sample greedily instead
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int = 16
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None  # None = a fresh random seed
+    logprobs: int | None = None  # report the chosen token's log-probability and this many alternatives
+    timeout: float | None = None  # wall-clock limit in seconds from submission
+
+    def validate(self):
+        check_sampling(self.max_tokens, self.temperature, self.top_k, self.top_p)
+
+
+@dataclass
+class Token:
+    id: int
+    text: str  # the new text this token completes ("" while a UTF-8 character is incomplete)
+    logprob: float | None = None
+    top: list[tuple[int, float]] | None = None  # (token id, log-probability), most likely first
+
+
+@dataclass
+class Done:
+    reason: str  # length | cancelled | timeout | queue_timeout | error
+    message: str = ""
+
+
+class QueueFull(RuntimeError):
+    """The engine's waiting queue is full; retry later."""
+
+
+class Sequence:
+    """One generation: prompt ids in, Token events then one Done event out through `emit`."""
+
+    def __init__(self, prompt: list[int], params: SamplingParams, emit: Callable, tokenizer):
+        self.prompt, self.params, self.emit = list(prompt), params, emit
+        self.tokens: list[int] = []  # generated so far
+        self.context: list[int] = []  # the tokens the cache holds plus the newest sampled one
+        self.gen = torch.Generator()
+        self.gen.manual_seed(params.seed % 2**64 if params.seed is not None else torch.seed())
+        self.decoder = StreamDecoder(tokenizer) if tokenizer is not None else None
+        self.submitted = time.monotonic()
+        self.cancelled = False
+        self.done = False  # set once Done has been emitted
+        self.pos = 0  # positions filled in this sequence's cache slot
+
+    def cancel(self):
+        """Stop generating (thread-safe); the engine drops the sequence at its next step."""
+        self.cancelled = True
+
+# ----------------------------------------------------------------------------- scheduler
+
+
+class Engine:
+    def __init__(self, slots, tokenizer=None, max_batch: int = 32, max_queue: int = 256,
+                 queue_timeout: float = 30.0):
+        assert max_batch > 0 and max_queue >= 0
+        self.slots, self.tokenizer = slots, tokenizer
+        self.max_batch, self.max_queue, self.queue_timeout = max_batch, max_queue, queue_timeout
+        self.waiting: collections.deque[Sequence] = collections.deque()
+        self.active: list[Sequence] = []  # active[i] lives in cache slot i
+        self.tokens_generated = 0
+        self.steps = 0  # decode steps run (each over the whole batch)
+        self._cv = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="genforge-engine", daemon=True)
+        self._thread.start()
+
+    # ---- public, any thread
+
+    def submit(self, prompt: list[int], params: SamplingParams, emit: Callable) -> Sequence:
+        params.validate()
+        if not prompt:
+            raise ValueError("prompt must hold at least one token")
+        if max(prompt) >= self.slots.vocab_size or min(prompt) < 0:
+            raise ValueError(f"prompt token ids must be in [0, {self.slots.vocab_size})")
+        seq = Sequence(prompt, params, emit, self.tokenizer)
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("the engine is closed")
+            if len(self.waiting) >= self.max_queue:
+                raise QueueFull(f"{len(self.waiting)} requests are already waiting")
+            self.waiting.append(seq)
+            self._cv.notify()
+        return seq
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self.waiting)
+
+    def close(self):
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join(timeout=10)
+
+    # ---- worker thread
+
+    def _loop(self):
+        while True:
+            with self._cv:
+                while not self._closed and not self.waiting and not self.active:
+                    self._cv.wait()
+                if self._closed:
+                    break
+                admitted = self._take_waiting()
+            try:
+                for seq in admitted:
+                    self._prefill(seq)
+                if self.active:
+                    self._decode()
+            except Exception as e:  # never leave a client hanging: end everything in flight
+                for seq in self.active + admitted:
+                    self._finish(seq, Done("error", f"{type(e).__name__}: {e}"))
+                self.active = []
+            if not self.active and self.waiting:
+                time.sleep(0.001)
+        for seq in self.active + list(self.waiting):
+            self._finish(seq, Done("cancelled", "the server is shutting down"))
+
+    def _take_waiting(self) -> list[Sequence]:
+        """Pop the sequences that fit in free slots; expire those that waited too long."""
+        now = time.monotonic()
+        taken = []
+        while self.waiting and len(self.active) + len(taken) < self.max_batch:
+            taken.append(self.waiting.popleft())
+        for seq in list(self.waiting):
+            if now - seq.submitted > self.queue_timeout:
+                self.waiting.remove(seq)
+                self._finish(seq, Done("queue_timeout", f"waited more than {self.queue_timeout:g}s for a slot"))
+        return taken
+
+    def _prefill(self, seq: Sequence):
+        if self._ended(seq):
+            return
+        if time.monotonic() - seq.submitted > self.queue_timeout:
+            return self._finish(seq, Done("queue_timeout", f"waited more than {self.queue_timeout:g}s"))
+        slot = len(self.active)
+        self.slots.reserve(slot + 1)
+        seq.context = seq.prompt[-self.slots.block_size:]
+        logits = self._encode(seq, slot)
+        self.active.append(seq)
+        self._sample(seq, logits)
+
+    def _encode(self, seq: Sequence, slot: int) -> torch.Tensor:
+        """(Re)fill slot from seq.context; return the next-token logits (1, V)."""
+        idx = torch.tensor([seq.context])
+        logits = self.slots.forward(idx, torch.zeros(1, dtype=torch.long), slice(slot, slot + 1))
+        seq.pos = len(seq.context)
+        return logits
+
+    def _decode(self):
+        block = self.slots.block_size
+        for i, seq in enumerate(self.active):  # a full cache restarts from the newest half of its context
+            if seq.pos >= block and not self._ended(seq):
+                seq.context = seq.context[-max(1, block // 2):]
+                self._sample(seq, self._encode(seq, i))
+        self._compact()
+        if not self.active:
+            return
+        B = len(self.active)
+        idx = torch.tensor([[s.context[-1]] for s in self.active])  # (B, 1)
+        start = torch.tensor([s.pos for s in self.active])  # (B,)
+        logits = self.slots.forward(idx, start, slice(0, B))  # (B, V)
+        self.steps += 1
+        for i, seq in enumerate(self.active):
+            seq.pos += 1
+            self._sample(seq, logits[i:i + 1])
+        self._compact()
+
+    def _sample(self, seq: Sequence, logits: torch.Tensor):
+        """logits (1, V) -> one token for seq, emitted; ends the sequence when it is done."""
+        if self._ended(seq):
+            return
+        p = seq.params
+        temperature = p.temperature if p.temperature >= MIN_TEMPERATURE else 0.0
+        tok = int(sample_next(logits, temperature, p.top_k, p.top_p, seq.gen)[0])
+        lp = top = None
+        if p.logprobs is not None:
+            logp = F.log_softmax(logits[0].float(), dim=-1)
+            lp = float(logp[tok])
+            if p.logprobs > 0:
+                vals, ids = torch.topk(logp, min(p.logprobs, logp.numel()))
+                top = list(zip(ids.tolist(), vals.tolist()))
+        seq.tokens.append(tok)
+        seq.context.append(tok)
+        if len(seq.context) > 2 * self.slots.block_size:
+            seq.context = seq.context[-self.slots.block_size:]
+        self.tokens_generated += 1
+        text = seq.decoder.push([tok]) if seq.decoder is not None else ""
+        seq.emit(Token(tok, text, lp, top))
+        if len(seq.tokens) >= p.max_tokens:
+            self._finish(seq, Done("length"))
+
+    def _ended(self, seq: Sequence) -> bool:
+        """True (after emitting Done) when seq was cancelled or ran past its wall-clock limit."""
+        if seq.done:
+            return True
+        if seq.cancelled:
+            self._finish(seq, Done("cancelled"))
+        elif seq.params.timeout is not None and time.monotonic() - seq.submitted > seq.params.timeout:
+            self._finish(seq, Done("timeout", f"generation ran past the {seq.params.timeout:g}s limit"))
+        return seq.done
+
+    def _finish(self, seq: Sequence, done: Done):
+        if seq.done:
+            return
+        seq.done = True
+        try:
+            seq.emit(done)
+        except Exception:  # a broken receiver must not stop the engine
+            pass
+
+    def _compact(self):
+        """Drop ended sequences, moving the last active slot into each hole."""
+        i = 0
+        while i < len(self.active):
+            seq = self.active[i]
+            if not self._ended(seq):
+                i += 1
+                continue
+            last = self.active.pop()
+            if last is not seq:
+                self.slots.move(len(self.active), i, last.pos)
+                self.active[i] = last
+
+
+def engine_for(pipeline, **kw) -> Engine:
+    """An Engine over a GPTPipeline (its model and tokenizer)."""
+    return Engine(GPTSlots(pipeline.model), tokenizer=pipeline.tokenizer, **kw)
+
+
+__all__ = ["Engine", "GPTSlots", "SamplingParams", "Token", "Done", "QueueFull", "Sequence", "engine_for"]

@@ -1,0 +1,71 @@
+"""The app factory: `create_app(runs or pipelines, settings)` assembles the FastAPI app.
+
+    app = create_app(["runs/shakespeare", "runs/mnist-gan"], Settings(api_key="secret"))
+    app = create_app({"tiny": gpt_pipeline, "digits": gan_pipeline})   # already-loaded pipelines
+
+Models load in the background when the app starts (lifespan), through genforge.inference.load;
+GET /health answers 503 until they are ready. Nothing is loaded at import.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from . import errors
+from .edge import Edge
+from .metrics import Metrics
+from .routes import chat, classify, completions, images, metrics, models, playground
+from .settings import Settings
+from .state import ServerState, name_sources
+
+
+class CORS(CORSMiddleware):
+    """Starlette's CORS, also allowing every x-stainless-* header the official openai clients send."""
+
+    def preflight_response(self, request_headers):
+        for h in request_headers.get("access-control-request-headers", "").lower().split(","):
+            h = h.strip()
+            if h.startswith("x-stainless-") and h not in self.allow_headers:
+                self.allow_headers.append(h)  # a bounded set of names; appending once is enough
+                self.preflight_headers["Access-Control-Allow-Headers"] = ", ".join(sorted(self.allow_headers))
+        return super().preflight_response(request_headers)
+
+
+def create_app(sources, settings: Settings | None = None, loader=None) -> FastAPI:
+    """sources: run paths (RUN or NAME=RUN), pipelines, or {name: run or pipeline}."""
+    settings = settings or Settings()
+    named = name_sources(sources)
+    if not named:
+        raise ValueError("genforge serve needs at least one run to serve")
+    state = ServerState(named, settings, **({"loader": loader} if loader else {}))
+    state.metrics = Metrics(state.engines)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        task = asyncio.create_task(state.load())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            state.close()
+
+    app = FastAPI(title="genforge", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="OpenAI-compatible text, image and classification API over genforge runs.")
+    app.state.genforge = state
+    errors.install(app)
+    paths = {"/openapi.json"}
+    for module in (models, completions, chat, images, classify, metrics, playground):
+        app.include_router(module.router)
+        paths |= {r.path for r in module.router.routes}
+    app.add_middleware(Edge, settings=settings, metrics=state.metrics, paths=paths)
+    if settings.cors_origins:  # added last = outermost: preflights are answered before the key check
+        app.add_middleware(CORS, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_headers=["authorization", "content-type", "x-api-key", "openai-organization",
+                                          "openai-project", "openai-beta", "idempotency-key"],
+                           allow_origin_regex=None, expose_headers=["retry-after", "x-request-id"], max_age=600)
+    return app

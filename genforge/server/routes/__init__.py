@@ -1,0 +1,1 @@
+"""One router per resource: models, completions, chat, images, classify, metrics (+ health), playground."""

@@ -1,0 +1,92 @@
+"""POST /v1/images/generations: images from GAN and text-to-image models, as base64 PNGs.
+
+`n`, `size` (must be what the model makes, e.g. "28x28", or "auto"), `response_format`
+b64_json (the default; "url" is refused), `seed` (extra). Class-conditional GANs take the class
+as `label` (extra: index or name) or as a prompt naming a class; without either each image gets
+a random class. Text-to-image models need `prompt`.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import time
+
+import anyio
+import numpy as np
+from fastapi import APIRouter, Request
+from PIL import Image
+
+from ..errors import APIError
+from ..schemas import ImageRequest
+from ..state import IMAGE
+
+router = APIRouter(tags=["images"])
+ROUTE = "/v1/images/generations"
+
+
+def png_b64(img: np.ndarray) -> str:
+    """(H, W, C) uint8 -> base64 PNG."""
+    arr = img[..., 0] if img.shape[-1] == 1 else img
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def class_label(pipe, body: ImageRequest) -> int | None:
+    """The class index asked for (label field, or a prompt naming a class), or None."""
+    names = list(getattr(pipe, "class_names", []) or [])
+    lookup = {n.lower(): i for i, n in enumerate(names)}
+    label = body.label
+    param = "label"
+    if label is None and body.prompt and pipe.family == "gan":
+        label, param = body.prompt.strip(), "prompt"
+    if label is None:
+        return None
+    if pipe.num_classes == 0:
+        raise APIError(400, f"{param}: this model is unconditional; it takes no class", param=param)
+    if isinstance(label, str):
+        if label.lower() in lookup:
+            return lookup[label.lower()]
+        if label.strip().lstrip("-").isdigit():
+            label = int(label)
+        else:
+            raise APIError(400, f"{param}: unknown class {label!r}; classes: {', '.join(names)}", param=param)
+    if not 0 <= label < pipe.num_classes:
+        raise APIError(400, f"{param}: class index {label} is outside [0, {pipe.num_classes})", param=param)
+    return label
+
+
+@router.post("/v1/images/generations")
+async def create_images(body: ImageRequest, request: Request):
+    state = request.app.state.genforge
+    served = state.get(body.model, IMAGE, ROUTE)
+    pipe = served.pipeline
+    if body.response_format == "url":
+        raise APIError(400, "response_format: only b64_json is supported (genforge keeps no image store)",
+                       param="response_format", code="unsupported_parameter")
+    if body.n > state.settings.max_n:
+        raise APIError(400, f"n: at most {state.settings.max_n} images per request", param="n")
+    native = f"{pipe.image_size}x{pipe.image_size}"
+    if body.size not in (None, "auto", native):
+        raise APIError(400, f"size: model '{served.name}' makes {native} images, not {body.size}", param="size")
+    kwargs = {"n": body.n, "seed": None if body.seed is None else body.seed % 2**63}
+    if served.family == "text2image":
+        if not body.prompt:
+            raise APIError(400, "prompt: a text-to-image model needs a prompt", param="prompt")
+        kwargs["prompt"] = body.prompt
+        if body.label is not None:
+            raise APIError(400, "label: text-to-image models take a prompt, not a label", param="label")
+    else:
+        label = class_label(pipe, body)
+        kwargs["labels"] = label
+
+    def run():
+        try:
+            return pipe.generate(**kwargs)
+        except ValueError as e:
+            raise APIError(400, str(e), param="label" if "label" in str(e) else None) from None
+
+    async with served.lock:
+        images = await anyio.to_thread.run_sync(run)
+    data = [{"b64_json": png_b64(img), "revised_prompt": None} for img in images]
+    return {"created": int(time.time()), "data": data, "output_format": "png", "size": native}

@@ -1,0 +1,42 @@
+"""GET /v1/models and /v1/models/{id}: the loaded runs (id = run name, owned_by = genforge).
+
+Each entry also says its `family` and what the playground needs (context length, image size,
+classes, labels).
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from ..errors import APIError
+
+router = APIRouter(tags=["models"])
+
+
+def describe(served) -> dict:
+    pipe = served.pipeline
+    info = {"id": served.name, "object": "model", "created": served.created, "owned_by": "genforge",
+            "family": served.family}
+    if served.family == "gpt":
+        info["context_length"] = pipe.model.config.block_size
+    elif served.family in ("gan", "text2image"):
+        info.update(image_size=pipe.image_size, channels=pipe.channels,
+                    num_classes=getattr(pipe, "num_classes", 0), class_names=list(getattr(pipe, "class_names", [])))
+    elif served.family == "classifier":
+        info["labels"] = list(pipe.labels)
+    return info
+
+
+@router.get("/v1/models")
+async def list_models(request: Request):
+    state = request.app.state.genforge
+    state.check_ready()
+    return {"object": "list", "data": [describe(s) for s in state.models.values()]}
+
+
+@router.get("/v1/models/{model_id}")
+async def get_model(model_id: str, request: Request):
+    state = request.app.state.genforge
+    state.check_ready()
+    if model_id not in state.models:
+        raise APIError(404, f"The model '{model_id}' does not exist", param="model", code="model_not_found")
+    return describe(state.models[model_id])

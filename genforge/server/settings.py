@@ -1,0 +1,28 @@
+"""Server settings, validated once at the edge (CLI flags or the Python API) before anything starts.
+
+    genforge serve RUN --host 127.0.0.1 --port 8000 --api-key KEY --cors-origins http://localhost:3000
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)  # 0 = any free port
+    api_key: str | None = None  # when set, every route but /health, / and OPTIONS needs "Authorization: Bearer KEY"
+    cors_origins: list[str] = []  # origins allowed to call the API from a browser ("*" = any); empty = CORS off
+    device: str = "auto"  # where models run: auto, cpu, cuda, ...
+    max_batch: int = Field(32, ge=1, le=1024)  # sequences decoded together per GPT model
+    max_queue: int = Field(256, ge=0, le=100_000)  # sequences waiting for a slot before new requests get 429
+    queue_timeout: float = Field(30.0, gt=0)  # seconds a request may wait for a slot before it gets 429
+    request_timeout: float = Field(300.0, gt=0)  # wall-clock limit of one request, seconds
+    max_tokens_limit: int = Field(4096, ge=1)  # largest max_tokens a request may ask for
+    max_n: int = Field(16, ge=1, le=256)  # largest n (completions per prompt, images per request)
+    max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies get 413
+    threads: int | None = Field(None, ge=1)  # torch CPU threads for the whole process (None = torch's default)
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"

@@ -1,0 +1,110 @@
+"""What the server holds: the served models (pipeline, family, batching engine) and their loading state.
+
+Models are loaded in the background once the app starts (so /health can answer 503 while they
+load) through `genforge.inference.load`, and looked up by the routes with `ServerState.get`.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .. import inference
+from ..engine import Engine, engine_for
+from .errors import APIError
+from .settings import Settings
+
+TEXT, IMAGE, CLASSIFY = ("gpt",), ("gan", "text2image"), ("classifier",)
+
+
+@dataclass
+class Served:
+    name: str
+    pipeline: Any
+    family: str
+    created: int
+    engine: Engine | None = None  # GPT models only
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one torch call at a time for other families
+
+
+def model_name(source) -> str:
+    """A run's name: its directory name (runs/NAME, runs/NAME/checkpoints/best.safetensors, hf:DIR)."""
+    p = Path(str(source).removeprefix("hf:"))
+    if p.suffix == ".safetensors":
+        p = p.parent.parent if p.parent.name == "checkpoints" else p.with_suffix("")
+    return p.resolve().name if str(p) in ("", ".") else p.name
+
+
+def name_sources(sources) -> dict[str, Any]:
+    """[RUN or NAME=RUN or pipeline, ...] or {name: RUN or pipeline} -> {name: source}; names are unique."""
+    if isinstance(sources, dict):
+        return dict(sources)
+    named: dict[str, Any] = {}
+    for src in sources:
+        if isinstance(src, str) and "=" in src and not src.startswith("hf:"):
+            name, src = src.split("=", 1)
+        elif isinstance(src, (str, Path)):
+            name = model_name(src)
+        else:
+            name = getattr(src, "name", None) or f"{src.family}-{len(named)}"
+        if name in named:
+            raise ValueError(f"two models are named {name!r}; name them with NAME=RUN")
+        named[name] = src
+    return named
+
+
+class ServerState:
+    def __init__(self, sources: dict[str, Any], settings: Settings, loader=inference.load):
+        self.sources, self.settings, self.loader = sources, settings, loader
+        self.models: dict[str, Served] = {}
+        self.engines: dict[str, Engine] = {}
+        self.loading = True
+        self.load_error: str | None = None
+
+    async def load(self):
+        try:
+            for name, src in self.sources.items():
+                if isinstance(src, (str, Path)):
+                    pipe = await anyio.to_thread.run_sync(lambda: self.loader(src, device=self.settings.device))
+                else:
+                    pipe = src
+                family = getattr(pipe, "family", None)
+                if family not in TEXT + IMAGE + CLASSIFY:
+                    raise ValueError(f"{name}: genforge serve cannot serve a {family!r} model")
+                served = Served(name, pipe, family, created=int(time.time()))
+                if family in TEXT:
+                    s = self.settings
+                    served.engine = engine_for(pipe, max_batch=s.max_batch, max_queue=s.max_queue,
+                                               queue_timeout=s.queue_timeout)
+                    self.engines[name] = served.engine
+                self.models[name] = served
+        except Exception as e:  # reported by /health and every model route
+            self.load_error = f"{type(e).__name__}: {e}"
+            print(f"genforge serve: error: loading failed: {self.load_error}", flush=True)
+        finally:
+            self.loading = False
+
+    def close(self):
+        for engine in self.engines.values():
+            engine.close()
+
+    def check_ready(self):
+        if self.loading:
+            raise APIError(503, "models are still loading; retry shortly", code="loading", headers={"Retry-After": "1"})
+        if self.load_error:
+            raise APIError(503, f"the server could not load its models: {self.load_error}", code="load_failed")
+
+    def get(self, name: str, families: tuple[str, ...], route: str) -> Served:
+        self.check_ready()
+        served = self.models.get(name)
+        if served is None:
+            raise APIError(404, f"The model '{name}' does not exist (serving: {', '.join(self.models)})",
+                           param="model", code="model_not_found")
+        if served.family not in families:
+            raise APIError(400, f"model '{name}' is a {served.family} model; {route} serves "
+                           f"{' and '.join(families)} models", param="model", code="model_not_supported")
+        return served
