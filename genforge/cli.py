@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None, help="random seed (same seed, same text)")
     s.add_argument("--num-samples", type=_positive_int, default=1, help="independent samples")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    s.add_argument("--threads", type=int, default=1,
+                   help="CPU threads (default 1: one-token steps are too small to split, and extra "
+                   "threads stall when other programs share the cores); 0 = torch's default")
 
     e = sub.add_parser("eval", help="evaluate a trained run on a data set")
     e.add_argument("run", help="run directory, checkpoint file, or hf:DIR")
@@ -116,6 +119,9 @@ def cmd_train(args, rest: list[str]) -> int:
 def cmd_sample(args) -> int:
     from . import inference
     from .models.gpt import check_sampling
+    if args.threads > 0:
+        import torch
+        torch.set_num_threads(args.threads)
     pipe = inference.load(args.run, device=args.device)
     if pipe.family != "gpt":
         raise ValueError(f"{args.run}: sampling a {pipe.family!r} run from the CLI is not supported yet")

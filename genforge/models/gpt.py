@@ -291,7 +291,7 @@ class GPT(nn.Module):
         cache.pos += 1
         return F.linear(self._norm(self.ln_f, x), self.lm_head.weight)  # (B, V)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def stream(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
         """Yield the next token (B,) for each of max_new_tokens steps, sampling with a KV cache.
@@ -322,7 +322,7 @@ class GPT(nn.Module):
         finally:
             self.train(was_training)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, **kw) -> torch.Tensor:
         """idx (B, T) -> (B, T + max_new_tokens): the prompt followed by sampled tokens."""
         new = list(self.stream(idx, max_new_tokens, **kw))
