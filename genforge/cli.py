@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=_positive_int, default=10000, help="images per side (GAN protocol)")
     e.add_argument("--seed", type=int, default=0, help="sampling seed (GAN)")
     e.add_argument("--inception", action="store_true", help="also Inception FID (needs local Inception weights)")
+    e.add_argument("--feature-steps", type=int, default=0, help="training steps of the feature classifier "
+                   "(GAN; 0 = the run's setting, else automatic)")
 
     m = sub.add_parser("demo", help="train a small GPT on bundled text, then sample (a minute or two)")
     m.add_argument("--out", default="runs/demo", help="run directory")
@@ -174,10 +176,11 @@ def eval_images(args) -> int:
     if args.samples:
         if not args.ref:
             raise ValueError("--samples needs --ref DATASET (a path, or a name such as mnist)")
-        report = protocol.evaluate_samples(args.samples, args.ref, n=args.n, seed=args.seed, inception=args.inception)
+        report = protocol.evaluate_samples(args.samples, args.ref, n=args.n, seed=args.seed, inception=args.inception,
+                                           feature_steps=args.feature_steps)
     elif args.run:
         report = protocol.evaluate_run(args.run, n=args.n, data=args.data, seed=args.seed, device=args.device,
-                                       inception=args.inception)
+                                       inception=args.inception, feature_steps=args.feature_steps)
     else:
         raise ValueError("genforge eval: give a RUN, or --samples PATH --ref DATASET")
     print(json.dumps(report, indent=2))

@@ -14,7 +14,6 @@ naming both files.
 from __future__ import annotations
 
 import gzip
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +159,8 @@ def load_npz(path: Path) -> ImageSet:
         raise ValueError(f"{path}: '{key}' must be a non-empty (N, H, W[, C]) array, got shape {images.shape}")
     if images.dtype != np.uint8:
         images = _float_to_uint8(images, f"{path}:{key}")
+    if images.ndim == 3:
+        images = images[..., None]  # (N, H, W) -> (N, H, W, 1)
     if labels is not None:
         _check_count(len(images), len(labels), f"{path}:{key}", f"{path}:{lkey}")
         if labels.min() < 0:
@@ -281,7 +282,3 @@ def held_out(data: ImageSet, split: str, test_fraction: float, seed: int) -> Ima
         raise ValueError(f"{data.source}: {len(data)} images are too few to hold out {test_fraction:.0%} for testing")
     idx = np.sort(perm[:n_test] if split == "test" else perm[n_test:])
     return data.subset(idx, f"{data.source} ({split} split)")
-
-
-def say(msg: str) -> None:
-    print(f"genforge: {msg}", file=sys.stderr)

@@ -57,7 +57,7 @@ def score(net: feature_net.FeatureNet, fake: np.ndarray, test: ImageSet, train: 
         report["label_accuracy"] = float((fake_pred == requested).mean())
         report["label_accuracy_floor"] = net.test_accuracy
     if train is not None:
-        base = _subsample(train, min(n, len(fake)) if len(fake) < n else n, seed + 1)
+        base = _subsample(train, min(n, len(fake)), seed + 1)
         base_f, base_pred = net.embed(base.images)
         for name, value in _metrics(net, real_f, base.images, base_f, base_pred, kid_subsets, k).items():
             report[f"{name}_floor"] = value
@@ -99,6 +99,7 @@ def evaluate_run(run: str, n: int = 10000, data: str | None = None, seed: int = 
         raise ValueError(f"{run}: a {pipe.family!r} run; image metrics need a GAN run")
     dcfg = pipe.meta["config"]["data"]
     path = resolve_dataset(data if data is not None else dcfg["path"])
+    feature_steps = feature_steps or pipe.meta["config"]["gan"]["feature_steps"]  # the run's own network
     train, test, net = reference(path, pipe.image_size, pipe.channels, dcfg["test_fraction"],
                                  pipe.meta["config"]["train"]["seed"], feature_steps)
     requested = np.arange(n) % pipe.num_classes if pipe.num_classes else None
