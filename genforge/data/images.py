@@ -92,7 +92,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) - start != need:
         raise ValueError(f"{path}: truncated or padded IDX file (header says {dims} = {need} bytes "
                          f"of data, file has {len(raw) - start})")
-    return np.frombuffer(raw, np.uint8, offset=start).reshape(dims)
+    return np.frombuffer(raw, np.uint8, offset=start).reshape(dims).copy()  # writable, owns its memory
 
 
 def _idx_pair(path: Path, split: str) -> tuple[Path, Path | None]:
