@@ -3,7 +3,7 @@
     genforge train gan --preset mlp      # z 100 -> 256 -> 512 -> 784 tanh; D 784 -> 512 -> 256 -> 1
     genforge train gan --preset dcgan    # Linear 7*7*128 -> 2 stride-2 transposed convs -> conv k7 tanh
 
-Both come unconditional or class-conditional: the generator adds a class embedding to its input,
+Both come unconditional or class-conditional: the generator adds a class embedding to its latent,
 the discriminator adds a projection term <embed(y), features> to its logit (the projection
 discriminator). Spectral normalisation of the discriminator is a config switch. Images are
 (B, C, H, W) floats in [-1, 1]; the discriminator returns one logit per image.
@@ -139,7 +139,7 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.embed is not None:
             assert labels is not None, "a conditional generator needs labels"
-            z = z * self.embed(labels)  # class-modulated latent: one learned scale per class and unit
+            z = z + self.embed(labels)  # a learned class vector shifts the latent: G's first layer sees a per-class bias
         return self.body(z)
 
     @torch.no_grad()
@@ -192,8 +192,6 @@ def build(c: GANConfig) -> tuple[Generator, Discriminator]:
     if c.arch == "dcgan":
         g.apply(init_weights)
         d.apply(init_weights)
-    if g.embed is not None:
-        nn.init.ones_(g.embed.weight)  # start as the unconditional generator; classes learn their scales
     return g, d
 
 
