@@ -5,6 +5,9 @@
     genforge eval runs/shakespeare --data other.txt
     genforge data get shakespeare
     genforge serve runs/shakespeare [more runs] --port 8000 --api-key KEY
+    genforge train gan --data ../shared/datasets/mnist --preset dcgan-hinge-sn
+    genforge sample runs/gan-... --n 64 --out grid.png [--label 7] [--interpolate]
+    genforge eval runs/gan-...     genforge eval --samples DIR|FILE.npz --ref mnist
 
 Heavy imports (torch, ...) happen inside the subcommands, so `genforge --help` is instant.
 """
@@ -31,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (any --section.key=value overrides the config)",
                        description="Train a model. Extra --section.key=value arguments override the "
                        "config, e.g. --train.max_iters=2000 --model.n_layer=4.")
-    t.add_argument("family", help="model family: gpt")
+    t.add_argument("family", help="model family: gpt, gan")
     t.add_argument("--data", help="training data (file or folder); sets data.path")
     t.add_argument("--preset", help="named configuration preset (see --list-presets)")
     t.add_argument("--out", help="run directory (default runs/FAMILY-TIMESTAMP)")
@@ -55,12 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1,
                    help="CPU threads (default 1: one-token steps are too small to split, and extra "
                    "threads stall when other programs share the cores); 0 = torch's default")
+    s.add_argument("--n", type=_positive_int, default=64, help="images to generate (GAN)")
+    s.add_argument("--out", help="output PNG (GAN; default samples.png), or .npz for the raw images")
+    s.add_argument("--label", type=int, default=None, help="class to generate (conditional GAN)")
+    s.add_argument("--interpolate", action="store_true", help="latent interpolation strips instead of a grid (GAN)")
 
     e = sub.add_parser("eval", help="evaluate a trained run on a data set")
-    e.add_argument("run", help="run directory, checkpoint file, or hf:DIR")
-    e.add_argument("--data", required=True, help="evaluation data")
+    e.add_argument("run", nargs="?", help="run directory, checkpoint file, or hf:DIR")
+    e.add_argument("--data", help="evaluation data (GPT: required; GAN: defaults to the run's data set)")
     e.add_argument("--errors", choices=["strict", "replace"], default="strict")
     e.add_argument("--device", default="auto")
+    e.add_argument("--samples", help="images from any generator (folder of PNGs or .npz), scored against --ref")
+    e.add_argument("--ref", help="reference data set for --samples: a path or a name (e.g. mnist)")
+    e.add_argument("--n", type=_positive_int, default=10000, help="images per side (GAN protocol)")
+    e.add_argument("--seed", type=int, default=0, help="sampling seed (GAN)")
+    e.add_argument("--inception", action="store_true", help="also Inception FID (needs local Inception weights)")
+    e.add_argument("--feature-steps", type=int, default=0, help="training steps of the feature classifier "
+                   "(GAN; 0 = the run's setting, else automatic)")
 
     m = sub.add_parser("demo", help="train a small GPT on bundled text, then sample (a minute or two)")
     m.add_argument("--out", default="runs/demo", help="run directory")
@@ -108,9 +122,14 @@ def cmd_train(args, rest: list[str]) -> int:
         overrides.setdefault("data", {})["errors"] = args.errors
     run, result = family.train(preset=args.preset, overrides=overrides, out=args.out, resume=args.resume,
                                init_from=args.init_from, progress=not args.no_progress)
-    best = f", best validation loss {result.best:.4f}" if result.best is not None else ""
+    metric = "feature Fréchet distance" if args.family == "gan" else "validation loss"
+    best = f", best {metric} {result.best:.4f}" if result.best is not None else ""
     print(f"genforge: stopped ({result.stopped}) at step {result.step} after {result.seconds:.0f}s{best}")
     print(f"genforge: run saved in {run.path}  (config.json, checkpoints/, metrics.jsonl, loss.png, tb/)")
+    if args.family == "gan":
+        print(f"  next: genforge sample {run.path} --n 64 --out grid.png   |   genforge eval {run.path}"
+              f"   |   tensorboard --logdir {run.path / 'tb'}")
+        return 0 if result.stopped != "interrupted" else 130
     print(f"  next: genforge sample {run.path} --prompt \"...\"   |   genforge eval {run.path} --data FILE"
           f"   |   tensorboard --logdir {run.path / 'tb'}")
     return 0 if result.stopped != "interrupted" else 130
@@ -123,6 +142,8 @@ def cmd_sample(args) -> int:
         import torch
         torch.set_num_threads(args.threads)
     pipe = inference.load(args.run, device=args.device)
+    if pipe.family == "gan":
+        return sample_images(pipe, args)
     if pipe.family != "gpt":
         raise ValueError(f"{args.run}: sampling a {pipe.family!r} run from the CLI is not supported yet")
     kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
@@ -141,11 +162,52 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def sample_images(pipe, args) -> int:
+    """GAN: an 8x8 grid (or interpolation strips) as PNG, or the raw images as .npz."""
+    out = args.out or "samples.png"
+    if out.endswith(".npz"):
+        import numpy as np
+        labels = args.label
+        images = pipe.generate(args.n, seed=args.seed, labels=labels)
+        np.savez_compressed(out, images=images)
+    elif args.interpolate:
+        pipe.interpolate(steps=10, seed=args.seed, label=args.label, rows=max(1, args.n // 10)).save(out)
+    else:
+        pipe.grid(args.n, seed=args.seed, labels=args.label).save(out)
+    print(f"genforge: wrote {out}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from . import inference
+    if args.samples or args.run is None:
+        return eval_images(args)
+    if not str(args.run).startswith("hf:"):
+        from .checkpoint import read_meta
+        from .run import find_checkpoint
+        if read_meta(find_checkpoint(args.run)).get("family") == "gan":
+            return eval_images(args)
+    if args.data is None:
+        raise ValueError(f"genforge eval {args.run}: --data FILE is required to evaluate a language model")
     pipe = inference.load(args.run, device=args.device)
     metrics = pipe.evaluate(args.data, errors=args.errors)
     print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def eval_images(args) -> int:
+    from .metrics import protocol
+    if args.samples:
+        if not args.ref:
+            raise ValueError("--samples needs --ref DATASET (a path, or a name such as mnist)")
+        report = protocol.evaluate_samples(args.samples, args.ref, n=args.n, seed=args.seed, inception=args.inception,
+                                           feature_steps=args.feature_steps)
+    elif args.run:
+        report = protocol.evaluate_run(args.run, n=args.n, data=args.data, seed=args.seed, device=args.device,
+                                       inception=args.inception, feature_steps=args.feature_steps)
+    else:
+        raise ValueError("genforge eval: give a RUN, or --samples PATH --ref DATASET")
+    print(json.dumps(report, indent=2))
     return 0
 
 

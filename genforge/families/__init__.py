@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 
-FAMILIES = {"gpt": "genforge.families.gpt"}
+FAMILIES = {"gpt": "genforge.families.gpt", "gan": "genforge.families.gan"}
 
 
 def get(name: str):

@@ -55,3 +55,14 @@ def test_real_shakespeare_through_local_mirror(server, tmp_path, datasets):
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="did you mean 'mnist'"):
         download.get("mnsit")
+
+
+def test_real_mnist_through_local_mirror_and_cli(server, tmp_path, datasets, capsys):
+    """`genforge data get mnist`: the registered checksums match the real files."""
+    from genforge.cli import main
+    root, url = server
+    for remote in download.DATASETS["mnist"]:
+        (root / remote.filename).write_bytes((datasets / "mnist" / remote.filename).read_bytes())
+    assert main(["data", "get", "mnist", "--dir", str(tmp_path / "dl"), "--mirror", url]) == 0
+    assert "mnist is in" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == sorted(r.filename for r in download.DATASETS["mnist"])

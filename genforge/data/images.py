@@ -1,0 +1,284 @@
+"""Image data sets for the image families: IDX files, folders of images, .npz arrays, bundled digits.
+
+    genforge train gan --data ../shared/datasets/mnist        # IDX (.gz or raw), MNIST layout
+    genforge train gan --data photos/                          # folder; sub-folder names are labels
+    genforge train gan --data faces.npz                        # 'images' (+ optional 'labels')
+    genforge train gan                                         # scikit-learn's bundled 8x8 digits
+
+Every source becomes an `ImageSet`: uint8 images (N, H, W, C) at the configured size and channel
+count, optional int64 labels and the class names. Bad input is reported, never silently used:
+corrupt images are counted and skipped (an error naming them past a threshold), mixed sizes and
+modes are converted and said once, a label count that does not match the image count is an error
+naming both files.
+"""
+from __future__ import annotations
+
+import gzip
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+LABEL_KEYS = ("labels", "label", "target", "targets", "y")  # .npz keys accepted for labels
+IMAGE_KEYS = ("images", "image", "x", "data")  # .npz keys accepted for images
+
+
+@dataclass
+class ImageSet:
+    images: np.ndarray  # uint8 (N, H, W, C)
+    labels: np.ndarray | None  # int64 (N,) or None
+    class_names: list[str] = field(default_factory=list)
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names) if self.labels is not None else 0
+
+    def subset(self, idx: np.ndarray, source: str) -> ImageSet:
+        labels = None if self.labels is None else self.labels[idx]
+        return ImageSet(self.images[idx], labels, self.class_names, source)
+
+
+# ----------------------------------------------------------------------------- resizing
+
+
+def convert(images: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """uint8 (N, h, w[, c]) -> uint8 (N, size, size, channels), resized with PIL where needed."""
+    from PIL import Image
+    if images.ndim == 3:
+        images = images[..., None]
+    n, h, w, c = images.shape
+    if c not in (1, 3, 4):
+        raise ValueError(f"images have {c} channels; expected 1 (grey), 3 (RGB) or 4 (RGBA)")
+    if (h, w, c) == (size, size, channels):
+        return np.ascontiguousarray(images)
+    out = np.empty((n, size, size, channels), np.uint8)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[c]
+    for i in range(n):
+        img = Image.fromarray(images[i, ..., 0] if c == 1 else images[i], mode)
+        out[i] = _to_array(img, size, channels)
+    return out
+
+
+def _to_array(img, size: int, channels: int) -> np.ndarray:
+    from PIL import Image
+    img = img.convert("L" if channels == 1 else "RGB")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BICUBIC if img.width < size else Image.Resampling.LANCZOS)
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[..., None] if channels == 1 else arr
+
+
+# ----------------------------------------------------------------------------- IDX
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST's format; gzip'd or raw) as a uint8 array; errors name the file."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise ValueError(f"{path}: cannot read IDX file ({e})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    start = 4 + 4 * ndim
+    need = int(np.prod(dims)) if dims else 0
+    if len(raw) - start != need:
+        raise ValueError(f"{path}: truncated or padded IDX file (header says {dims} = {need} bytes "
+                         f"of data, file has {len(raw) - start})")
+    return np.frombuffer(raw, np.uint8, offset=start).reshape(dims).copy()  # writable, owns its memory
+
+
+def _idx_pair(path: Path, split: str) -> tuple[Path, Path | None]:
+    """The images file (and its labels file, if present) of a split in an IDX folder or file."""
+    if path.is_file():
+        images = path
+    else:
+        prefix = "train" if split == "train" else "t10k"
+        found = sorted(p for p in path.iterdir() if p.name.startswith(prefix) and "idx3" in p.name)
+        if not found:
+            raise FileNotFoundError(f"{path}: no {prefix}-images-idx3-ubyte[.gz] file")
+        images = found[0]
+    labels = images.with_name(images.name.replace("images", "labels").replace("idx3", "idx1"))
+    if labels == images or not labels.exists():
+        alt = labels.with_name(labels.name.removesuffix(".gz")) if labels.suffix == ".gz" else labels.with_name(labels.name + ".gz")
+        labels = alt if alt.exists() and alt != images else None
+    return images, labels
+
+
+def load_idx(path: Path, split: str) -> ImageSet:
+    images_file, labels_file = _idx_pair(path, split)
+    images = read_idx(images_file)
+    if images.ndim != 3:
+        raise ValueError(f"{images_file}: expected a 3-d IDX array (N, H, W), got shape {images.shape}")
+    labels = None
+    if labels_file is not None:
+        labels = read_idx(labels_file).astype(np.int64)
+        _check_count(len(images), len(labels), images_file, labels_file)
+    names = [str(i) for i in range(int(labels.max()) + 1)] if labels is not None else []
+    return ImageSet(images[..., None], labels, names, str(images_file))
+
+
+def _check_count(n_images: int, n_labels: int, images_from, labels_from) -> None:
+    if n_images != n_labels:
+        raise ValueError(f"{labels_from} has {n_labels} labels but {images_from} has {n_images} images; "
+                         "they must match one to one")
+
+
+def is_idx(path: Path) -> bool:
+    if path.is_file():
+        return "idx" in path.name and "ubyte" in path.name
+    return path.is_dir() and any("idx3-ubyte" in p.name for p in path.iterdir())
+
+
+# ----------------------------------------------------------------------------- npz
+
+
+def load_npz(path: Path) -> ImageSet:
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read .npz ({e})") from None
+    with arrays:
+        key = next((k for k in IMAGE_KEYS if k in arrays.files), None)
+        if key is None:
+            raise ValueError(f"{path}: no images array (looked for {', '.join(IMAGE_KEYS)}; "
+                             f"found {', '.join(arrays.files) or 'nothing'})")
+        images = arrays[key]
+        lkey = next((k for k in LABEL_KEYS if k in arrays.files), None)
+        labels = arrays[lkey].astype(np.int64).reshape(-1) if lkey else None
+    if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3, 4):
+        images = images.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+    if images.ndim not in (3, 4) or len(images) == 0:
+        raise ValueError(f"{path}: '{key}' must be a non-empty (N, H, W[, C]) array, got shape {images.shape}")
+    if images.dtype != np.uint8:
+        images = _float_to_uint8(images, f"{path}:{key}")
+    if images.ndim == 3:
+        images = images[..., None]  # (N, H, W) -> (N, H, W, 1)
+    if labels is not None:
+        _check_count(len(images), len(labels), f"{path}:{key}", f"{path}:{lkey}")
+        if labels.min() < 0:
+            raise ValueError(f"{path}:{lkey}: labels must be >= 0, found {labels.min()}")
+    names = [str(i) for i in range(int(labels.max()) + 1)] if labels is not None else []
+    return ImageSet(images, labels, names, str(path))
+
+
+def _float_to_uint8(images: np.ndarray, where: str) -> np.ndarray:
+    """Floats in [0, 1] or [-1, 1] (or ints in [0, 255]) -> uint8."""
+    x = images.astype(np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{where}: images contain NaN or inf")
+    lo, hi = x.min(), x.max()
+    if lo >= 0 and hi <= 1:
+        x = x * 255
+    elif lo >= -1 and hi <= 1:
+        x = (x + 1) * 127.5
+    elif lo < 0 or hi > 255:
+        raise ValueError(f"{where}: pixel values span [{lo}, {hi}]; expected [0, 1], [-1, 1] or [0, 255]")
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- folders
+
+
+def load_folder(path: Path, size: int, channels: int, max_bad: float = 0.01) -> ImageSet:
+    """Every image under `path`; with sub-folders, each sub-folder name is a class."""
+    from PIL import Image, UnidentifiedImageError
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    classes = sorted({f.parent.relative_to(path).parts[0] for f in files if f.parent != path})
+    if classes and any(f.parent == path for f in files):
+        raise ValueError(f"{path}: images both at the top level and in sub-folders; put every image in a "
+                         "class sub-folder (labelled) or all at the top level (unlabelled)")
+    index = {c: i for i, c in enumerate(classes)}
+    images, labels, bad, seen = [], [], [], set()
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                img.load()
+                seen.add((img.size, img.mode))
+                arr = _to_array(img, size, channels)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            bad.append(f)
+            continue
+        images.append(arr)
+        if classes:
+            labels.append(index[f.relative_to(path).parts[0]])
+    if bad and (len(bad) > max_bad * len(files) or not images):
+        shown = ", ".join(str(b) for b in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise ValueError(f"{path}: {len(bad)} of {len(files)} images are corrupt or unreadable, more than "
+                         f"data.max_bad={max_bad:.0%}: {shown}")
+    if bad:
+        warnings.warn(f"{path}: skipped {len(bad)} corrupt or unreadable image(s) of {len(files)}, "
+                      f"e.g. {bad[0]}", stacklevel=2)
+    if len(seen) > 1:
+        sizes = sorted({s for s, _ in seen})
+        modes = sorted({m for _, m in seen})
+        warnings.warn(f"{path}: images have mixed sizes {sizes[:4]} / modes {modes}; all converted to "
+                      f"{size}x{size}x{channels}", stacklevel=2)
+    return ImageSet(np.stack(images), np.array(labels, np.int64) if classes else None, classes, str(path))
+
+
+# ----------------------------------------------------------------------------- digits
+
+
+def load_digits() -> ImageSet:
+    """scikit-learn's bundled 8x8 digits (1,797 images, values 0..16): the no-download default."""
+    from sklearn.datasets import load_digits as sk_digits
+    d = sk_digits()
+    images = np.clip(np.rint(d.images * (255 / 16)), 0, 255).astype(np.uint8)
+    return ImageSet(images[..., None], d.target.astype(np.int64), [str(i) for i in range(10)], "sklearn:digits")
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def load(path: str, size: int, channels: int, split: str = "train", test_fraction: float = 0.1,
+         seed: int = 0, max_bad: float = 0.01) -> ImageSet:
+    """The `split` ('train' or 'test') of the data set at `path` ('' or 'digits' = bundled digits).
+
+    IDX folders carry their own test split (t10k-*); every other source holds out a seeded
+    `test_fraction` of its images.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if path in ("", "digits"):
+        data = load_digits()
+    else:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"data file or folder not found: {p}")
+        if is_idx(p):
+            if p.is_dir():
+                data = load_idx(p, split)
+                data.images = convert(data.images, size, channels)
+                return data
+            data = load_idx(p, "train")
+        elif p.suffix == ".npz":
+            data = load_npz(p)
+        elif p.is_dir():
+            data = load_folder(p, size, channels, max_bad)
+        else:
+            raise ValueError(f"{p}: unsupported image data (expected an IDX file or folder, a folder of "
+                             "images, or an .npz)")
+    data.images = convert(data.images, size, channels)
+    return held_out(data, split, test_fraction, seed)
+
+
+def held_out(data: ImageSet, split: str, test_fraction: float, seed: int) -> ImageSet:
+    """A seeded train/test split of a source without its own test set."""
+    if test_fraction <= 0:
+        return data
+    perm = np.random.default_rng(seed).permutation(len(data))
+    n_test = max(1, int(round(len(data) * test_fraction)))
+    if n_test >= len(data):
+        raise ValueError(f"{data.source}: {len(data)} images are too few to hold out {test_fraction:.0%} for testing")
+    idx = np.sort(perm[:n_test] if split == "test" else perm[n_test:])
+    return data.subset(idx, f"{data.source} ({split} split)")

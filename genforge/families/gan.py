@@ -1,0 +1,444 @@
+"""The GAN family: train, sample and evaluate image GANs (MLP GAN, DCGAN, stabilised and conditional).
+
+    genforge train gan --data ../shared/datasets/mnist --preset dcgan-hinge-sn
+    genforge train gan --data faces.npz --preset dcgan --model.image_size=64 --gan.loss=hinge
+    genforge sample RUN --n 64 --out grid.png [--label 7] [--interpolate]
+    genforge eval RUN
+
+`train()` resolves the config, loads the images, builds G and D and hands a `GANTask` to the shared
+Trainer: each step is n_critic discriminator phases, then one generator phase; `after_step` keeps
+an EMA copy of G. Every evaluation writes a sample grid (PNG in RUN/samples and TensorBoard) and,
+with a labelled data set, scores samples on the frozen feature classifier (class entropy for mode
+collapse, feature Fréchet distance). `GANPipeline` rebuilds the generator from a checkpoint alone.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from .. import checkpoint, config
+from ..data import images as image_data
+from ..models.gan import (GANConfig, Generator, build, d_loss, diff_augment, g_loss, gradient_penalty,
+                          r1_penalty)
+from ..run import RunDir, find_checkpoint
+from ..runtime import Runtime, make_runtime, seed_everything
+from ..trainer import Result, Trainer, TrainConfig
+
+FAMILY = "gan"
+
+
+@dataclass
+class ImageDataConfig:
+    path: str = ""  # IDX file or folder, folder of images, or .npz; '' = scikit-learn's 8x8 digits
+    test_fraction: float = 0.1  # held out for evaluation when the source has no test split
+    max_bad: float = 0.01  # share of corrupt images skipped (with a warning) before it is an error
+
+    def validate(self):
+        if not 0.0 <= self.test_fraction < 1.0 or not 0.0 <= self.max_bad <= 1.0:
+            raise ValueError("data.test_fraction must be in [0, 1) and data.max_bad in [0, 1]")
+
+
+@dataclass
+class GANTrainConfig:
+    loss: Literal["minimax", "nonsaturating", "hinge", "wgan-gp"] = "nonsaturating"
+    conditional: bool = False  # condition G and D on the data set's labels
+    lr_g: float = 0.0  # generator learning rate; 0 = train.lr
+    lr_d: float = 0.0  # discriminator learning rate; 0 = train.lr
+    n_critic: int = 1  # D phases per G phase (WGAN-GP: 5)
+    gp_weight: float = 10.0  # WGAN-GP penalty weight
+    r1: float = 0.0  # R1 penalty weight on real images; 0 = off
+    diffaugment: bool = False  # differentiable colour + translation augmentation of D's inputs
+    ema: float = 0.0  # EMA decay of G's weights (e.g. 0.999); 0 = off. Sampling uses the EMA copy
+    monitor_samples: int = 1000  # samples scored at each evaluation (labelled data); 0 = off
+    feature_steps: int = 0  # training steps of the feature classifier; 0 = automatic (2 epochs)
+    channels_last: bool = True  # NHWC convolutions (faster on CPUs)
+
+    def validate(self):
+        if self.n_critic < 1 or self.monitor_samples < 0 or self.feature_steps < 0:
+            raise ValueError("gan.n_critic must be >= 1, gan.monitor_samples and gan.feature_steps >= 0")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"gan.ema must be in [0, 1), got {self.ema}")
+        if min(self.lr_g, self.lr_d, self.gp_weight, self.r1) < 0:
+            raise ValueError("gan.lr_g, gan.lr_d, gan.gp_weight and gan.r1 must be >= 0")
+
+
+def sections() -> dict[str, Any]:
+    return {"model": GANConfig(), "data": ImageDataConfig(), "gan": GANTrainConfig(),
+            "train": TrainConfig(max_iters=5000, batch_size=64, lr=2e-4, min_lr=2e-4, warmup_iters=0,
+                                 schedule="constant", beta1=0.5, beta2=0.999, weight_decay=0.0,
+                                 grad_clip=0.0, eval_interval=500, log_interval=50)}
+
+
+# The articles' systems are `mlp` and `dcgan`. The stabilised presets keep article 003's layout at
+# a CPU-friendly width (G 32 channels, D 24/48/96/192: about 8x fewer FLOPs) and bf16 autocast.
+CPU_WIDTH = {"g_width": 32, "d_width": 24}
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # article 000: z 100 -> 256 -> 512 -> 784 tanh; D 512 -> 256 -> logit; the minimax objective
+    "mlp": {"model": {"arch": "mlp", "image_size": 28, "channels": 1, "mlp_hidden": (256, 512), "leak": 0.2},
+            "gan": {"loss": "minimax"}},
+    # article 003: Linear 7*7*128 -> 2 transposed convs k5 s2 -> conv k7 tanh; D 64..512 LeakyReLU(0.01)
+    "dcgan": {"model": {"arch": "dcgan", "g_width": 128, "d_width": 64, "leak": 0.01},
+              "gan": {"loss": "nonsaturating"}},
+    "dcgan-hinge-sn": {"model": {"arch": "dcgan", **CPU_WIDTH, "leak": 0.1, "spectral_norm": True},
+                       "gan": {"loss": "hinge", "ema": 0.999, "lr_d": 4e-4, "lr_g": 2e-4},
+                       "train": {"beta1": 0.0, "beta2": 0.9}},
+    "dcgan-wgangp": {"model": {"arch": "dcgan", **CPU_WIDTH, "leak": 0.2},
+                     "gan": {"loss": "wgan-gp", "n_critic": 5, "ema": 0.999},
+                     "train": {"lr": 1e-4, "min_lr": 1e-4, "beta1": 0.0, "beta2": 0.9}},
+    "cdcgan": {"model": {"arch": "dcgan", **CPU_WIDTH, "leak": 0.1, "spectral_norm": True},
+               "gan": {"loss": "hinge", "conditional": True, "ema": 0.999, "lr_d": 4e-4, "lr_g": 2e-4},
+               "train": {"beta1": 0.0, "beta2": 0.9}},
+}
+
+
+# ----------------------------------------------------------------------------- images and grids
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(B, C, H, W) in [-1, 1] -> uint8 (B, H, W, C)."""
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def make_grid(images: np.ndarray, ncols: int = 8, pad: int = 2) -> np.ndarray:
+    """uint8 (N, H, W, C) -> one uint8 (rows*(H+pad)+pad, cols*(W+pad)+pad, C) image, row by row."""
+    n, h, w, c = images.shape
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), 255, np.uint8)
+    for i in range(n):
+        r, col = divmod(i, ncols)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = images[i]
+    return grid
+
+
+def to_pil(array: np.ndarray, scale: int = 1):
+    from PIL import Image
+    img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST) if scale > 1 else img
+
+
+# ----------------------------------------------------------------------------- task
+
+
+def _requires_grad(module: torch.nn.Module, on: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(on)
+
+
+class GANTask:
+    item_name = "img"
+
+    def __init__(self, g: Generator, d, g_ema: Generator | None, data: image_data.ImageSet,
+                 test: image_data.ImageSet | None, scorer, cfg: dict[str, Any], runtime: Runtime, run: RunDir):
+        self.g, self.d, self.g_ema, self.cfg, self.rt, self.run = g, d, g_ema, cfg, runtime, run
+        self.gc: GANTrainConfig = cfg["gan"]
+        tc: TrainConfig = cfg["train"]
+        self.batch = tc.batch_size
+        self.images = torch.as_tensor(data.images).permute(0, 3, 1, 2).contiguous().to(runtime.device)  # (N, C, H, W) uint8
+        self.labels = None if data.labels is None else torch.as_tensor(data.labels).to(runtime.device)
+        self.conditional = g.config.num_classes > 0
+        self.modules = {"g": g, "d": d, **({"g_ema": g_ema} if g_ema is not None else {})}
+        betas = (tc.beta1, tc.beta2)
+        self.optimizers = {
+            "d": torch.optim.AdamW(d.parameters(), lr=self.gc.lr_d or tc.lr, betas=betas, weight_decay=tc.weight_decay),
+            "g": torch.optim.AdamW(g.parameters(), lr=self.gc.lr_g or tc.lr, betas=betas, weight_decay=tc.weight_decay)}
+        self.items_per_step = tc.batch_size * self.gc.n_critic * tc.grad_accum
+        self.gen = torch.Generator().manual_seed(tc.seed)
+        self.perm = torch.randperm(len(self.images), generator=self.gen)
+        self.pos = 0
+        self.scorer, self.test = scorer, test
+        self.select_metric = "feature_fd" if scorer is not None and test is not None else None
+        self._test_features = None
+        self._recent: dict[str, list[float]] = {}
+        self.class_names = list(data.class_names)
+
+    # one batch of real images in [-1, 1], in a seeded epoch order
+    def _real(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.pos + self.batch > len(self.perm):
+            self.perm, self.pos = torch.randperm(len(self.images), generator=self.gen), 0
+        idx = self.perm[self.pos: self.pos + self.batch].to(self.rt.device)
+        self.pos += self.batch
+        x = self.images[idx].float().div_(127.5).sub_(1.0)
+        if self.gc.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, (self.labels[idx] if self.conditional else None)
+
+    def _noise(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.g.config.z_dim, generator=self.gen).to(self.rt.device)
+
+    def _fake_labels(self, n: int) -> torch.Tensor | None:
+        if not self.conditional:
+            return None
+        return self.labels[torch.randint(0, len(self.labels), (n,), generator=self.gen).to(self.rt.device)]
+
+    def _aug(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.gen) if self.gc.diffaugment else x
+
+    def _log(self, logs: dict[str, float]) -> dict[str, float]:
+        for k, v in logs.items():
+            self._recent.setdefault(k, []).append(v)
+        return logs
+
+    def _d_phase(self):
+        real, labels = self._real()
+        with torch.no_grad():
+            fake = self.g(self._noise(len(real)), labels)
+        real_logit, fake_logit = self.d(self._aug(real), labels), self.d(self._aug(fake), labels)
+        loss = d_loss(self.gc.loss, real_logit, fake_logit)
+        logs = {"d_loss": loss.item(), "d_real": real_logit.mean().item(), "d_fake": fake_logit.mean().item()}
+        if self.gc.loss == "wgan-gp":
+            alpha = torch.rand(len(real), generator=self.gen).to(real.device)
+            gp = gradient_penalty(self.d, real, fake.float(), alpha, labels)
+            loss = loss + self.gc.gp_weight * gp
+            logs["gp"] = gp.item()
+        if self.gc.r1 > 0:
+            r1 = r1_penalty(self.d, real, labels)
+            loss = loss + 0.5 * self.gc.r1 * r1
+            logs["r1"] = r1.item()
+        return loss, {k: v / self.gc.n_critic for k, v in self._log(logs).items()}
+
+    def _g_phase(self):
+        _requires_grad(self.d, False)  # the graph built now holds no D weight gradients
+        try:
+            labels = self._fake_labels(self.batch)
+            fake = self.g(self._noise(self.batch), labels)
+            loss = g_loss(self.gc.loss, self.d(self._aug(fake), labels))
+        finally:
+            _requires_grad(self.d, True)
+        return loss, self._log({"g_loss": loss.item()})
+
+    def phases(self, step):
+        return [(("d",), self._d_phase)] * self.gc.n_critic + [(("g",), self._g_phase)]
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        if self.g_ema is None:
+            return
+        decay = min(self.gc.ema, (1 + step) / (10 + step))  # short runs: the average warms up
+        ema_p, p = list(self.g_ema.parameters()), list(self.g.parameters())
+        torch._foreach_lerp_(ema_p, p, 1.0 - decay)
+        for b_ema, b in zip(self.g_ema.buffers(), self.g.buffers()):
+            b_ema.copy_(b)
+
+    @property
+    def sampler(self) -> Generator:
+        return self.g_ema if self.g_ema is not None else self.g
+
+    def sample_labels(self, n: int) -> torch.Tensor | None:
+        if not self.conditional:
+            return None
+        return (torch.arange(n) % self.g.config.num_classes).to(self.rt.device)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        out = {f"train_{k}": float(np.mean(v)) for k, v in self._recent.items() if k.endswith("loss")}
+        self._recent = {}
+        n = self.gc.monitor_samples
+        if self.scorer is None or n == 0:
+            return out
+        from ..metrics import stats
+        g = torch.Generator().manual_seed(self.cfg["train"].seed)
+        labels = self.sample_labels(n)
+        fake = to_uint8(self.sampler.sample(n, g, labels))
+        feats, pred = self.scorer.embed(fake)
+        if self.scorer.num_classes:
+            out["class_entropy"] = stats.class_entropy(pred, self.scorer.num_classes)
+            if labels is not None:
+                out["label_accuracy"] = float((pred == labels.cpu().numpy()).mean())
+        if self.test is not None:
+            if self._test_features is None:
+                self._test_features = self.scorer.embed(self.test.images[:max(n, 2000)])[0]
+            out["feature_fd"] = stats.fd(feats, self._test_features)
+        return out
+
+    def on_eval(self, step, monitor):
+        if not self.cfg["train"].samples or not self.rt.is_main:
+            return
+        c = self.g.config
+        n = min(c.num_classes, 10) * 8 if self.conditional else 64  # conditional: one row per class
+        g = torch.Generator().manual_seed(self.cfg["train"].seed)
+        labels = (torch.arange(n) // 8).to(self.rt.device) if self.conditional else None
+        grid = make_grid(to_uint8(self.sampler.sample(n, g, labels)))
+        monitor.image("samples", grid, step)
+        to_pil(grid).save(self.run.file("samples") / f"step{step:06d}.png")
+
+    def meta(self) -> dict[str, Any]:
+        return {"family": FAMILY, "config": config.to_dict(self.cfg), "class_names": self.class_names,
+                "feature_net": None if self.scorer is None else self.scorer.id}
+
+    def rng_state(self):
+        return {"data": self.gen.get_state(), "perm": self.perm, "pos": torch.tensor([self.pos])}
+
+    def set_rng_state(self, state):
+        self.gen.set_state(state["data"])
+        self.perm, self.pos = state["perm"], int(state["pos"][0])
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train(preset: str | None = None, overrides: dict | None = None, out: str | None = None,
+          resume: bool = False, init_from: str | None = None, progress: bool = True) -> tuple[RunDir, Result]:
+    """Train (or resume) a GAN; returns the run directory and the result."""
+    if init_from:
+        raise NotImplementedError("--init-from is not supported for GANs yet; train from scratch or --resume")
+    overrides = overrides or {}
+    run = RunDir(out) if out else RunDir.default(FAMILY)
+    if resume:
+        if not run.file("config.json").exists():
+            raise FileNotFoundError(f"--resume: {run.file('config.json')} does not exist")
+        saved = run.read_json("config.json")
+        base = {name: config.from_dict(type(sec), saved["config"][name], name) for name, sec in sections().items()}
+        cfg = config.resolve(base, {}, None, overrides)
+    else:
+        cfg = config.resolve(sections(), PRESETS, preset, overrides)
+    mc: GANConfig = cfg["model"]
+    dc: ImageDataConfig = cfg["data"]
+    gc: GANTrainConfig = cfg["gan"]
+    tc: TrainConfig = cfg["train"]
+
+    rt = make_runtime(tc.device, tc.dtype, tc.threads)
+    run.is_main = rt.is_main
+    seed_everything(tc.seed)
+    data = image_data.load(dc.path, mc.image_size, mc.channels, "train", dc.test_fraction, tc.seed, dc.max_bad)
+    test = image_data.load(dc.path, mc.image_size, mc.channels, "test", dc.test_fraction, tc.seed, dc.max_bad) \
+        if gc.monitor_samples and data.labels is not None else None
+    if gc.conditional:
+        if data.labels is None:
+            raise ValueError(f"gan.conditional=true but {data.source} has no labels (use an IDX label file, "
+                             "class sub-folders, or 'labels' in the .npz)")
+        mc = cfg["model"] = config.update(mc, {"num_classes": data.num_classes}, "model")
+    elif mc.num_classes:
+        mc = cfg["model"] = config.update(mc, {"num_classes": 0}, "model")
+
+    scorer = None
+    if gc.monitor_samples and data.labels is not None:
+        from ..metrics import feature_net
+        scorer = feature_net.get(data, test, steps=gc.feature_steps, seed=0, verbose=progress)
+        torch.manual_seed(tc.seed)  # the feature network's training must not shift the models' init
+
+    g, d = build(mc)
+    g_ema = None
+    if gc.ema > 0:
+        g_ema = Generator(mc)
+        g_ema.load_state_dict(g.state_dict())
+        g_ema.requires_grad_(False)
+    for m in (g, d, g_ema):
+        if m is not None:
+            m.to(rt.device)
+            if gc.channels_last and mc.arch == "dcgan":
+                m.to(memory_format=torch.channels_last)
+
+    run.create(resume)
+    run.write_json("config.json", {"family": FAMILY, "config": config.to_dict(cfg), "preset": preset})
+    task = GANTask(g, d, g_ema, data, test, scorer, cfg, rt, run)
+    trainer = Trainer(task, tc, run, rt, progress=progress)
+    if resume:
+        trainer.restore(run.checkpoint("last"))
+    if rt.is_main:
+        n_g = sum(p.numel() for p in g.parameters())
+        n_d = sum(p.numel() for p in d.parameters())
+        cond = f", conditional on {mc.num_classes} classes" if mc.num_classes else ""
+        print(f"genforge: GAN ({mc.arch}, {gc.loss} loss{cond}) G {n_g / 1e6:.2f}M / D {n_d / 1e6:.2f}M params, "
+              f"{len(data):,} images {mc.image_size}x{mc.image_size}x{mc.channels} from {data.source}, "
+              f"device {rt.device}, {str(rt.dtype).removeprefix('torch.')}; run: {run.path}", file=sys.stderr)
+    return run, trainer.fit()
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    gen = torch.Generator()
+    if seed is None:
+        gen.seed()  # fresh entropy, without touching torch's global generator
+    else:
+        gen.manual_seed(seed)
+    return gen
+
+
+class GANPipeline:
+    """A trained generator: `generate(n, seed, labels)` -> uint8 (n, H, W, C); grids and strips as PIL."""
+
+    family = FAMILY
+
+    def __init__(self, g: Generator, meta: dict[str, Any], runtime: Runtime):
+        self.g, self.meta, self.rt = g, meta, runtime
+        c = g.config
+        self.image_size, self.channels, self.num_classes = c.image_size, c.channels, c.num_classes
+        self.class_names: list[str] = list(meta.get("class_names") or []) if c.num_classes else []
+
+    @classmethod
+    def from_checkpoint(cls, path, device: str = "auto", dtype: str = "fp32") -> GANPipeline:
+        ckpt = find_checkpoint(path)
+        tensors, meta = checkpoint.load(ckpt)
+        if meta.get("family") != FAMILY:
+            raise ValueError(f"{path}: a {meta.get('family')!r} checkpoint, not a GAN")
+        cfg = config.from_dict(GANConfig, meta["config"]["model"], "model")
+        prefix = "module.g_ema." if any(k.startswith("module.g_ema.") for k in tensors) else "module.g."
+        g = Generator(cfg)
+        g.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        rt = make_runtime(device, dtype)
+        g.to(rt.device).eval()
+        return cls(g, meta, rt)
+
+    def _labels(self, n: int, labels) -> torch.Tensor | None:
+        if not self.num_classes:
+            if labels is not None:
+                raise ValueError("this GAN is unconditional: it takes no labels")
+            return None
+        if labels is None:
+            return torch.arange(n) % self.num_classes  # every class in turn
+        t = torch.full((n,), labels) if isinstance(labels, int) else torch.as_tensor(list(labels), dtype=torch.long)
+        if t.shape != (n,):
+            raise ValueError(f"labels: expected one label per image ({n}), got {len(t)}")
+        if t.min() < 0 or t.max() >= self.num_classes:
+            raise ValueError(f"labels must be in 0..{self.num_classes - 1}, got {t.min().item()}..{t.max().item()}")
+        return t
+
+    @torch.no_grad()
+    def generate(self, n: int, seed: int | None = None, labels: list[int] | int | None = None,
+                 z: torch.Tensor | None = None) -> np.ndarray:
+        """n images as uint8 (n, H, W, C); same seed, same images."""
+        if n <= 0:
+            raise ValueError(f"n must be positive, got {n}")
+        y = self._labels(n, labels)
+        gen = _generator(seed)
+        if z is None:
+            z = torch.randn(n, self.g.config.z_dim, generator=gen)
+        out = []
+        for i in range(0, n, 500):
+            yi = None if y is None else y[i:i + 500].to(self.rt.device)
+            with self.rt.autocast():
+                out.append(to_uint8(self.g.sample(len(z[i:i + 500]), z=z[i:i + 500].to(self.rt.device), labels=yi)))
+        return np.concatenate(out)
+
+    def grid(self, n: int = 64, seed: int | None = None, labels=None, ncols: int = 8, scale: int = 1):
+        """An image grid (PIL), article 000's 8x8 display; conditional without labels: a row per class."""
+        if labels is None and self.num_classes:
+            rows = min(self.num_classes, max(1, n // ncols))
+            labels = [r for r in range(rows) for _ in range(ncols)]
+            n = len(labels)
+        return to_pil(make_grid(self.generate(n, seed, labels), ncols), scale)
+
+    def interpolate(self, steps: int = 10, seed: int | None = None, label: int | None = None, rows: int = 1, scale: int = 1):
+        """Latent interpolation strips (PIL): `rows` pairs of seeded latents, `steps` points between each."""
+        if steps < 2:
+            raise ValueError(f"interpolation needs at least 2 steps, got {steps}")
+        gen = _generator(seed)
+        ends = torch.randn(rows, 2, self.g.config.z_dim, generator=gen)
+        t = torch.linspace(0, 1, steps)[None, :, None]
+        z = (ends[:, :1] * (1 - t) + ends[:, 1:] * t).reshape(rows * steps, -1)  # (rows*steps, z)
+        labels = None
+        if self.num_classes:
+            labels = label if label is not None else [r % self.num_classes for r in range(rows) for _ in range(steps)]
+        return to_pil(make_grid(self.generate(rows * steps, labels=labels, z=z), steps), scale)
+
+
+def pipeline_from_checkpoint(path, device: str = "auto", dtype: str = "fp32") -> GANPipeline:
+    return GANPipeline.from_checkpoint(path, device=device, dtype=dtype)
