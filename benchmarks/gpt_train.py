@@ -33,12 +33,13 @@ VARIANTS: dict[str, dict] = {
     "fast": {"preset": "fast"},
     "small": {"preset": "small"},
     # ablations: the fast preset with one option reverted to the baby's choice
-    "fast, AdamW not Muon": {"preset": "fast", "train": {"optimizer": "adamw"}},
-    "fast, fp32 not bf16": {"preset": "fast", "train": {"dtype": "fp32"}},
-    "fast, learned not rotary": {"preset": "fast", "model": {"pos": "learned"}},
-    "fast, no QK-norm, LayerNorm": {"preset": "fast", "model": {"qk_norm": False, "norm": "layernorm"}},
-    "fast, GELU not ReLU2": {"preset": "fast", "model": {"activation": "gelu"}},
-    "fast, batch 16": {"preset": "fast", "train": {"batch_size": 16}},
+    # (AdamW, fp32, learned positions, LayerNorm without QK-norm, GELU), and a smaller batch
+    "fast-adamw": {"preset": "fast", "train": {"optimizer": "adamw"}},
+    "fast-fp32": {"preset": "fast", "train": {"dtype": "fp32"}},
+    "fast-learnedpos": {"preset": "fast", "model": {"pos": "learned"}},
+    "fast-layernorm": {"preset": "fast", "model": {"qk_norm": False, "norm": "layernorm"}},
+    "fast-gelu": {"preset": "fast", "model": {"activation": "gelu"}},
+    "fast-b16": {"preset": "fast", "train": {"batch_size": 16}},
     # quality within a time budget: LR decays over the budget (train.time_schedule)
     "q128": {"preset": "fast", "model": {"block_size": 128},
              "train": {"max_iters": 10**7, "time_schedule": True, "clock": "cpu", "warmup_iters": 100}},
