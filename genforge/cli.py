@@ -8,6 +8,8 @@
     genforge train gan --data ../shared/datasets/mnist --preset dcgan-hinge-sn
     genforge sample runs/gan-... --n 64 --out grid.png [--label 7] [--interpolate]
     genforge eval runs/gan-...     genforge eval --samples DIR|FILE.npz --ref mnist
+    genforge train classifier --data imdb/train.jsonl.gz --preset nbbag --out runs/imdb
+    genforge classify runs/imdb "A wonderful film."      genforge cv --folds 5 --data train.jsonl
 
 Heavy imports (torch, ...) happen inside the subcommands, so `genforge --help` is instant.
 """
@@ -34,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (any --section.key=value overrides the config)",
                        description="Train a model. Extra --section.key=value arguments override the "
                        "config, e.g. --train.max_iters=2000 --model.n_layer=4.")
-    t.add_argument("family", help="model family: gpt, gan")
+    t.add_argument("family", help="model family: gpt, gan, classifier")
     t.add_argument("--data", help="training data (file or folder); sets data.path")
     t.add_argument("--preset", help="named configuration preset (see --list-presets)")
     t.add_argument("--out", help="run directory (default runs/FAMILY-TIMESTAMP)")
@@ -75,6 +77,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inception", action="store_true", help="also Inception FID (needs local Inception weights)")
     e.add_argument("--feature-steps", type=int, default=0, help="training steps of the feature classifier "
                    "(GAN; 0 = the run's setting, else automatic)")
+    e.add_argument("--text-field", help="JSONL key / CSV column of the text (default: as in training)")
+    e.add_argument("--label-field", help="classifiers: JSONL key / CSV column of the label")
+
+    c = sub.add_parser("classify", help="classify texts with a trained classifier run")
+    c.add_argument("run", help="run directory or checkpoint file")
+    c.add_argument("texts", nargs="*", help="texts to classify (one JSON line each is printed)")
+    c.add_argument("--input", help="file of texts: .jsonl / .csv (text field) or .txt (one text a line)")
+    c.add_argument("--output", help="write predictions here as JSONL (default: print)")
+    c.add_argument("--text-field", help="JSONL key / CSV column of the text (default: as in training)")
+    c.add_argument("--errors", choices=["strict", "replace"], default="strict")
+    c.add_argument("--device", default="auto")
+
+    n = sub.add_parser("ensemble", help="combine trained classifier runs into one (weighted mean of probabilities)")
+    n.add_argument("runs", nargs="+", help="classifier run directories (same labels)")
+    n.add_argument("--out", required=True, help="run directory for the ensemble")
+    n.add_argument("--weights", help="comma-separated weights, one per run (default: equal)")
+
+    v = sub.add_parser("cv", help="k-fold cross-validation of a classifier (mean ± std of every metric)",
+                       description="Stratified k-fold cross-validation; extra --section.key=value arguments "
+                       "override the config as in `train classifier`.")
+    v.add_argument("--data", required=True, help="labelled data; sets data.path")
+    v.add_argument("--folds", type=int, default=5, help="number of folds")
+    v.add_argument("--preset", help="classifier preset")
+    v.add_argument("--out", help="folder for the fold runs and cv.json (default runs/cv-TIMESTAMP)")
+    v.add_argument("--seed", type=int, help="random seed; sets train.seed (and the folds)")
+    v.add_argument("--init-from", help="start every fold from this GPT run")
+    v.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     m = sub.add_parser("demo", help="train a small GPT on bundled text, then sample (a minute or two)")
     m.add_argument("--out", default="runs/demo", help="run directory")
@@ -130,8 +159,9 @@ def cmd_train(args, rest: list[str]) -> int:
         print(f"  next: genforge sample {run.path} --n 64 --out grid.png   |   genforge eval {run.path}"
               f"   |   tensorboard --logdir {run.path / 'tb'}")
         return 0 if result.stopped != "interrupted" else 130
-    print(f"  next: genforge sample {run.path} --prompt \"...\"   |   genforge eval {run.path} --data FILE"
-          f"   |   tensorboard --logdir {run.path / 'tb'}")
+    use = (f"genforge classify {run.path} \"...\"" if args.family == "classifier"
+           else f"genforge sample {run.path} --prompt \"...\"")
+    print(f"  next: {use}   |   genforge eval {run.path} --data FILE   |   tensorboard --logdir {run.path / 'tb'}")
     return 0 if result.stopped != "interrupted" else 130
 
 
@@ -179,6 +209,8 @@ def sample_images(pipe, args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from pathlib import Path
+
     from . import inference
     if args.samples or args.run is None:
         return eval_images(args)
@@ -188,9 +220,20 @@ def cmd_eval(args) -> int:
         if read_meta(find_checkpoint(args.run)).get("family") == "gan":
             return eval_images(args)
     if args.data is None:
-        raise ValueError(f"genforge eval {args.run}: --data FILE is required to evaluate a language model")
+        raise ValueError(f"genforge eval {args.run}: --data FILE is required to evaluate a language model "
+                         "or a classifier")
     pipe = inference.load(args.run, device=args.device)
-    metrics = pipe.evaluate(args.data, errors=args.errors)
+    if pipe.family == "classifier":  # metrics.json, roc.png, confusion.png in RUN/eval/<data name>/
+        run = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent
+        name = Path(args.data).name.split(".")[0] or "data"
+        out = run / "eval" / name
+        metrics = pipe.evaluate(args.data, errors=args.errors, text_field=args.text_field,
+                                label_field=args.label_field, out=out)
+        print(json.dumps(metrics, indent=2))
+        print(f"genforge: metrics.json, roc.png and confusion.png are in {out}", file=sys.stderr)
+        return 0
+    kw = {"text_field": args.text_field} if args.text_field else {}
+    metrics = pipe.evaluate(args.data, errors=args.errors, **kw)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -208,6 +251,51 @@ def eval_images(args) -> int:
     else:
         raise ValueError("genforge eval: give a RUN, or --samples PATH --ref DATASET")
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from . import inference
+    if bool(args.texts) == bool(args.input):
+        raise ValueError("give texts to classify, or --input FILE (not both)")
+    pipe = inference.load(args.run, device=args.device)
+    if pipe.family != "classifier":
+        raise ValueError(f"{args.run}: a {pipe.family!r} run; `classify` needs a classifier run")
+    if args.input:
+        if not args.output:
+            raise ValueError("--input needs --output FILE (predictions are written as JSONL)")
+        n = pipe.classify_file(args.input, args.output, errors=args.errors, text_field=args.text_field)
+        print(f"genforge: {n:,} predictions written to {args.output}", file=sys.stderr)
+        return 0
+    lines = [json.dumps({"text": t, **p}, ensure_ascii=False) for t, p in zip(args.texts, pipe.classify(args.texts))]
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+    else:
+        print("\n".join(lines))
+    return 0
+
+
+def cmd_ensemble(args) -> int:
+    from .families import classifier
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    run = classifier.ensemble(args.runs, args.out, weights)
+    print(f"genforge: ensemble of {len(args.runs)} runs saved in {run.path}; try: genforge eval {run.path} --data FILE")
+    return 0
+
+
+def cmd_cv(args, rest: list[str]) -> int:
+    from . import config
+    from .families import classifier
+    overrides = config.parse_overrides(rest)
+    overrides.setdefault("data", {})["path"] = args.data
+    if args.seed is not None:
+        overrides.setdefault("train", {})["seed"] = args.seed
+    res = classifier.cross_validate(args.preset, overrides, folds=args.folds, out=args.out,
+                                    init_from=args.init_from, progress=not args.no_progress)
+    print(f"{args.folds}-fold cross-validation ({args.data}):")
+    for name, s in res["summary"].items():
+        print(f"  {name:32s} {s['mean']:.4f} ± {s['std']:.4f}")
     return 0
 
 
@@ -252,14 +340,16 @@ def cmd_demo(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if rest and args.command != "train":
+    if rest and args.command not in ("train", "cv"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     from .errors import USER_ERRORS
     try:
         if args.command == "train":
             return cmd_train(args, rest)
+        if args.command == "cv":
+            return cmd_cv(args, rest)
         return {"sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "demo": cmd_demo,
-                "serve": cmd_serve}[args.command](args)
+                "serve": cmd_serve, "classify": cmd_classify, "ensemble": cmd_ensemble}[args.command](args)
     except KeyboardInterrupt:
         print("\ngenforge: interrupted", file=sys.stderr)
         return 130

@@ -61,3 +61,27 @@ def image_npz(tmp_path) -> Path:
     p = tmp_path / "bars.npz"
     np.savez(p, images=images, labels=labels)
     return p
+
+
+def make_reviews(n: int = 120, seed: int = 0, labels=(0, 1)) -> list[dict]:
+    """Synthetic labelled reviews: each class has its own marker words among shared filler."""
+    import random
+    rng = random.Random(seed)
+    markers = {0: ["awful", "boring", "dull"], 1: ["wonderful", "superb", "loved"], 2: ["okay", "average", "fine"]}
+    filler = ["the", "movie", "was", "plot", "actor", "a", "and", "film", "scene"]
+    rows = []
+    for i in range(n):
+        k = i % len(labels)
+        words = [rng.choice(filler) for _ in range(12)] + [rng.choice(markers[k]) for _ in range(2)]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words) + " <br /><br /> the end", "label": labels[k]})
+    return rows
+
+
+@pytest.fixture
+def reviews(tmp_path) -> Path:
+    """A JSONL file of 120 synthetic two-class reviews (labels 0 and 1)."""
+    import json
+    p = tmp_path / "reviews.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in make_reviews()) + "\n")
+    return p

@@ -1,15 +1,19 @@
 """Download public data sets into the cache, verified by sha256.
 
     genforge data get shakespeare [--dir DIR] [--mirror URL]
+    genforge data get imdb        # aclImdb_v1.tar.gz (84 MB), unpacked to <folder>/aclImdb/train|test
 
 Files land in `$GENFORGE_CACHE/datasets/<name>/` (default ~/.cache/genforge). A file already
 there with the right checksum is not fetched again; a download with the wrong checksum is
-deleted and reported. `--mirror` replaces the base URL (for mirrors and tests).
+deleted and reported. `--mirror` replaces the base URL (for mirrors and tests). Archives marked
+`extract` are unpacked next to themselves once (tar's "data" filter: no paths outside the folder,
+no links out, no device files).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import tarfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +25,7 @@ from .text import cache_dir
 class Remote:
     url: str
     sha256: str
+    extract: str = ""  # a .tar.gz: the top-level folder it unpacks to ('' = not an archive)
 
     @property
     def filename(self) -> str:
@@ -35,6 +40,9 @@ DATASETS: dict[str, list[Remote]] = {
         ("train-labels-idx1-ubyte.gz", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
         ("t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
         ("t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6")]],
+    # Large Movie Review Dataset v1.0 (Maas et al., 2011): aclImdb/{train,test}/{pos,neg}/*.txt
+    "imdb": [Remote("https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
+                    "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe", extract="aclImdb")],
 }
 
 
@@ -80,8 +88,24 @@ def get(name: str, directory: str | os.PathLike | None = None, mirror: str | Non
     folder.mkdir(parents=True, exist_ok=True)
     for remote in DATASETS[name]:
         dest = folder / remote.filename
-        if dest.exists() and sha256_of(dest) == remote.sha256:
-            continue
-        url = mirror.rstrip("/") + "/" + remote.filename if mirror else remote.url
-        _fetch(url, dest, remote.sha256, progress)
+        if not (dest.exists() and sha256_of(dest) == remote.sha256):
+            url = mirror.rstrip("/") + "/" + remote.filename if mirror else remote.url
+            _fetch(url, dest, remote.sha256, progress)
+        if remote.extract:
+            _extract(dest, folder, remote.extract)
     return folder
+
+
+def _extract(archive: Path, folder: Path, top: str) -> None:
+    """Unpack a verified .tar.gz into folder (once: a finished unpack leaves a marker file)."""
+    done = folder / f".{top}.extracted"
+    if done.exists() and (folder / top).is_dir():
+        return
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(folder, filter="data")
+    except tarfile.TarError as e:
+        raise ValueError(f"{archive}: refused to unpack ({e})") from None
+    if not (folder / top).is_dir():
+        raise ValueError(f"{archive}: unpacked, but holds no '{top}' folder")
+    done.write_text(archive.name + "\n")

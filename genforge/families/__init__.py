@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import importlib
 
-FAMILIES = {"gpt": "genforge.families.gpt", "gan": "genforge.families.gan"}
+FAMILIES = {"gpt": "genforge.families.gpt", "gan": "genforge.families.gan",
+            "classifier": "genforge.families.classifier"}
 
 
 def get(name: str):

@@ -66,3 +66,51 @@ def test_real_mnist_through_local_mirror_and_cli(server, tmp_path, datasets, cap
     assert main(["data", "get", "mnist", "--dir", str(tmp_path / "dl"), "--mirror", url]) == 0
     assert "mnist is in" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == sorted(r.filename for r in download.DATASETS["mnist"])
+
+def test_imdb_archive_is_fetched_verified_and_unpacked(server, tmp_path, monkeypatch):
+    """A small aclImdb-shaped tar.gz goes through download, checksum and extraction."""
+    import io
+    import tarfile
+    root, url = server
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for split, label, name, text in [("train", "pos", "0_9.txt", "A wonderful film."),
+                                         ("train", "neg", "0_2.txt", "Dull.<br />Awful."),
+                                         ("test", "pos", "0_10.txt", "Loved it.")]:
+            data = text.encode()
+            info = tarfile.TarInfo(f"aclImdb/{split}/{label}/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    body = buf.getvalue()
+    (root / "aclImdb_v1.tar.gz").write_bytes(body)
+    real = download.DATASETS["imdb"][0]
+    assert real.url.endswith("/aclImdb_v1.tar.gz") and len(real.sha256) == 64 and real.extract == "aclImdb"
+    monkeypatch.setitem(download.DATASETS, "imdb", [download.Remote(real.url, hashlib.sha256(body).hexdigest(),
+                                                                    extract="aclImdb")])
+    folder = download.get("imdb", directory=tmp_path / "dl", mirror=url, progress=False)
+    assert (folder / "aclImdb" / "train" / "pos" / "0_9.txt").read_text() == "A wonderful film."
+    from genforge.data.labelled import read_labelled
+    data = read_labelled(folder / "aclImdb" / "train")
+    assert data.labels == ["neg", "pos"] and data.texts[0] == "Dull.<br />Awful."
+    # a second call neither fetches nor unpacks again
+    (root / "aclImdb_v1.tar.gz").unlink()
+    (folder / "aclImdb" / "test" / "pos" / "0_10.txt").unlink()
+    download.get("imdb", directory=tmp_path / "dl", mirror=url, progress=False)
+    assert not (folder / "aclImdb" / "test" / "pos" / "0_10.txt").exists()
+
+
+def test_archive_escaping_its_folder_is_refused(server, tmp_path, monkeypatch):
+    import io
+    import tarfile
+    root, url = server
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("../evil.txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    (root / "aclImdb_v1.tar.gz").write_bytes(buf.getvalue())
+    monkeypatch.setitem(download.DATASETS, "imdb", [download.Remote(
+        "https://x/aclImdb_v1.tar.gz", hashlib.sha256(buf.getvalue()).hexdigest(), extract="aclImdb")])
+    with pytest.raises(ValueError, match="refused to unpack"):
+        download.get("imdb", directory=tmp_path / "dl", mirror=url, progress=False)
+    assert not (tmp_path / "evil.txt").exists()
