@@ -43,6 +43,8 @@ VARIANTS: dict[str, dict] = {
     # quality within a time budget: LR decays over the budget (train.time_schedule)
     "q128": {"preset": "fast", "model": {"block_size": 128},
              "train": {"max_iters": 10**7, "time_schedule": True, "clock": "cpu", "warmup_iters": 100}},
+    "q128-drop": {"preset": "fast", "model": {"block_size": 128, "dropout": 0.15},
+                  "train": {"max_iters": 10**7, "time_schedule": True, "clock": "cpu", "warmup_iters": 100}},
     "q192": {"preset": "fast", "model": {"block_size": 128, "n_embd": 192, "n_head": 6, "dropout": 0.1},
              "train": {"max_iters": 10**7, "time_schedule": True, "clock": "cpu", "warmup_iters": 100}},
 }
