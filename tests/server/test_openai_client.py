@@ -61,7 +61,9 @@ def test_streamed_completion_equals_the_unstreamed_one(client):
     chunks = list(client.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
     text = "".join(c.choices[0].text for c in chunks if c.choices)
     assert text == whole.choices[0].text
-    assert len([c for c in chunks if c.choices and c.choices[0].text]) > 5, "tokens were not streamed one by one"
+    # tokens waiting when the sender gets to them go out merged, so a slow client sees fewer chunks;
+    # the first token always goes out on its own
+    assert len([c for c in chunks if c.choices and c.choices[0].text]) >= 2, "the text was not streamed"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 25
 
