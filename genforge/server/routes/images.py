@@ -35,12 +35,15 @@ def png_b64(img: np.ndarray) -> str:
 
 
 def named_classes(prompt: str, names: list[str]) -> list[int]:
-    """The classes a prompt names as whole words ("a picture of a 7" -> [7]), longest names first:
-    "ankle boot" hides "boot"."""
-    found = [i for i, n in enumerate(names)
-             if n and re.search(rf"(?<!\w){re.escape(n.lower())}(?!\w)", prompt.lower())]
-    return [i for i in found if not any(names[i].lower() in names[j].lower() and i != j and
-                                        len(names[j]) > len(names[i]) for j in found)]
+    """The classes a prompt names as whole words ("a picture of a 7" -> [7]), in class order. Longer
+    names are matched first and blanked out, so "ankle boot" does not also name "boot"."""
+    text, found = prompt.lower(), []
+    for i in sorted((i for i, n in enumerate(names) if n.strip()), key=lambda i: -len(names[i])):
+        pattern = rf"(?<!\w){re.escape(names[i].lower())}(?!\w)"
+        if re.search(pattern, text):
+            found.append(i)
+            text = re.sub(pattern, lambda m: " " * len(m.group()), text)
+    return sorted(found)
 
 
 def class_label(pipe, body: ImageRequest) -> int | None:
