@@ -42,6 +42,14 @@ def _validation_message(err: dict) -> tuple[str, str | None]:
     return f"{param or 'body'}: {err.get('msg', 'invalid value')}", param
 
 
+def _most_specific(errors: list[dict]) -> dict:
+    """Of the first parameter's errors (one per branch of a union like `str | list[str]`), the one that
+    says what is wrong with the value sent: the deepest, then not a mere type mismatch ([] -> too short)."""
+    first = tuple(errors[0].get("loc", ()))[:2]  # ("body", param)
+    same = [e for e in errors if tuple(e.get("loc", ()))[:2] == first]
+    return max(same, key=lambda e: (len(e.get("loc", ())), not str(e.get("type", "")).endswith("_type")))
+
+
 def install(app: FastAPI):
     @app.exception_handler(APIError)
     async def api_error(request: Request, e: APIError):
@@ -50,7 +58,7 @@ def install(app: FastAPI):
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):
         errors = e.errors()
-        message, param = _validation_message(errors[0]) if errors else ("invalid request", None)
+        message, param = _validation_message(_most_specific(errors)) if errors else ("invalid request", None)
         return error_response(400, message, param, "invalid_value")
 
     @app.exception_handler(StarletteHTTPException)

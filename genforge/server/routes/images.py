@@ -2,13 +2,15 @@
 
 `n`, `size` (must be what the model makes, e.g. "28x28", or "auto"), `response_format`
 b64_json (the default; "url" is refused), `seed` (extra). Class-conditional GANs take the class
-as `label` (extra: index or name) or as a prompt naming a class; without either each image gets
-a random class. Text-to-image models need `prompt`.
+as `label` (extra: index or name) or as a prompt naming one class ("7", "a handwritten 7"); without
+either the n images go through the classes in turn (0, 1, 2, ...). Unconditional GANs take an empty
+prompt. Text-to-image models need `prompt`.
 """
 from __future__ import annotations
 
 import base64
 import io
+import re
 import time
 
 import anyio
@@ -32,23 +34,41 @@ def png_b64(img: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def named_classes(prompt: str, names: list[str]) -> list[int]:
+    """The classes a prompt names as whole words ("a picture of a 7" -> [7]), in class order. Longer
+    names are matched first and blanked out, so "ankle boot" does not also name "boot"."""
+    text, found = prompt.lower(), []
+    for i in sorted((i for i, n in enumerate(names) if n.strip()), key=lambda i: -len(names[i])):
+        pattern = rf"(?<!\w){re.escape(names[i].lower())}(?!\w)"
+        if re.search(pattern, text):
+            found.append(i)
+            text = re.sub(pattern, lambda m: " " * len(m.group()), text)
+    return sorted(found)
+
+
 def class_label(pipe, body: ImageRequest) -> int | None:
     """The class index asked for (label field, or a prompt naming a class), or None."""
     names = list(getattr(pipe, "class_names", []) or [])
     lookup = {n.lower(): i for i, n in enumerate(names)}
     label = body.label
     param = "label"
-    if label is None and body.prompt and pipe.family == "gan":
+    if label is None and body.prompt and body.prompt.strip() and pipe.family == "gan":
         label, param = body.prompt.strip(), "prompt"
     if label is None:
         return None
     if pipe.num_classes == 0:
-        raise APIError(400, f"{param}: this model is unconditional; it takes no class", param=param)
+        raise APIError(400, f"{param}: this model is unconditional; it takes no class (send an empty prompt)",
+                       param=param)
     if isinstance(label, str):
         if label.lower() in lookup:
             return lookup[label.lower()]
         if label.strip().lstrip("-").isdigit():
             label = int(label)
+        elif param == "prompt" and len(found := named_classes(label, names)) == 1:
+            return found[0]
+        elif param == "prompt" and found:
+            raise APIError(400, f"prompt: names several classes ({', '.join(names[i] for i in found)}); "
+                           "name one, or send it as `label`", param=param)
         else:
             raise APIError(400, f"{param}: unknown class {label!r}; classes: {', '.join(names)}", param=param)
     if not 0 <= label < pipe.num_classes:
