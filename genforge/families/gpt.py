@@ -54,9 +54,9 @@ def sections() -> dict[str, Any]:
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # fast CPU default: trains a useful character model in a couple of minutes
     "small": {},
-    # tuned for time-to-quality on a CPU (benchmarks/gpt_train.py): bf16, rotary, QK-norm, high LR
+    # tuned for time-to-quality on a CPU (benchmarks/gpt_train.py): bf16, rotary, QK-norm, Muon, high LR
     "fast": {
-        "model": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64},
+        "model": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "activation": "gelu"},
         "train": {"batch_size": 32, "lr": 4e-3, "min_lr": 4e-4, "warmup_iters": 30, "max_iters": 1000,
                   "optimizer": "muon", "muon_lr": 0.02, "dtype": "auto"},
     },
