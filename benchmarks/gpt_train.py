@@ -52,6 +52,9 @@ VARIANTS: dict[str, dict] = {
     "q192-wall": {"preset": "fast", "model": {"block_size": 128, "n_embd": 192, "n_head": 6, "dropout": 0.1,
                                               "activation": "relu2"},
                   "train": {"max_iters": 10**7, "time_schedule": True, "clock": "wall", "warmup_iters": 100}},
+    "q256-wall": {"preset": "fast", "model": {"block_size": 256, "n_embd": 192, "n_head": 6, "dropout": 0.1},
+                  "train": {"batch_size": 16, "max_iters": 10**7, "time_schedule": True, "clock": "wall",
+                            "warmup_iters": 100}},
 }
 
 

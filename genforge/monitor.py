@@ -78,7 +78,8 @@ class Monitor:
         """loss.png: every logged series whose name contains 'loss', against step."""
         if not self.enabled:
             return
-        series = {k: v for k, v in self.history.items() if "loss" in k and v}
+        # eval/train_loss (the mean over the interval) would repeat train/loss, lagging behind it
+        series = {k: v for k, v in self.history.items() if "loss" in k and v and k != "eval/train_loss"}
         if not series:
             return
         import matplotlib
