@@ -78,7 +78,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=10000, help="images per side in the protocol")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/bench-gan")
-    p.add_argument("--set", nargs="*", default=[], help="extra --section.key=value overrides for every preset")
+    p.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
+                   help="extra overrides for every preset, e.g. --set train.schedule=linear gan.ema=0.9995")
     p.add_argument("--reference-seconds", type=float, default=30.0, help="timing of the reference step per preset")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -92,7 +93,7 @@ def main() -> None:
                       "label_accuracy_floor": net.test_accuracy, "seconds": time.perf_counter() - t0}), flush=True)
 
     from genforge import config
-    extra = config.parse_overrides(args.set)
+    extra = config.parse_overrides(["--" + a.lstrip("-") for a in args.set])
     for preset in args.presets:
         run = Path(args.out) / preset
         done, rows = 0.0, []

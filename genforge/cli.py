@@ -151,7 +151,8 @@ def cmd_train(args, rest: list[str]) -> int:
         overrides.setdefault("data", {})["errors"] = args.errors
     run, result = family.train(preset=args.preset, overrides=overrides, out=args.out, resume=args.resume,
                                init_from=args.init_from, progress=not args.no_progress)
-    metric = "feature Fréchet distance" if args.family == "gan" else "validation loss"
+    names = {"feature_fd": "feature Fréchet distance", "val_loss": "validation loss", "val_error": "validation error"}
+    metric = names.get(result.metric, result.metric)
     best = f", best {metric} {result.best:.4f}" if result.best is not None else ""
     print(f"genforge: stopped ({result.stopped}) at step {result.step} after {result.seconds:.0f}s{best}")
     print(f"genforge: run saved in {run.path}  (config.json, checkpoints/, metrics.jsonl, loss.png, tb/)")

@@ -110,6 +110,7 @@ class Result:
     metrics: dict[str, float]
     stopped: str  # 'max_iters', 'early_stopping', 'target_reached', 'time_budget', 'interrupted'
     seconds: float
+    metric: str | None = None  # the evaluation metric `best` refers to (the task's select_metric)
 
 
 class Trainer:
@@ -291,4 +292,4 @@ class Trainer:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
             self.monitor.close()
-        return Result(self.step, self.best, metrics, stopped, time.perf_counter() - t0)
+        return Result(self.step, self.best, metrics, stopped, time.perf_counter() - t0, self.task.select_metric)

@@ -225,6 +225,17 @@ class GANTask:
         for b_ema, b in zip(self.g_ema.buffers(), self.g.buffers()):
             b_ema.copy_(b)
 
+    def standing_stats(self) -> None:
+        """Before scoring and checkpoints: the EMA generator's BatchNorm statistics, re-estimated.
+
+        The EMA copy averages G's weights but holds G's running statistics (copied each step),
+        which belong to other weights. after_step copies G's again, so training and resume are
+        unchanged by this.
+        """
+        if self.g_ema is not None:
+            with self.rt.autocast():
+                self.g_ema.standing_stats()
+
     @property
     def sampler(self) -> Generator:
         return self.g_ema if self.g_ema is not None else self.g
@@ -238,6 +249,7 @@ class GANTask:
     def evaluate(self) -> dict[str, float]:
         out = {f"train_{k}": float(np.mean(v)) for k, v in self._recent.items() if k.endswith("loss")}
         self._recent = {}
+        self.standing_stats()  # before scoring and the checkpoints that follow
         n = self.gc.monitor_samples
         if self.scorer is None or n == 0:
             return out

@@ -85,7 +85,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 # Fine-tuning may change only these model fields; the rest is fixed by the pre-trained weights.
-FINETUNE_MODEL_KEYS = ("dropout",)
+FINETUNE_MODEL_KEYS = ("dropout", "attn_dropout")
 
 
 # ----------------------------------------------------------------------------- task

@@ -131,7 +131,7 @@ class EncoderAttention(CausalSelfAttention):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :],  # (B, 1, 1, T)
-                                           dropout_p=self.dropout if self.training else 0.0)
+                                           dropout_p=self.attn_dropout if self.training else 0.0)
         return self.resid_drop(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
 
 

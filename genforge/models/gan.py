@@ -156,6 +156,34 @@ class Generator(nn.Module):
         return out
 
 
+    @torch.no_grad()
+    def standing_stats(self, batches: int = 16, size: int = 256, seed: int = 0x5EED) -> None:
+        """Replace BatchNorm running statistics by averages over fixed-seed batches in train mode.
+
+        For a weight-averaged (EMA) generator, whose copied statistics belong to other weights.
+        Labels are drawn uniformly over the classes. No-op without BatchNorm.
+        """
+        norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the passes below
+        dev = next(self.parameters()).device
+        gen = torch.Generator().manual_seed(seed)
+        was = self.training
+        self.train()
+        for _ in range(batches):
+            z = torch.randn(size, self.config.z_dim, generator=gen).to(dev)
+            labels = torch.randint(0, self.config.num_classes, (size,), generator=gen).to(dev) \
+                if self.config.num_classes else None
+            self(z, labels)
+        self.train(was)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+
 class Discriminator(nn.Module):
     """images (B, C, H, W) [+ labels (B,)] -> logits (B,)."""
 

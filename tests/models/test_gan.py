@@ -133,3 +133,27 @@ def test_sample_is_seeded_and_restores_mode():
     a = g.sample(3, torch.Generator().manual_seed(1))
     b = g.sample(3, torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and g.training
+
+
+def test_standing_stats_match_the_generator_s_own_activations():
+    torch.manual_seed(0)
+    g = Generator(GANConfig(arch="dcgan", g_width=16, num_classes=3))
+    norms = [m for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d)]
+    for m in norms:  # stale statistics, as an EMA copy holds after copying another G's buffers
+        m.running_mean.fill_(3.0)
+        m.running_var.fill_(9.0)
+    z = torch.randn(1024, g.config.z_dim, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(1024) % 3
+    with torch.no_grad():
+        g.train()
+        batch_stats = g(z, labels)  # normalised with this batch's own statistics
+        g.eval()
+        stale = g(z, labels)
+        g.standing_stats(batches=8, size=256)
+        standing = g(z, labels)
+    assert not g.training and all(m.momentum == 0.1 for m in norms)  # mode and momentum restored
+    assert (stale - batch_stats).abs().mean() > 0.1
+    assert (standing - batch_stats).abs().mean() < 0.02
+    before = [m.running_mean.clone() for m in norms]
+    g.standing_stats(batches=8, size=256)  # fixed seed: the same statistics again
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(before, norms))

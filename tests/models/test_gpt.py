@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from genforge.models.gpt import GPT, GPTConfig, check_sampling, sample_next
+from genforge.models.gpt import GPT, Dropout, GPTConfig, check_sampling, sample_next
 
 
 def tiny(**kw) -> GPTConfig:
@@ -97,6 +97,28 @@ def test_bad_sampling_parameters(args, msg):
 def test_config_validation():
     with pytest.raises(ValueError, match="divisible"):
         GPTConfig(n_embd=30, n_head=4).validate()
+    with pytest.raises(ValueError, match="model.attn_dropout"):
+        GPTConfig(attn_dropout=1.0).validate()
+
+
+def test_dropout_rate_scale_and_determinism():
+    drop = Dropout(0.25)  # 64/256 exactly
+    x = torch.ones(200_000)
+    torch.manual_seed(0)
+    y = drop(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.25) < 0.005
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.75))
+    assert abs(y.mean().item() - 1.0) < 0.01  # inverted dropout keeps the expectation
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # the global generator drives the mask
+    drop.eval()
+    assert drop(x) is x
+    g = torch.ones(1000, requires_grad=True)
+    torch.manual_seed(1)
+    out = Dropout(0.5).train()(g)
+    out.sum().backward()
+    assert torch.equal(g.grad, out.detach())  # d(out)/dx is the same mask and scale
 
 
 @pytest.mark.parametrize("kw", VARIANTS)
