@@ -5,7 +5,8 @@
 
 For each preset: train with a wall-clock budget, score with the full protocol (N generated vs the
 N real test images, feature network `feature-cnn/1` trained on MNIST's training split), resume
-for the next budget, score again. The train-vs-test floor is computed once and printed beside
+for the next budget, score again. With --separate every budget is a fresh run whose LR schedule
+spans that budget (for presets that decay their LR). The train-vs-test floor is computed once and printed beside
 every number. Writes RUN/bench.json per preset and prints one JSON line per (preset, budget).
 Training time excludes the scoring; the throughput is the median of the logged img/s.
 """
@@ -80,6 +81,9 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench-gan")
     p.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
                    help="extra overrides for every preset, e.g. --set train.schedule=linear gan.ema=0.9995")
+    p.add_argument("--separate", action="store_true",
+                   help="one fresh run per budget with the LR decayed over that budget (train.time_schedule), "
+                        "instead of resuming one run; for presets whose LR schedule depends on the budget")
     p.add_argument("--reference-seconds", type=float, default=30.0, help="timing of the reference step per preset")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -95,14 +99,19 @@ def main() -> None:
     from genforge import config
     extra = config.parse_overrides(["--" + a.lstrip("-") for a in args.set])
     for preset in args.presets:
-        run = Path(args.out) / preset
         done, rows = 0.0, []
         ref_rate = reference_rate(args.reference_seconds)
         print(json.dumps({"preset": preset, "reference_img_per_s": ref_rate}), flush=True)
         for budget in args.budgets:
-            ov = {"data": {"path": args.data}, "train": {"max_iters": 10**9, "max_seconds": budget - done,
+            run = Path(args.out) / (f"{preset}-{budget:g}s" if args.separate else preset)
+            if args.separate:
+                done = 0.0
+            # a resumed run counts the training seconds it restores, so max_seconds is cumulative
+            ov = {"data": {"path": args.data}, "train": {"max_iters": 10**9, "max_seconds": budget,
                                                           "threads": args.threads, "eval_interval": 2000,
                                                           "log_interval": 50}}
+            if args.separate:
+                ov["train"]["time_schedule"] = True
             for section, values in extra.items():
                 ov.setdefault(section, {}).update(values)
             _, result = gan.train(preset if done == 0 else None, ov, str(run), resume=done > 0, progress=False)
@@ -121,7 +130,7 @@ def main() -> None:
                    "class_histogram": rep.get("class_histogram")}
             rows.append(row)
             print(json.dumps(row), flush=True)
-        (run / "bench.json").write_text(json.dumps({"floor": floor, "rows": rows}, indent=2))
+            (run / "bench.json").write_text(json.dumps({"floor": floor, "rows": rows}, indent=2))
     print("done", file=sys.stderr)
 
 

@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1,
                    help="CPU threads (default 1: one-token steps are too small to split, and extra "
                    "threads stall when other programs share the cores); 0 = torch's default")
-    s.add_argument("--n", type=_positive_int, default=64, help="images to generate (GAN)")
+    s.add_argument("--n", type=_positive_int, default=None,
+                   help="images to generate (GAN; default 64, or a row of 8 per class for a conditional grid)")
     s.add_argument("--out", help="output PNG (GAN; default samples.png), or .npz for the raw images")
     s.add_argument("--label", type=int, default=None, help="class to generate (conditional GAN)")
     s.add_argument("--interpolate", action="store_true", help="latent interpolation strips instead of a grid (GAN)")
@@ -196,6 +197,8 @@ def cmd_sample(args) -> int:
 def sample_images(pipe, args) -> int:
     """GAN: an 8x8 grid (or interpolation strips) as PNG, or the raw images as .npz."""
     out = args.out or "samples.png"
+    grid = not (out.endswith(".npz") or args.interpolate)
+    args.n = args.n or (8 * min(pipe.num_classes, 20) if grid and pipe.num_classes and args.label is None else 64)
     if out.endswith(".npz"):
         import numpy as np
         labels = args.label

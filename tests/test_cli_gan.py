@@ -24,6 +24,8 @@ def test_train_sample_eval(image_npz, tmp_path, capsys):
     assert cfg["gan"]["loss"] == "wgan-gp" and cfg["model"]["num_classes"] == 4 and cfg["model"]["spectral_norm"]
     assert main(["sample", str(run), "--n", "16", "--out", str(tmp_path / "g.png"), "--label", "2", "--seed", "1"]) == 0
     assert Image.open(tmp_path / "g.png").size == (8 * 30 + 2, 2 * 30 + 2)
+    assert main(["sample", str(run), "--out", str(tmp_path / "rows.png")]) == 0  # a row per class (4 classes)
+    assert Image.open(tmp_path / "rows.png").size == (8 * 30 + 2, 4 * 30 + 2)
     assert main(["sample", str(run), "--n", "20", "--out", str(tmp_path / "i.png"), "--interpolate"]) == 0
     assert Image.open(tmp_path / "i.png").size == (10 * 30 + 2, 2 * 30 + 2)
     assert main(["sample", str(run), "--n", "12", "--out", str(tmp_path / "s.npz"), "--seed", "2"]) == 0

@@ -84,15 +84,17 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # article 003: Linear 7*7*128 -> 2 transposed convs k5 s2 -> conv k7 tanh; D 64..512 LeakyReLU(0.01)
     "dcgan": {"model": {"arch": "dcgan", "g_width": 128, "d_width": 64, "leak": 0.01},
               "gan": {"loss": "nonsaturating"}},
+    # stabilised: hinge loss, spectral norm in D, TTUR, EMA of G, LR decayed linearly to zero over
+    # the run (max_iters, or max_seconds with --train.time_schedule=true); measured in BENCHMARKS.md
     "dcgan-hinge-sn": {"model": {"arch": "dcgan", **CPU_WIDTH, "leak": 0.1, "spectral_norm": True},
-                       "gan": {"loss": "hinge", "ema": 0.999, "lr_d": 4e-4, "lr_g": 2e-4},
-                       "train": {"beta1": 0.0, "beta2": 0.9}},
+                       "gan": {"loss": "hinge", "ema": 0.9995, "lr_d": 4e-4, "lr_g": 2e-4},
+                       "train": {"beta1": 0.0, "beta2": 0.9, "schedule": "linear", "min_lr": 0.0}},
     "dcgan-wgangp": {"model": {"arch": "dcgan", **CPU_WIDTH, "leak": 0.2},
                      "gan": {"loss": "wgan-gp", "n_critic": 5, "ema": 0.999},
                      "train": {"lr": 1e-4, "min_lr": 1e-4, "beta1": 0.0, "beta2": 0.9}},
     "cdcgan": {"model": {"arch": "dcgan", **CPU_WIDTH, "leak": 0.1, "spectral_norm": True},
-               "gan": {"loss": "hinge", "conditional": True, "ema": 0.999, "lr_d": 4e-4, "lr_g": 2e-4},
-               "train": {"beta1": 0.0, "beta2": 0.9}},
+               "gan": {"loss": "hinge", "conditional": True, "ema": 0.9995, "lr_d": 4e-4, "lr_g": 2e-4},
+               "train": {"beta1": 0.0, "beta2": 0.9, "schedule": "linear", "min_lr": 0.0}},
 }
 
 

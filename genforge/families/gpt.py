@@ -60,6 +60,16 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "train": {"batch_size": 32, "lr": 4e-3, "min_lr": 4e-4, "warmup_iters": 30, "max_iters": 1000,
                   "optimizer": "muon", "muon_lr": 0.02, "dtype": "auto"},
     },
+    # the best validation loss in a 10-minute CPU budget (benchmarks/gpt_train.py, BENCHMARKS.md):
+    # width 192, context 256, residual dropout (no attention dropout: the fused kernel stays in use),
+    # Muon, LR decayed linearly to zero over the time budget (time-based, so not bit-reproducible)
+    "quality": {
+        "model": {"n_layer": 4, "n_head": 6, "n_embd": 192, "block_size": 256, "activation": "relu2",
+                  "dropout": 0.1, "attn_dropout": 0.0},
+        "train": {"batch_size": 16, "lr": 4e-3, "min_lr": 0.0, "warmup_iters": 100, "schedule": "linear",
+                  "max_iters": 10**7, "max_seconds": 600.0, "time_schedule": True,
+                  "optimizer": "muon", "muon_lr": 0.02, "dtype": "auto"},
+    },
     # article 001: vocab 10000, d_model 512, 8 heads, 2 layers, learned positions, LayerNorm
     "article001": {
         "model": {"n_layer": 2, "n_head": 8, "n_embd": 512, "block_size": 128, "pos": "learned",

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -6,8 +7,10 @@ import pytest
 import torch
 
 import genforge
+from genforge import config
 from genforge.errors import TrainingDiverged
 from genforge.families import gpt
+from genforge.models.gpt import GPT
 
 TINY = {"model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32},
         "train": {"batch_size": 8, "max_iters": 20, "eval_interval": 10, "log_interval": 1, "dtype": "fp32",
@@ -138,3 +141,14 @@ def test_stop_at_target(corpus, tmp_path):
     _, res = gpt.train(overrides=overrides(corpus, max_iters=200, eval_interval=5, stop_at=2.9), out=tmp_path / "r",
                        progress=False)
     assert res.stopped == "target_reached" and res.step < 200 and res.metrics["val_loss"] <= 2.9
+
+
+@pytest.mark.parametrize("preset", sorted(gpt.PRESETS))
+def test_every_preset_resolves_and_builds(preset):
+    cfg = config.resolve(gpt.sections(), gpt.PRESETS, preset, {})
+    model_cfg = dataclasses.replace(cfg["model"], vocab_size=65)
+    if preset != "gpt2":  # 124M parameters: resolving is enough
+        model = GPT(model_cfg)
+        x = torch.randint(0, 65, (1, 8))
+        assert model(x)[0].shape == (1, 8, 65)
+    assert cfg["train"].max_iters > 0 and cfg["train"].lr > 0
