@@ -32,8 +32,8 @@ class RMSNorm(nn.Module):
 
 class Dropout(nn.Module):
     """Inverted dropout. On CPU the keep mask is drawn as random bytes, so `p` is rounded to a
-    multiple of 1/256 (0.1 acts as 0.1016): torch's Bernoulli sampler runs on a single thread and
-    cost a small GPT about a fifth of its training step at two threads, bytes cost half as much.
+    multiple of 1/256 (0.1 acts as 0.1016): torch's Bernoulli sampler runs on one thread; byte masks
+    made the `quality` preset's step at two threads ~5% faster (benchmarks/gpt_step.py).
     Other devices use F.dropout. Both draw from torch's global generator (seeded runs repeat)."""
 
     def __init__(self, p: float):
