@@ -78,6 +78,7 @@ VARIANTS: dict[str, dict] = {
     "quality-d15-cpu": {"preset": "quality", "model": {"dropout": 0.15}, "train": {"clock": "cpu"}},
     "quality-d05-cpu": {"preset": "quality", "model": {"dropout": 0.05}, "train": {"clock": "cpu"}},
     "quality-cpu": {"preset": "quality", "train": {"clock": "cpu"}},  # budget in CPU seconds (1 thread)
+    "quality-seed2": {"preset": "quality", "train": {"seed": 2}},
     # the same on the wall clock, for a whole idle machine (both cores)
     "q192-wall": {"preset": "fast", "model": {"block_size": 128, "n_embd": 192, "n_head": 6, "dropout": 0.1,
                                               "activation": "relu2"},
