@@ -22,6 +22,18 @@ import time
 from pathlib import Path
 
 BABY = {"preset": "baby"}  # nanoGPT's CPU baby GPT, reproduced in genforge (fp32, learned pos, LayerNorm, GELU)
+
+
+def budget(model: dict, train: dict | None = None, clock: str = "cpu", decay_to_zero: bool = True) -> dict:
+    """A time-budget variant of the fast preset: the LR decays over max_seconds of `clock` time,
+    linearly to zero (Adam and Muon groups alike), or by the preset's cosine to 10%."""
+    t = {"max_iters": 10**7, "time_schedule": True, "clock": clock, "warmup_iters": 100}
+    if decay_to_zero:
+        t.update(schedule="linear", min_lr=0.0)
+    return {"preset": "fast", "model": model, "train": {**t, **(train or {})}}
+
+
+Q192 = {"block_size": 128, "n_embd": 192, "n_head": 6, "dropout": 0.1, "activation": "relu2"}
 VARIANTS: dict[str, dict] = {
     "baby": BABY,
     "baby+bf16": {"preset": "baby", "train": {"dtype": "bf16"}},
@@ -40,52 +52,23 @@ VARIANTS: dict[str, dict] = {
     "fast-layernorm": {"preset": "fast", "model": {"qk_norm": False, "norm": "layernorm"}},
     "fast-relu2": {"preset": "fast", "model": {"activation": "relu2"}},
     "fast-b16": {"preset": "fast", "train": {"batch_size": 16}},
-    # quality within a time budget: LR decays over the budget (train.time_schedule)
-    "q128": {"preset": "fast", "model": {"block_size": 128, "activation": "relu2"},
-             "train": {"max_iters": 10**7, "time_schedule": True, "clock": "cpu", "warmup_iters": 100}},
-    "q128-drop": {"preset": "fast", "model": {"block_size": 128, "dropout": 0.15, "activation": "relu2"},
-                  "train": {"max_iters": 10**7, "time_schedule": True, "clock": "cpu", "warmup_iters": 100}},
-    "q192": {"preset": "fast", "model": {"block_size": 128, "n_embd": 192, "n_head": 6, "dropout": 0.1,
-                                         "activation": "relu2"},
-             "train": {"max_iters": 10**7, "time_schedule": True, "clock": "cpu", "warmup_iters": 100}},
-    # q192 with the LR decayed linearly to zero over the budget (Adam and Muon groups alike)
-    "q192-lin0": {"preset": "fast", "model": {"block_size": 128, "n_embd": 192, "n_head": 6, "dropout": 0.1,
-                                              "activation": "relu2"},
-                  "train": {"max_iters": 10**7, "time_schedule": True, "clock": "cpu", "warmup_iters": 100,
-                            "schedule": "linear", "min_lr": 0.0}},
-    "q192-lin0-a0": {"preset": "fast", "model": {"block_size": 128, "n_embd": 192, "n_head": 6, "dropout": 0.1,
-                                                 "attn_dropout": 0.0, "activation": "relu2"},
-                     "train": {"max_iters": 10**7, "time_schedule": True, "clock": "cpu", "warmup_iters": 100,
-                               "schedule": "linear", "min_lr": 0.0}},
-    "q192x6-lin0": {"preset": "fast", "model": {"block_size": 128, "n_layer": 6, "n_embd": 192, "n_head": 6,
-                                                "dropout": 0.1, "attn_dropout": 0.0, "activation": "relu2"},
-                    "train": {"max_iters": 10**7, "time_schedule": True, "clock": "cpu", "warmup_iters": 100,
-                              "schedule": "linear", "min_lr": 0.0}},
-    "q256-lin0": {"preset": "fast", "model": {"block_size": 128, "n_embd": 256, "n_head": 8, "dropout": 0.15,
-                                              "attn_dropout": 0.0, "activation": "relu2"},
-                  "train": {"max_iters": 10**7, "time_schedule": True, "clock": "cpu", "warmup_iters": 100,
-                            "schedule": "linear", "min_lr": 0.0}},
-    "q192c256-lin0": {"preset": "fast", "model": {"block_size": 256, "n_embd": 192, "n_head": 6, "dropout": 0.1,
-                                                  "attn_dropout": 0.0, "activation": "relu2"},
-                      "train": {"batch_size": 16, "max_iters": 10**7, "time_schedule": True, "clock": "cpu",
-                                "warmup_iters": 100, "schedule": "linear", "min_lr": 0.0}},
-    "q192c256-lin0-d15": {"preset": "fast", "model": {"block_size": 256, "n_embd": 192, "n_head": 6, "dropout": 0.15,
-                                                      "attn_dropout": 0.0, "activation": "relu2"},
-                          "train": {"batch_size": 16, "max_iters": 10**7, "time_schedule": True, "clock": "cpu",
-                                    "warmup_iters": 100, "schedule": "linear", "min_lr": 0.0}},
-    # the `quality` preset (the variants above, measured, became it); its budget is the wall clock
+    # quality within a time budget of CPU seconds (one thread), in the order they were measured
+    "q128": budget({"block_size": 128, "activation": "relu2"}, decay_to_zero=False),
+    "q128-drop": budget({"block_size": 128, "dropout": 0.15, "activation": "relu2"}, decay_to_zero=False),
+    "q192": budget(Q192, decay_to_zero=False),
+    "q192-lin0": budget(Q192),
+    "q192-lin0-a0": budget({**Q192, "attn_dropout": 0.0}),
+    "q192c256-lin0": budget({**Q192, "block_size": 256, "attn_dropout": 0.0}, {"batch_size": 16}),
+    # the same on the wall clock, for a whole idle machine (both cores)
+    "q192-wall": budget(Q192, clock="wall", decay_to_zero=False),
+    "q256-wall": budget({"block_size": 256, "n_embd": 192, "n_head": 6, "dropout": 0.1}, {"batch_size": 16},
+                        clock="wall", decay_to_zero=False),
+    # the `quality` preset (q192c256-lin0 on the wall clock); its budget is the wall clock
     "quality": {"preset": "quality"},
+    "quality-seed2": {"preset": "quality", "train": {"seed": 2}},
+    "quality-cpu": {"preset": "quality", "train": {"clock": "cpu"}},  # budget in CPU seconds (1 thread)
     "quality-d15-cpu": {"preset": "quality", "model": {"dropout": 0.15}, "train": {"clock": "cpu"}},
     "quality-d05-cpu": {"preset": "quality", "model": {"dropout": 0.05}, "train": {"clock": "cpu"}},
-    "quality-cpu": {"preset": "quality", "train": {"clock": "cpu"}},  # budget in CPU seconds (1 thread)
-    "quality-seed2": {"preset": "quality", "train": {"seed": 2}},
-    # the same on the wall clock, for a whole idle machine (both cores)
-    "q192-wall": {"preset": "fast", "model": {"block_size": 128, "n_embd": 192, "n_head": 6, "dropout": 0.1,
-                                              "activation": "relu2"},
-                  "train": {"max_iters": 10**7, "time_schedule": True, "clock": "wall", "warmup_iters": 100}},
-    "q256-wall": {"preset": "fast", "model": {"block_size": 256, "n_embd": 192, "n_head": 6, "dropout": 0.1},
-                  "train": {"batch_size": 16, "max_iters": 10**7, "time_schedule": True, "clock": "wall",
-                            "warmup_iters": 100}},
 }
 
 
