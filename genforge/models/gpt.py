@@ -32,8 +32,9 @@ class RMSNorm(nn.Module):
 
 class Dropout(nn.Module):
     """Inverted dropout. On CPU the keep mask is drawn as random bytes, so `p` is rounded to a
-    multiple of 1/256 (0.1 acts as 0.1016): torch's Bernoulli sampler runs on one thread; byte masks
-    made the `quality` preset's step at two threads ~5% faster (benchmarks/gpt_step.py).
+    multiple of 1/256 (0.1 acts as 0.1016): torch's Bernoulli sampler runs on one thread and costs per
+    element, so the bytes come eight to a 64-bit draw; byte masks made the `quality` preset's step at
+    two threads ~5% faster (benchmarks/gpt_step.py).
     Other devices use F.dropout. Both draw from torch's global generator (seeded runs repeat)."""
 
     def __init__(self, p: float):
@@ -46,7 +47,9 @@ class Dropout(nn.Module):
             return x
         if x.device.type != "cpu":
             return F.dropout(x, self.p, training=True)
-        keep = torch.empty(x.shape, dtype=torch.uint8).random_() >= self.cut
+        n = x.numel()  # 8 random bytes per 64-bit draw: the sampler's cost is per element
+        words = torch.empty((n + 7) // 8, dtype=torch.int64).random_(-2**63, 2**63 - 1)
+        keep = words.view(torch.uint8)[:n].view(x.shape) >= self.cut
         return (x * keep).mul_(256 / (256 - self.cut))
 
 
@@ -72,6 +75,24 @@ def rotary_matrix(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """The (hs, hs) matrix R with x @ R == apply_rotary(x, cos, sin) for one position."""
     c, s = torch.diag(cos), torch.diag(sin)  # (hs/2, hs/2)
     return torch.cat((torch.cat((c, s), 1), torch.cat((-s, c), 1)), 0)
+
+
+def use_matmul_attention(q: torch.Tensor) -> bool:
+    """Whether causal attention over q (B, nh, T, hs) is faster as explicit matmuls than through SDPA:
+    on CPU in bf16 up to context 512, SDPA's fused kernel is 1.15-7x slower (benchmarks/gpt_attention.py)."""
+    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.size(-2) <= 512
+
+
+def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal softmax attention over (B, nh, T, hs) as two batched matmuls in q's dtype, the causal
+    mask added inside the first one (the (B*nh, T, T) weights are kept for backward)."""
+    B, nh, T, hs = q.shape
+    future = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+    with torch.autocast(q.device.type, enabled=False):  # softmax in q's dtype: no fp32 copy of the weights
+        scores = torch.baddbmm(future, q.reshape(B * nh, T, hs), k.reshape(B * nh, T, hs).transpose(1, 2),
+                               alpha=hs ** -0.5)
+        y = scores.softmax(-1) @ v.reshape(B * nh, T, hs)
+    return y.view(B, nh, T, hs)
 
 
 class KVCache:
@@ -121,7 +142,9 @@ class CausalSelfAttention(nn.Module):
             start = cache.pos
             k, v = cache.update(layer, k, v)  # (B, nh, start + T, hs)
         drop = self.attn_dropout if self.training else 0.0
-        if start == 0:
+        if start == 0 and drop == 0.0 and use_matmul_attention(q):
+            y = matmul_attention(q, k, v)
+        elif start == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
         elif T == 1:  # one new token attends to everything cached
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)

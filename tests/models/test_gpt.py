@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from genforge.models.gpt import GPT, Dropout, GPTConfig, check_sampling, sample_next
+from genforge.models.gpt import (GPT, Dropout, GPTConfig, check_sampling, matmul_attention, sample_next,
+                                 use_matmul_attention)
 
 
 def tiny(**kw) -> GPTConfig:
@@ -119,6 +120,33 @@ def test_dropout_rate_scale_and_determinism():
     out = Dropout(0.5).train()(g)
     out.sum().backward()
     assert torch.equal(g.grad, out.detach())  # d(out)/dx is the same mask and scale
+    odd = Dropout(0.5).train()(torch.ones(3, 7, 5))  # numel not a multiple of the 8 bytes per draw
+    assert odd.shape == (3, 7, 5) and 0 < (odd == 0).sum() < odd.numel()
+
+
+def test_matmul_attention_matches_sdpa():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 17, 8, dtype=torch.float64) for _ in range(3))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.allclose(matmul_attention(q, k, v), ref, atol=1e-12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16: within bf16 rounding of the exact answer
+        low = matmul_attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    assert low.dtype == torch.bfloat16 and (low.double() - ref).abs().max() < 0.05
+    qs = [torch.empty(1, 1, T, 8, dtype=dt) for T, dt in ((64, torch.bfloat16), (512, torch.bfloat16),
+                                                           (513, torch.bfloat16), (64, torch.float32))]
+    assert [use_matmul_attention(q) for q in qs] == [True, True, False, False]
+
+
+def test_bf16_training_forward_close_to_fp32():
+    torch.manual_seed(0)
+    model = GPT(tiny())
+    x = torch.randint(0, 37, (4, 16))
+    _, exact = model(x, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # takes the matmul attention path
+        _, low = model(x, x)
+    assert abs(low.item() - exact.item()) < 0.02
+    low.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 @pytest.mark.parametrize("kw", VARIANTS)
