@@ -5,8 +5,8 @@
 Part 1 times one attention call (forward + backward, 4,096 tokens per batch, 6 heads of 32) for
 each context length, dtype and implementation. Part 2 times whole training steps (forward,
 backward, gradient clipping, Muon + AdamW) of the `fast` and `quality` preset shapes with each
-implementation, interleaved, so the ratio is measured side by side. `sdpa` forces
-F.scaled_dot_product_attention by replacing genforge.models.gpt.use_matmul_attention.
+implementation (`--model.attention=sdpa` or `matmul`), interleaved, so the ratio is measured
+side by side.
 """
 from __future__ import annotations
 
@@ -16,12 +16,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-import genforge.models.gpt as gpt_model
 from genforge.families.gpt import param_groups
-from genforge.models.gpt import GPT, GPTConfig, matmul_attention
+from genforge.models.gpt import GPT, GPTConfig, matmul_attention, use_matmul_attention
 from genforge.trainer import TrainConfig
-
-CHOOSE = gpt_model.use_matmul_attention
 
 
 def sdpa(q, k, v):
@@ -45,9 +42,8 @@ def time_attention(fn, T: int, dtype: torch.dtype, reps: int) -> float:
 
 
 def time_step(shape: dict, batch: int, impl: str, steps: int) -> float:
-    gpt_model.use_matmul_attention = CHOOSE if impl == "matmul" else (lambda q: False)
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=65, **shape))
+    model = GPT(GPTConfig(vocab_size=65, attention=impl, **shape))
     opts = param_groups(model, TrainConfig(optimizer="muon", lr=4e-3, muon_lr=0.02))
     T = shape["block_size"]
     x, y = torch.randint(0, 65, (batch, T)), torch.randint(0, 65, (batch, T))
@@ -66,7 +62,6 @@ def time_step(shape: dict, batch: int, impl: str, steps: int) -> float:
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    gpt_model.use_matmul_attention = CHOOSE
     return 1000 * (time.perf_counter() - t0) / steps
 
 
@@ -92,7 +87,7 @@ def main() -> None:
         for dtype in (torch.float32, torch.bfloat16):
             a = time_attention(sdpa, T, dtype, args.reps)
             b = time_attention(matmul_attention, T, dtype, args.reps)
-            uses = "matmul" if CHOOSE(torch.empty(1, 1, T, 1, dtype=dtype)) else "SDPA"
+            uses = "matmul" if use_matmul_attention(torch.empty(1, 1, T, 1, dtype=dtype)) else "SDPA"
             print(f"| {T} | {str(dtype)[6:]} | {a:.1f} | {b:.1f} | {a / b:.2f} | {uses} |", flush=True)
     print("\n| preset shape (bf16) | round | SDPA ms/step | matmul ms/step | SDPA / matmul |")
     print("|---|---:|---:|---:|---:|")

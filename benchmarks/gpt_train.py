@@ -69,6 +69,17 @@ VARIANTS: dict[str, dict] = {
     "quality-cpu": {"preset": "quality", "train": {"clock": "cpu"}},  # budget in CPU seconds (1 thread)
     "quality-d15-cpu": {"preset": "quality", "model": {"dropout": 0.15}, "train": {"clock": "cpu"}},
     "quality-d05-cpu": {"preset": "quality", "model": {"dropout": 0.05}, "train": {"clock": "cpu"}},
+    # after the matmul attention made steps cheaper (2026-11-23): weight decay under Muon, depth, width
+    # bf16 matmul attention against SDPA's fused kernel: the same 800 steps (LR schedule over steps)
+    "quality-800": {"preset": "quality", "train": {"time_schedule": False, "max_seconds": 0, "max_iters": 800}},
+    "quality-800-sdpa": {"preset": "quality", "model": {"attention": "sdpa"},
+                         "train": {"time_schedule": False, "max_seconds": 0, "max_iters": 800}},
+    "quality-wd05-cpu": {"preset": "quality", "train": {"clock": "cpu", "muon_weight_decay": 0.05}},
+    "quality-wd1-cpu": {"preset": "quality", "train": {"clock": "cpu", "muon_weight_decay": 0.1}},
+    "quality-wd2-cpu": {"preset": "quality", "train": {"clock": "cpu", "muon_weight_decay": 0.2}},
+    "quality-l6-cpu": {"preset": "quality", "model": {"n_layer": 6}, "train": {"clock": "cpu"}},
+    "quality-w256-cpu": {"preset": "quality", "model": {"n_embd": 256, "n_head": 8}, "train": {"clock": "cpu"}},
+    "quality-b32-cpu": {"preset": "quality", "train": {"clock": "cpu", "batch_size": 32}},
 }
 
 
@@ -85,12 +96,13 @@ def child(spec: dict) -> None:
 
 
 def measure(name: str, spec: dict, data: str, target: float, max_seconds: float, eval_every: int,
-            max_iters: int | None, threads: int = 0, stop: bool = False) -> dict:
+            max_iters: int | None, threads: int = 0, stop: bool = False, log: str | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         spec = json.loads(json.dumps(spec))
         spec.setdefault("data", {})["path"] = data
         t = spec.setdefault("train", {})
-        t.update({"eval_interval": eval_every, "max_seconds": max_seconds, "samples": False, "threads": threads})
+        t.update({"eval_interval": eval_every, "samples": False, "threads": threads})
+        t.setdefault("max_seconds", max_seconds)
         if stop:
             t["stop_at"] = target
         if max_iters:
@@ -102,6 +114,9 @@ def measure(name: str, spec: dict, data: str, target: float, max_seconds: float,
             raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
         r = json.loads(out.stdout.strip().splitlines()[-1])
     evals = r["evals"]
+    if log:  # every evaluation: (step, wall s, val loss, CPU s)
+        with open(log, "a") as f:
+            f.write(json.dumps({"variant": name, "date": time.strftime("%Y-%m-%d %H:%M"), "evals": evals}) + "\n")
     hit = next(((s, sec, cpu) for s, sec, v, cpu in evals if v <= target), None)
     last_step, last_sec, _, last_cpu = evals[-1]
     return {"variant": name, "steps": r["steps"], "ms_per_iter": 1000 * last_sec / max(last_step, 1),
@@ -123,6 +138,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1, help="run the variant list this many times, interleaved")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = torch default)")
     p.add_argument("--stop-at-target", action="store_true", help="stop each run once it reaches --target")
+    p.add_argument("--log", help="append each run's evaluations (step, wall s, val loss, CPU s) to this JSONL file")
     args = p.parse_args()
     if args.child:
         return child(json.loads(args.child))
@@ -137,7 +153,7 @@ def main() -> None:
     for _ in range(args.repeat):
         for name in names:
             r = measure(name, VARIANTS[name], str(data), args.target, args.max_seconds, args.eval_every, args.max_iters,
-                        args.threads, args.stop_at_target)
+                        args.threads, args.stop_at_target, args.log)
             hit = r["reach_seconds"] is not None
             reach = f"{r['reach_seconds']:.1f} | {r['reach_cpu_seconds']:.1f}" if hit else "not reached | -"
             print(f"| {name} | {r['ms_per_iter']:.1f} | {r['cpu_ms_per_iter']:.1f} | {r['reach_step']} | {reach} | "

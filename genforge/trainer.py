@@ -35,6 +35,7 @@ class TrainConfig:
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     optimizer: Literal["adamw", "muon"] = "adamw"  # muon: Muon on hidden matrices, AdamW on the rest
     muon_lr: float = 0.02  # peak LR of the Muon groups
+    muon_weight_decay: float = 0.0  # decoupled: each step scales Muon's matrices by 1 - lr * this
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
@@ -58,7 +59,7 @@ class TrainConfig:
         for name in ("max_iters", "batch_size", "grad_accum", "eval_interval", "log_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
-        for name in ("lr", "min_lr", "muon_lr", "weight_decay", "grad_clip", "max_seconds"):
+        for name in ("lr", "min_lr", "muon_lr", "muon_weight_decay", "weight_decay", "grad_clip", "max_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("warmup_iters", "patience", "eval_iters", "threads"):

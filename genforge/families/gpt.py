@@ -95,7 +95,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 # Fine-tuning may change only these model fields; the rest is fixed by the pre-trained weights.
-FINETUNE_MODEL_KEYS = ("dropout", "attn_dropout")
+FINETUNE_MODEL_KEYS = ("dropout", "attn_dropout", "attention")
 
 
 # ----------------------------------------------------------------------------- task
@@ -120,7 +120,7 @@ def param_groups(model: GPT, cfg: TrainConfig) -> dict[str, torch.optim.Optimize
                               lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False)
     opts: dict[str, torch.optim.Optimizer] = {"adamw": adamw}
     if hidden:
-        opts["muon"] = torch.optim.Muon(hidden, lr=cfg.muon_lr, weight_decay=0.0, momentum=0.95)
+        opts["muon"] = torch.optim.Muon(hidden, lr=cfg.muon_lr, weight_decay=cfg.muon_weight_decay, momentum=0.95)
     return opts
 
 

@@ -125,6 +125,7 @@ class CausalSelfAttention(nn.Module):
         self.q_norm = RMSNorm(self.hs, cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(self.hs, cfg.norm_eps) if cfg.qk_norm else None
         self.attn_dropout = cfg.dropout if cfg.attn_dropout is None else cfg.attn_dropout
+        self.attention = cfg.attention
         self.resid_drop = Dropout(cfg.dropout)
 
     def forward(self, x, rope, cache: KVCache | None, layer: int):
@@ -142,7 +143,8 @@ class CausalSelfAttention(nn.Module):
             start = cache.pos
             k, v = cache.update(layer, k, v)  # (B, nh, start + T, hs)
         drop = self.attn_dropout if self.training else 0.0
-        if start == 0 and drop == 0.0 and use_matmul_attention(q):
+        matmul = self.attention == "matmul" or (self.attention == "auto" and use_matmul_attention(q))
+        if start == 0 and drop == 0.0 and matmul:
             y = matmul_attention(q, k, v)
         elif start == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
@@ -207,6 +209,9 @@ class GPTConfig:
     activation: Literal["gelu", "gelu_tanh", "relu2"] = "relu2"
     tie_weights: bool = True  # share the token embedding and the output head
     init_std: float = 0.02
+    # causal attention kernel: auto = two matmuls on the CPU in bf16 up to context 512 (faster there,
+    # benchmarks/gpt_attention.py), F.scaled_dot_product_attention otherwise; KV-cached decoding uses SDPA
+    attention: Literal["auto", "sdpa", "matmul"] = "auto"
 
     def validate(self):
         for name in ("block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
@@ -220,6 +225,10 @@ class GPTConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"model.{name} must be in [0, 1), got {value}")
+        attn_dropout = self.dropout if self.attn_dropout is None else self.attn_dropout
+        if self.attention == "matmul" and attn_dropout > 0:
+            raise ValueError("model.attention='matmul' has no dropout on attention weights: "
+                             "set model.attn_dropout=0 or model.attention='auto'")
 
 # ----------------------------------------------------------------------------- model
 

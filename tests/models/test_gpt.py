@@ -100,6 +100,17 @@ def test_config_validation():
         GPTConfig(n_embd=30, n_head=4).validate()
     with pytest.raises(ValueError, match="model.attn_dropout"):
         GPTConfig(attn_dropout=1.0).validate()
+    with pytest.raises(ValueError, match="model.attention='matmul'"):
+        GPTConfig(attention="matmul", dropout=0.1).validate()
+
+
+def test_attention_kernels_give_the_same_model():
+    torch.manual_seed(0)
+    sdpa = GPT(tiny(attention="sdpa")).eval()
+    matmul = GPT(tiny(attention="matmul")).eval()
+    matmul.load_state_dict(sdpa.state_dict())
+    x = torch.randint(0, 37, (2, 32))
+    assert torch.allclose(sdpa(x)[0], matmul(x)[0], atol=1e-5)
 
 
 def test_dropout_rate_scale_and_determinism():
