@@ -152,6 +152,9 @@ class Trainer:
     def save(self, which: str) -> None:
         if not self.rt.is_main:
             return
+        before = getattr(self.task, "before_save", None)  # e.g. a GAN's EMA generator statistics
+        if before is not None:
+            before()
         tensors, meta = self._state(full=(which == "last"))
         checkpoint.save(self.run.checkpoint(which), tensors, meta)
 

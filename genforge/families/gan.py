@@ -156,6 +156,7 @@ class GANTask:
         self.scorer, self.test = scorer, test
         self.select_metric = "feature_fd" if scorer is not None and test is not None else None
         self._test_features = None
+        self._stats_fresh = False  # the EMA generator's BatchNorm statistics are its own (standing_stats)
         self._recent: dict[str, list[float]] = {}
         self.class_names = list(data.class_names)
 
@@ -219,6 +220,7 @@ class GANTask:
 
     @torch.no_grad()
     def after_step(self, step: int) -> None:
+        self._stats_fresh = False
         if self.g_ema is None:
             return
         decay = min(self.gc.ema, (1 + step) / (10 + step))  # short runs: the average warms up
@@ -237,6 +239,12 @@ class GANTask:
         if self.g_ema is not None:
             with self.rt.autocast():
                 self.g_ema.standing_stats()
+        self._stats_fresh = True
+
+    def before_save(self) -> None:
+        """A checkpoint written without an evaluation since the last step (Ctrl-C) gets them too."""
+        if not self._stats_fresh:
+            self.standing_stats()
 
     @property
     def sampler(self) -> Generator:

@@ -96,6 +96,31 @@ def test_resume_equals_uninterrupted_and_checkpoint_round_trip(image_npz, tmp_pa
     assert np.array_equal(a.generate(6, seed=3), b.generate(6, seed=3))
 
 
+def test_ctrl_c_checkpoint_has_the_ema_generator_s_own_statistics(image_npz, tmp_path, monkeypatch):
+    import os
+    import signal
+    calls = {"n": 0}
+    real = gan.GANTask._g_phase
+
+    def interrupt(self):
+        calls["n"] += 1
+        if calls["n"] == 2:  # step 2: no evaluation since the last step (eval_interval 3)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self)
+    monkeypatch.setattr(gan.GANTask, "_g_phase", interrupt)
+    run, res = gan.train(overrides=overrides(image_npz, gan={"ema": 0.9}), out=tmp_path / "r", progress=False)
+    assert res.stopped == "interrupted" and res.step == 2
+    tensors, _ = genforge.checkpoint.load(run.checkpoint("last"))
+    means = sorted(k for k in tensors if k.startswith("module.g_ema.") and k.endswith("running_mean"))
+    assert means
+    g_means = [tensors[k.replace("module.g_ema.", "module.g.")] for k in means]
+    assert not all(torch.equal(tensors[k], g) for k, g in zip(means, g_means))  # not G's, copied
+    g_ema = genforge.load(run.checkpoint("last")).g  # re-estimating on the saved weights gives the saved statistics
+    before = {k: v.clone() for k, v in g_ema.state_dict().items() if k.endswith("running_mean")}
+    g_ema.standing_stats()
+    assert all(torch.allclose(v, g_ema.state_dict()[k]) for k, v in before.items())
+
+
 def test_pipeline_matches_the_trained_ema_generator(image_npz, tmp_path, monkeypatch):
     kept = {}
     real_init = gan.GANTask.__init__
