@@ -33,6 +33,13 @@ def budget(model: dict, train: dict | None = None, clock: str = "cpu", decay_to_
     return {"preset": "fast", "model": model, "train": {**t, **(train or {})}}
 
 
+def v1(model: dict | None = None, train: dict | None = None) -> dict:
+    """The `quality` preset as it was until 2026-11-23 02:05 (dropout 0.1, no Muon weight decay),
+    with changes: the screening rows in BENCHMARKS.md were measured against it."""
+    return {"preset": "quality", "model": {"dropout": 0.1, **(model or {})},
+            "train": {"muon_weight_decay": 0.0, **(train or {})}}
+
+
 Q192 = {"block_size": 128, "n_embd": 192, "n_head": 6, "dropout": 0.1, "activation": "relu2"}
 VARIANTS: dict[str, dict] = {
     "baby": BABY,
@@ -63,23 +70,25 @@ VARIANTS: dict[str, dict] = {
     "q192-wall": budget(Q192, clock="wall", decay_to_zero=False),
     "q256-wall": budget({"block_size": 256, "n_embd": 192, "n_head": 6, "dropout": 0.1}, {"batch_size": 16},
                         clock="wall", decay_to_zero=False),
-    # the `quality` preset (q192c256-lin0 on the wall clock); its budget is the wall clock
+    # the `quality` preset; its budget is the wall clock. Until 2026-11-23 02:05 it had dropout 0.1 and no
+    # Muon weight decay (`quality-v1`); the -cpu rows below were measured against that version
     "quality": {"preset": "quality"},
     "quality-seed2": {"preset": "quality", "train": {"seed": 2}},
-    "quality-cpu": {"preset": "quality", "train": {"clock": "cpu"}},  # budget in CPU seconds (1 thread)
-    "quality-d15-cpu": {"preset": "quality", "model": {"dropout": 0.15}, "train": {"clock": "cpu"}},
-    "quality-d05-cpu": {"preset": "quality", "model": {"dropout": 0.05}, "train": {"clock": "cpu"}},
-    # after the matmul attention made steps cheaper (2026-11-23): weight decay under Muon, depth, width
+    "quality-v1": v1(),
+    "quality-v1-seed2": v1(train={"seed": 2}),
+    # screening against quality-v1, budget in CPU seconds (run with --threads 1)
+    "quality-cpu": v1(train={"clock": "cpu"}),
+    "quality-d15-cpu": v1({"dropout": 0.15}, {"clock": "cpu"}),
+    "quality-d05-cpu": v1({"dropout": 0.05}, {"clock": "cpu"}),
     # bf16 matmul attention against SDPA's fused kernel: the same 800 steps (LR schedule over steps)
-    "quality-800": {"preset": "quality", "train": {"time_schedule": False, "max_seconds": 0, "max_iters": 800}},
-    "quality-800-sdpa": {"preset": "quality", "model": {"attention": "sdpa"},
-                         "train": {"time_schedule": False, "max_seconds": 0, "max_iters": 800}},
-    "quality-wd05-cpu": {"preset": "quality", "train": {"clock": "cpu", "muon_weight_decay": 0.05}},
-    "quality-wd1-cpu": {"preset": "quality", "train": {"clock": "cpu", "muon_weight_decay": 0.1}},
-    "quality-wd2-cpu": {"preset": "quality", "train": {"clock": "cpu", "muon_weight_decay": 0.2}},
-    "quality-l6-cpu": {"preset": "quality", "model": {"n_layer": 6}, "train": {"clock": "cpu"}},
-    "quality-w256-cpu": {"preset": "quality", "model": {"n_embd": 256, "n_head": 8}, "train": {"clock": "cpu"}},
-    "quality-b32-cpu": {"preset": "quality", "train": {"clock": "cpu", "batch_size": 32}},
+    "quality-800": v1(train={"time_schedule": False, "max_seconds": 0, "max_iters": 800}),
+    "quality-800-sdpa": v1({"attention": "sdpa"}, {"time_schedule": False, "max_seconds": 0, "max_iters": 800}),
+    # after the matmul attention made steps cheaper (2026-11-23): weight decay under Muon
+    "quality-wd05-cpu": v1(train={"clock": "cpu", "muon_weight_decay": 0.05}),
+    "quality-wd1-cpu": v1(train={"clock": "cpu", "muon_weight_decay": 0.1}),
+    "quality-wd2-cpu": v1(train={"clock": "cpu", "muon_weight_decay": 0.2}),
+    "quality-wd4-cpu": v1(train={"clock": "cpu", "muon_weight_decay": 0.4}),
+    "quality-wd2-d05-cpu": v1({"dropout": 0.05}, {"clock": "cpu", "muon_weight_decay": 0.2}),  # = `quality` now
 }
 
 

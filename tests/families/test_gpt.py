@@ -152,3 +152,18 @@ def test_every_preset_resolves_and_builds(preset):
         x = torch.randint(0, 65, (1, 8))
         assert model(x)[0].shape == (1, 8, 65)
     assert cfg["train"].max_iters > 0 and cfg["train"].lr > 0
+
+
+def test_muon_weight_decay_shrinks_the_hidden_matrices():
+    from genforge.models.gpt import GPTConfig
+    from genforge.trainer import TrainConfig
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    opts = gpt.param_groups(model, TrainConfig(optimizer="muon", muon_lr=0.02, muon_weight_decay=0.5))
+    hidden = opts["muon"].param_groups[0]["params"]
+    before = [p.detach().clone() for p in hidden]
+    for p in hidden:
+        p.grad = torch.zeros_like(p)  # no update: only the decay moves the weights
+    opts["muon"].step()
+    assert all(torch.allclose(p, b * (1 - 0.02 * 0.5)) for p, b in zip(hidden, before))
+    with pytest.raises(ValueError, match="train.muon_weight_decay"):
+        TrainConfig(muon_weight_decay=-1.0).validate()
