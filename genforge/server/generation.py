@@ -168,7 +168,8 @@ class Generation:
         """Yield (choice, new text, new tokens) until every choice has a finish_reason.
 
         Events that are already waiting are merged per choice, so a busy server sends fewer,
-        larger stream chunks instead of falling behind.
+        larger stream chunks instead of falling behind; the first token always goes out on its own,
+        so a client sees it as soon as it exists.
         """
         remaining = len(self.choices)
         limit = self.params.timeout + 30.0  # the engine enforces the limit; this only guards against a stall
@@ -178,7 +179,7 @@ class Generation:
             except TimeoutError:
                 self.cancel()
                 raise APIError(504, "generation stalled", code="timeout") from None
-            while not self.queue.empty():
+            while self.first_token_at is not None and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             updates: dict[int, tuple[str, list[Token]]] = {}
             for i, ev in batch:
