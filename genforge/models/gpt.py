@@ -87,6 +87,7 @@ def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     """Causal softmax attention over (B, nh, T, hs) as two batched matmuls in q's dtype, the causal
     mask added inside the first one (the (B*nh, T, T) weights are kept for backward)."""
     B, nh, T, hs = q.shape
+    k, v = k.to(q.dtype), v.to(q.dtype)  # e.g. a prefill under autocast reads back an fp32 KV cache
     future = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
     with torch.autocast(q.device.type, enabled=False):  # softmax in q's dtype: no fp32 copy of the weights
         scores = torch.baddbmm(future, q.reshape(B * nh, T, hs), k.reshape(B * nh, T, hs).transpose(1, 2),

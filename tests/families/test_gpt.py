@@ -167,3 +167,10 @@ def test_muon_weight_decay_shrinks_the_hidden_matrices():
     assert all(torch.allclose(p, b * (1 - 0.02 * 0.5)) for p, b in zip(hidden, before))
     with pytest.raises(ValueError, match="train.muon_weight_decay"):
         TrainConfig(muon_weight_decay=-1.0).validate()
+
+
+def test_bf16_training_with_samples_at_evaluations(corpus, tmp_path):
+    ov = overrides(corpus, dtype="bf16", samples=True, max_iters=4, eval_interval=2)
+    run, res = gpt.train(overrides=ov, out=tmp_path / "r", progress=False)
+    assert res.step == 4 and res.best is not None
+    assert (run.file("samples") / "step000004.txt").read_text()

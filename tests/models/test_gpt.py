@@ -148,6 +148,15 @@ def test_matmul_attention_matches_sdpa():
     assert [use_matmul_attention(q) for q in qs] == [True, True, False, False]
 
 
+def test_bf16_generation_with_an_fp32_cache():
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    start = torch.randint(0, 37, (2, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the prefill takes the matmul path, the cache is fp32
+        out = model.generate(start, 6, temperature=0.0)
+    assert out.shape == (2, 11) and torch.equal(out[:, :5], start)
+
+
 def test_bf16_training_forward_close_to_fp32():
     torch.manual_seed(0)
     model = GPT(tiny())
