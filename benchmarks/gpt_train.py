@@ -74,6 +74,7 @@ VARIANTS: dict[str, dict] = {
     # Muon weight decay (`quality-v1`); the -cpu rows below were measured against that version
     "quality": {"preset": "quality"},
     "quality-seed2": {"preset": "quality", "train": {"seed": 2}},
+    "quality-seed3": {"preset": "quality", "train": {"seed": 3}},
     "quality-v1": v1(),
     "quality-v1-seed2": v1(train={"seed": 2}),
     # screening against quality-v1, budget in CPU seconds (run with --threads 1)
