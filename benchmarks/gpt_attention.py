@@ -20,6 +20,8 @@ from genforge.families.gpt import param_groups
 from genforge.models.gpt import GPT, GPTConfig, matmul_attention, use_matmul_attention
 from genforge.trainer import TrainConfig
 
+from gpt_step import mean_ms  # benchmarks/ is on sys.path when a script there runs
+
 
 def sdpa(q, k, v):
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -33,12 +35,7 @@ def time_attention(fn, T: int, dtype: torch.dtype, reps: int) -> float:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
             y = fn(q, k, v)
         y.float().sum().backward()
-    for _ in range(2):
-        once()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        once()
-    return 1000 * (time.perf_counter() - t0) / reps
+    return mean_ms(once, reps, warmup=2)
 
 
 def time_step(shape: dict, batch: int, impl: str, steps: int) -> float:
@@ -57,12 +54,7 @@ def time_step(shape: dict, batch: int, impl: str, steps: int) -> float:
         torch.nn.utils.clip_grad_norm_(list(model.parameters()), 1.0)
         for o in opts.values():
             o.step()
-    for _ in range(3):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return 1000 * (time.perf_counter() - t0) / steps
+    return mean_ms(step, steps)
 
 
 SHAPES = {

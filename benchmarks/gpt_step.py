@@ -29,6 +29,16 @@ def build(variant: str, block_size: int) -> GPT:
     return model
 
 
+def mean_ms(fn, reps: int, warmup: int = 3) -> float:
+    """Mean milliseconds per call of fn over `reps` calls, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return 1000 * (time.perf_counter() - t0) / reps
+
+
 def ms_per_step(model: GPT, batch: int, steps: int) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     T = model.config.block_size
@@ -40,12 +50,7 @@ def ms_per_step(model: GPT, batch: int, steps: int) -> float:
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    for _ in range(3):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return 1000 * (time.perf_counter() - t0) / steps
+    return mean_ms(step, steps)
 
 
 def main() -> None:
