@@ -81,6 +81,7 @@ class GPTSlots:
         self.n_head, self.hs = c.n_head, c.n_embd // c.n_head
         self.capacity = 0
         self.k = self.v = None
+        self.decode = model.one_token()  # the model is frozen while it is served
 
     def reserve(self, slots: int):
         """Grow the caches to at least `slots` slots, keeping what they hold."""
@@ -105,7 +106,7 @@ class GPTSlots:
         dev = self.k.device
         view = SlotView(self, rows, start.to(dev))
         if idx.size(1) == 1:
-            return self.model.decode_step(idx[:, 0].to(dev), view)  # (B, V)
+            return self.decode(idx[:, 0].to(dev), view)  # (B, V)
         return self.model(idx.to(dev), cache=view, last_only=True)[0][:, -1]  # (B, V)
 
 # ----------------------------------------------------------------------------- requests

@@ -127,9 +127,10 @@ class KVCache:
         self.v = torch.zeros_like(self.k)
         self.pos = 0  # number of positions filled
         self.max_len = max_len
+        self._arange = torch.arange(max_len, device=device)
 
     def positions(self, T: int) -> torch.Tensor:
-        return torch.arange(self.pos, self.pos + T, device=self.k.device)
+        return self._arange[self.pos:self.pos + T]
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Store k, v (B, nh, T, hs) at the current position; return all keys/values so far (causal)."""
@@ -158,11 +159,15 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 # ----------------------------------------------------------------------------- blocks
 
 
-def norm(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """An RMSNorm / LayerNorm module applied without the module-call overhead (one-token decoding)."""
+def norm_fn(m: nn.Module, cast: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An RMSNorm / LayerNorm module as a plain function of x over its weights (the one-token path).
+    cast: under autocast, where activations and weights may differ in dtype."""
+    w, b, eps = m.weight, getattr(m, "bias", None), m.eps
     if isinstance(m, RMSNorm):
-        return F.rms_norm(x, (x.size(-1),), m.weight.to(x.dtype), m.eps)
-    return F.layer_norm(x, (x.size(-1),), m.weight, m.bias, m.eps)
+        if cast:
+            return lambda x: F.rms_norm(x, (x.size(-1),), w.to(x.dtype), eps)
+        return lambda x: F.rms_norm(x, (x.size(-1),), w, eps)
+    return lambda x: F.layer_norm(x, (x.size(-1),), w, b, eps)
 
 
 class Attention(nn.Module):
@@ -200,22 +205,34 @@ class Attention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_drop(self.c_proj(y))
 
-    def step(self, x: torch.Tensor, rot: torch.Tensor | None, cache: Cache, layer: int) -> torch.Tensor:
-        """One new token per row, x (B, C) -> (B, C): forward()'s maths for T = 1 with 2-D activations and
-        functional calls (at batch 1 a small model is bound by per-op overhead, not FLOPs); queries and
-        keys are normalised in one call and rotated by one (hs, hs) matrix per row (`rot`)."""
-        B, C, nh, hs = x.size(0), x.size(1), self.n_head, self.hs
-        qkv = F.linear(x, self.c_attn.weight, self.c_attn.bias).view(B, 3, nh, hs)
-        qk, v = qkv[:, :2], qkv[:, 2]  # (B, 2, nh, hs), (B, nh, hs)
-        if self.q_norm is not None:
-            gains = torch.stack((self.q_norm.weight, self.k_norm.weight))[:, None].to(qk.dtype)  # (2, 1, hs)
-            qk = F.rms_norm(qk, (hs,), None, self.q_norm.eps) * gains
-        if rot is not None:  # (hs, hs) for every row, or (B, hs, hs)
-            qk = (qk.reshape(B, 2 * nh, hs) @ rot.to(qk.dtype)).view(B, 2, nh, hs)
-        q, k = qk.unbind(1)  # (B, nh, hs) each
-        keys, values, mask = cache.update(layer, k.unsqueeze(2), v.unsqueeze(2))  # (B, nh, L, hs)
-        y = F.scaled_dot_product_attention(q.unsqueeze(2), keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)
-        return F.linear(y.view(B, C), self.c_proj.weight, self.c_proj.bias)
+    def one_token(self, cast: bool) -> Callable[[torch.Tensor, torch.Tensor | None, Cache, int], torch.Tensor]:
+        """forward() for one new token per row, as a function (x (B, C), rot, cache, layer) -> (B, C) over
+        this module's weights: 2-D activations and no module calls (at batch 1 a small model is bound by
+        per-op and Python overhead, not FLOPs), queries and keys normalised in one call and rotated by one
+        (hs, hs) matrix per row (`rot`: (1, hs, hs) or (B, hs, hs)). cast: match dtypes under autocast
+        (each cast costs a few microseconds, so fp32 decoding skips them). Build it per use: it captures
+        the QK-norm gains as they are now."""
+        nh, hs = self.n_head, self.hs
+        w_qkv, b_qkv, w_o, b_o = self.c_attn.weight, self.c_attn.bias, self.c_proj.weight, self.c_proj.bias
+        gains = eps = None
+        if self.q_norm is not None:  # (2, 1, 1, hs)
+            gains, eps = torch.stack((self.q_norm.weight, self.k_norm.weight))[:, None, None], self.q_norm.eps
+
+        def step(x, rot, cache, layer):
+            B, C = x.shape
+            qkv = F.linear(x, w_qkv, b_qkv).view(B, 3, nh, 1, hs)
+            qk, v = qkv[:, :2], qkv[:, 2]  # (B, 2, nh, 1, hs), (B, nh, 1, hs)
+            if gains is not None:
+                qk = F.rms_norm(qk, (hs,), None, eps) * (gains.to(qk.dtype) if cast else gains)
+            if rot is not None:
+                qk = (qk.reshape(B, 2 * nh, hs) @ (rot.to(qk.dtype) if cast else rot)).view(B, 2, nh, 1, hs)
+            keys, values, mask = cache.update(layer, qk[:, 1], v)  # (B, nh, L, hs)
+            q = qk[:, 0]  # (B, nh, 1, hs)
+            if cast:
+                keys, values = keys.to(q.dtype), values.to(q.dtype)
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+            return F.linear(y.view(B, C), w_o, b_o)
+        return step
 
 
 class MLP(nn.Module):
@@ -235,6 +252,17 @@ class MLP(nn.Module):
             h = F.gelu(h, approximate="tanh" if self.activation == "gelu_tanh" else "none")
         return self.drop(F.linear(h, self.c_proj.weight, self.c_proj.bias))
 
+    def one_token(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """forward() as a function over this module's weights (no dropout: the one-token path samples)."""
+        w1, b1, w2, b2, act = self.c_fc.weight, self.c_fc.bias, self.c_proj.weight, self.c_proj.bias, self.activation
+        approximate = "tanh" if act == "gelu_tanh" else "none"
+
+        def step(x):
+            h = F.linear(x, w1, b1)
+            h = F.relu(h).square() if act == "relu2" else F.gelu(h, approximate=approximate)
+            return F.linear(h, w2, b2)
+        return step
+
 
 class Block(nn.Module):
     """Pre-norm transformer block: x + attention(norm(x)), then x + MLP(norm(x))."""
@@ -250,10 +278,15 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), rope, cache, layer, mask)
         return x + self.mlp(self.ln_2(x))
 
-    def step(self, x, rot, cache: Cache, layer: int):
-        """One token per row, x (B, C): see Attention.step."""
-        x = x + self.attn.step(norm(self.ln_1, x), rot, cache, layer)
-        return x + self.mlp(norm(self.ln_2, x))
+    def one_token(self, cast: bool) -> Callable[[torch.Tensor, torch.Tensor | None, Cache, int], torch.Tensor]:
+        """forward() for one token per row, x (B, C): see Attention.one_token."""
+        n1, attn, n2 = norm_fn(self.ln_1, cast), self.attn.one_token(cast), norm_fn(self.ln_2, cast)
+        mlp = self.mlp.one_token()
+
+        def step(x, rot, cache, layer):
+            x = x + attn(n1(x), rot, cache, layer)
+            return x + mlp(n2(x))
+        return step
 
 # ----------------------------------------------------------------------------- config
 
@@ -378,23 +411,35 @@ class GPT(nn.Module):
         c = self.config
         return KVCache(c.n_layer, batch, c.n_head, max_len or c.block_size, c.n_embd // c.n_head, p.dtype, p.device)
 
+    def one_token(self) -> Callable[[torch.Tensor, Cache], torch.Tensor]:
+        """The one-token path of the whole model: a function (tok (B,), cache) -> logits (B, V) that reads
+        and extends the cache, made of the blocks' `one_token` functions. Side by side with forward() at
+        T = 1 it is 1.5x faster at batch 1 (benchmarks/gpt_sample.py). Build it per use (once per
+        `stream`, once per server engine): it captures the current norm gains."""
+        if self.wpe is None and (self._rot is None or self._rot.device != self.rope_cos.device):
+            self._rot = torch.stack([rotary_matrix(c, s) for c, s in zip(self.rope_cos, self.rope_sin)])
+        rot_table, wte, wpe = self._rot, self.wte.weight, None if self.wpe is None else self.wpe.weight
+        cast = torch.is_autocast_enabled(wte.device.type)
+        blocks = [block.one_token(cast) for block in self.h]
+        final, head = norm_fn(self.ln_f, cast), self.lm_head.weight
+
+        def decode(tok, cache):
+            p = cache.positions(1).view(-1)  # (1,) shared by every row, or (B,) one per row
+            x = F.embedding(tok, wte)  # (B, C)
+            rot = None
+            if wpe is not None:
+                x = x + wpe[p]
+            else:
+                rot = rot_table.index_select(0, p)  # (1 or B, hs, hs)
+            for i, block in enumerate(blocks):
+                x = block(x, rot, cache, i)
+            cache.advance(1)
+            return F.linear(final(x), head)  # (B, V)
+        return decode
+
     def decode_step(self, tok: torch.Tensor, cache: Cache) -> torch.Tensor:
-        """One new token per row, tok (B,) -> logits (B, V), reading and extending the cache: the
-        one-token path of the blocks (Block.step), measured faster than forward() at T = 1."""
-        pos = cache.positions(1)  # (1,) or (B, 1)
-        p = pos[:, 0] if pos.dim() == 2 else pos[0]  # (B,) or a scalar
-        x = F.embedding(tok, self.wte.weight)  # (B, C)
-        rot = None
-        if self.wpe is not None:
-            x = x + self.wpe.weight[p]
-        else:
-            if self._rot is None or self._rot.device != x.device:
-                self._rot = torch.stack([rotary_matrix(c, s) for c, s in zip(self.rope_cos, self.rope_sin)])
-            rot = self._rot[p]  # (hs, hs) or (B, hs, hs)
-        for i, block in enumerate(self.h):
-            x = block.step(x, rot, cache, i)
-        cache.advance(1)
-        return F.linear(norm(self.ln_f, x), self.lm_head.weight)  # (B, V)
+        """One new token per row, tok (B,) -> logits (B, V): `one_token()` built and used once."""
+        return self.one_token()(tok, cache)
 
     # ------------------------------------------------------------------------- sampling
 
@@ -420,6 +465,7 @@ class GPT(nn.Module):
             T_max = self.config.block_size
             idx = idx[:, -T_max:]
             cache = self.new_cache(idx.size(0))
+            decode = self.one_token()
             logits = self(idx, cache=cache, last_only=True)[0][:, -1]  # (B, V)
             recent = []  # tokens since the last (re)fill, for a restart when the context is full
             for step in range(max_new_tokens):
@@ -436,7 +482,7 @@ class GPT(nn.Module):
                     cache.pos = 0
                     logits = self(idx, cache=cache, last_only=True)[0][:, -1]
                 else:
-                    logits = self.decode_step(nxt, cache)
+                    logits = decode(nxt, cache)
         finally:
             self.train(was_training)
 
