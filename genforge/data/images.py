@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import csv
 import gzip
-import json
+import io
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .rows import json_lines
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 LABEL_KEYS = ("labels", "label", "target", "targets", "y")  # .npz keys accepted for labels
@@ -261,9 +263,9 @@ def is_captioned(path: Path) -> bool:
     return path.suffix.lower() in CAPTION_SUFFIXES
 
 
-def _caption_row(values: dict, file: Path, line: int, image_field: str, caption_field: str,
+def _caption_row(values: dict, file: Path, where: str, image_field: str, caption_field: str,
                  label_field: str) -> CaptionRow:
-    where = f"{file}:{line}"
+    """One row of `file`, checked; `where` ('FILE:LINE') starts every error."""
     for name in (image_field, caption_field):
         if values.get(name) is None:
             raise ValueError(f"{where}: no '{name}' field (fields: {', '.join(map(str, values)) or 'none'})")
@@ -300,7 +302,7 @@ def read_captions(path: Path, image_field: str = "image", caption_field: str = "
         raise ValueError(f"{path}: cannot read captions file ({e})") from None
     rows = []
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(text.splitlines(keepends=True))
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         header = reader.fieldnames or []
         for name in fields[:2]:
             if name not in header:
@@ -308,21 +310,15 @@ def read_captions(path: Path, image_field: str = "image", caption_field: str = "
         try:
             for values in reader:
                 rows.append(_caption_row({k: v for k, v in values.items() if k is not None}, path,
-                                         reader.line_num, *fields))
+                                         f"{path}:{reader.line_num}", *fields))
         except csv.Error as e:
             raise ValueError(f"{path}:{reader.line_num}: bad CSV ({e})") from None
     else:
-        for line, raw in enumerate(text.splitlines(), 1):
-            if not raw.strip():
-                continue
-            try:
-                values = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line}: not valid JSON ({e.msg} at column {e.colno})") from None
+        for where, values in json_lines(text.split("\n"), path):  # JSON strings may hold other line breaks
             if not isinstance(values, dict):
-                raise ValueError(f"{path}:{line}: expected a JSON object with '{image_field}' and "
+                raise ValueError(f"{where}: expected a JSON object with '{image_field}' and "
                                  f"'{caption_field}', got {type(values).__name__}")
-            rows.append(_caption_row(values, path, line, *fields))
+            rows.append(_caption_row(values, path, where, *fields))
     if not rows:
         raise ValueError(f"{path}: no captioned images")
     labelled = [r.label is not None for r in rows]

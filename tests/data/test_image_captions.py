@@ -133,3 +133,15 @@ def test_bad_csv_rows_name_file_line_and_field(tmp_path, text, msg):
     (tmp_path / "c.csv").write_text(text)
     with pytest.raises(ValueError, match=msg):
         images.load(str(tmp_path / "c.csv"), 12, 1)
+
+
+def test_captions_keep_commas_quotes_and_unusual_line_breaks(tmp_path):
+    write_pngs(tmp_path, 2)
+    (tmp_path / "c.jsonl").write_text(json.dumps({"image": "img0.png", "caption": "one\u2028line"}, ensure_ascii=False)
+                                      + "\n" + json.dumps({"image": "img1.png", "caption": "b"}) + "\n", encoding="utf-8")
+    assert images.load_captioned(tmp_path / "c.jsonl", 12, 1).captions == ["one\u2028line", "b"]
+    (tmp_path / "c.csv").write_text('image,caption\nimg0.png,"red, round\nand ""big"""\nimg1.png,b\n')
+    assert images.load_captioned(tmp_path / "c.csv", 12, 1).captions == ['red, round\nand "big"', "b"]
+    (tmp_path / "d.csv").write_text('image,caption\nimg0.png,"a\nb"\nimg1.png,\n')
+    with pytest.raises(ValueError, match=r"d.csv:4: empty 'caption'"):  # lines counted in the file, not rows
+        images.load_captioned(tmp_path / "d.csv", 12, 1)
