@@ -231,24 +231,24 @@ class GANTask:
         y = None if labels is None else torch.as_tensor(labels).to(self.rt.device)
         return to_uint8(self.sampler.sample(n, torch.Generator().manual_seed(seed), y))
 
-    def _images(self) -> TrainingImageScorer:
+    def _image_scorer(self) -> TrainingImageScorer:
         """The shared evaluate-while-training scorer, built once (it caches the test images' features)."""
-        if getattr(self, "_image_scorer", None) is None:
-            self._image_scorer = TrainingImageScorer(self._generate, self.scorer, self.test, self.g.config.num_classes,
-                                                     self.gc.monitor_samples, self.cfg["train"].seed)
-        return self._image_scorer
+        if getattr(self, "_shared_scorer", None) is None:
+            self._shared_scorer = TrainingImageScorer(self._generate, self.scorer, self.test, self.g.config.num_classes,
+                                                      self.gc.monitor_samples, self.cfg["train"].seed)
+        return self._shared_scorer
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         out = {f"train_{k}": float(np.mean(v)) for k, v in self._recent.items() if k.endswith("loss")}
         self._recent = {}
         self.standing_stats()  # before scoring and the checkpoints that follow
-        return {**out, **self._images().scores()}
+        return {**out, **self._image_scorer().scores()}
 
     def on_eval(self, step, monitor):
         if not self.cfg["train"].samples or not self.rt.is_main:
             return
-        self._images().write_grid(step, monitor, self.run.file("samples"))
+        self._image_scorer().write_grid(step, monitor, self.run.file("samples"))
 
     def meta(self) -> dict[str, Any]:
         return {"family": FAMILY, "config": config.to_dict(self.cfg), "class_names": self.class_names,

@@ -82,10 +82,14 @@ def resolve_dataset(ref: str) -> str:
 
 
 def reference(path: str, size: int, channels: int, test_fraction: float = 0.1, seed: int = 0,
-              feature_steps: int = 0) -> tuple[ImageSet, ImageSet, feature_net.FeatureNet]:
-    """(train, test, feature network) of a reference data set at the given size and channels."""
-    train = image_data.load(path, size, channels, "train", test_fraction, seed)
-    test = image_data.load(path, size, channels, "test", test_fraction, seed)
+              feature_steps: int = 0, fields: dict[str, str] | None = None
+              ) -> tuple[ImageSet, ImageSet, feature_net.FeatureNet]:
+    """(train, test, feature network) of a reference data set at the given size and channels.
+
+    `fields`: a captions file's column names (image_field, caption_field, label_field), if not the defaults.
+    """
+    train = image_data.load(path, size, channels, "train", test_fraction, seed, **(fields or {}))
+    test = image_data.load(path, size, channels, "test", test_fraction, seed, **(fields or {}))
     return train, test, feature_net.get(train, test, steps=feature_steps)
 
 
@@ -99,7 +103,8 @@ class ImagePipeline(Protocol):
     """What `evaluate_run` needs of a run's pipeline (GAN, text-to-image, ...): labelled images and its data.
 
     meta["config"]["data"] names the data set: "path" (unless `data=` is given) and optionally
-    "test_fraction" (default 0.1); meta["config"]["train"]["seed"] (default 0) seeds its split;
+    "test_fraction" (default 0.1) and a captions file's "image_field" / "caption_field" /
+    "label_field"; meta["config"]["train"]["seed"] (default 0) seeds its split;
     "feature_steps" in the family's own section (e.g. gan.feature_steps) or in "data" picks the
     run's feature network (default 0 = automatic).
     """
@@ -116,6 +121,7 @@ class ImagePipeline(Protocol):
 
 
 IMAGE_PIPELINE_FIELDS = ("generate", "image_size", "channels", "num_classes", "meta")
+CAPTION_FIELDS = ("image_field", "caption_field", "label_field")  # data-config keys passed to image_data.load
 
 
 @dataclass
@@ -125,6 +131,7 @@ class RunData:
     test_fraction: float
     seed: int
     feature_steps: int
+    fields: dict[str, str]  # a captions file's column names, where the run's config sets them
 
 
 def run_data(pipe: ImagePipeline, data: str | None = None, feature_steps: int = 0, where: str = "run") -> RunData:
@@ -135,8 +142,9 @@ def run_data(pipe: ImagePipeline, data: str | None = None, feature_steps: int = 
         raise ValueError(f"{where}: its config names no data.path; pass the reference data set (--data PATH)")
     own = next((cfg[s]["feature_steps"] for s in (pipe.family, "data")
                 if isinstance(cfg.get(s), dict) and "feature_steps" in cfg[s]), 0)
+    fields = {k: dcfg[k] for k in CAPTION_FIELDS if isinstance(dcfg.get(k), str)}
     return RunData(resolve_dataset(data if data is not None else dcfg["path"]), float(dcfg.get("test_fraction", 0.1)),
-                   int((cfg.get("train") or {}).get("seed", 0)), feature_steps or int(own))
+                   int((cfg.get("train") or {}).get("seed", 0)), feature_steps or int(own), fields)
 
 
 def check_image_pipeline(pipe, where: str = "run") -> None:
@@ -153,7 +161,7 @@ def evaluate_pipeline(pipe: ImagePipeline, n: int = 10000, data: str | None = No
     check_image_pipeline(pipe, where)
     src = run_data(pipe, data, feature_steps, where)
     train, test, net = reference(src.path, pipe.image_size, pipe.channels, src.test_fraction, src.seed,
-                                 src.feature_steps)
+                                 src.feature_steps, src.fields)
     requested = np.arange(n) % pipe.num_classes if pipe.num_classes else None
     fake = pipe.generate(n, seed=seed, labels=None if requested is None else requested.tolist())
     want = (n, pipe.image_size, pipe.image_size, pipe.channels)

@@ -101,3 +101,17 @@ def test_pipelines_that_make_no_images_are_refused_clearly(ref_npz):
     del no_data.meta["config"]["data"]["path"]
     with pytest.raises(ValueError, match=r"its config names no data.path; pass the reference data set"):
         protocol.evaluate_pipeline(no_data, n=8)
+
+
+def test_a_run_on_a_captioned_set_with_its_own_field_names(tmp_path):
+    images, labels = make_digit_like(120, seed=0)
+    rows = ["file,text,digit"]
+    for i, (img, y) in enumerate(zip(images, labels)):
+        Image.fromarray(img).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,a bar in band {y},{y}")
+    (tmp_path / "caps.csv").write_text("\n".join(rows) + "\n")
+    pipe = FakeImagePipeline(tmp_path / "caps.csv")
+    pipe.meta["config"]["data"].update(image_field="file", caption_field="text", label_field="digit")
+    rep = protocol.evaluate_pipeline(pipe, n=40, kid_subsets=2)
+    assert rep["data"] == str(tmp_path / "caps.csv") and rep["feature_net"].startswith("feature-cnn/1:")
+    assert rep["label_accuracy"] >= 0.9 and rep["n_reference"] == 12  # the digit column labels the reference
