@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 class GenerateImages(Protocol):
     def __call__(self, n: int, *, seed: int, labels: np.ndarray | None) -> np.ndarray:
-        """n images as uint8 (n, H, W, C); `labels` int64 (n,) or None (unconditional)."""
+        """n images as uint8 (n, H, W, C) for `labels` int64 (n,); labels None: the generator's own choice
+        (unconditional, or e.g. held-out captions for a text-to-image model without classes)."""
         ...
 
 
