@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .rows import json_lines
 from .tokenizers import Tokenizer
 
 CHUNK_BYTES = 1 << 20
@@ -78,23 +79,21 @@ def _txt_chunks(path: Path, errors: str) -> Iterator[str]:
             carry = buf[cut:]
 
 
-def _jsonl_docs(path: Path, field: str, errors: str) -> Iterator[str]:
+def _lines(path: Path, errors: str) -> Iterator[str]:
     offset = 0
     with _open(path) as f:
-        for lineno, raw in enumerate(f, 1):
-            line = _decode(raw, offset, path, errors)
+        for raw in f:
+            yield _decode(raw, offset, path, errors)
             offset += len(raw)
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or field not in obj:
-                raise ValueError(f"{path}:{lineno}: no field '{field}' (set --data.text_field)")
-            if not isinstance(obj[field], str):
-                raise ValueError(f"{path}:{lineno}: field '{field}' is not a string")
-            yield obj[field]
+
+
+def _jsonl_docs(path: Path, field: str, errors: str) -> Iterator[str]:
+    for where, obj in json_lines(_lines(path, errors), path):
+        if not isinstance(obj, dict) or field not in obj:
+            raise ValueError(f"{where}: no field '{field}' (set --data.text_field)")
+        if not isinstance(obj[field], str):
+            raise ValueError(f"{where}: field '{field}' is not a string")
+        yield obj[field]
 
 
 def iter_corpus(path: str | os.PathLike, text_field: str = "text", errors: str = "strict",

@@ -9,11 +9,11 @@
 Trainer: each step is n_critic discriminator phases, then one generator phase; `after_step` keeps
 an EMA copy of G. Every evaluation writes a sample grid (PNG in RUN/samples and TensorBoard) and,
 with a labelled data set, scores samples on the frozen feature classifier (class entropy for mode
-collapse, feature Fréchet distance). `GANPipeline` rebuilds the generator from a checkpoint alone.
+collapse, feature Fréchet distance), through the shared `metrics.monitor_images.TrainingImageScorer`.
+`GANPipeline` rebuilds the generator from a checkpoint alone; image helpers live in `genforge.images`.
 """
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -23,6 +23,8 @@ import torch
 
 from .. import checkpoint, config
 from ..data import images as image_data
+from ..images import make_grid, to_pil, to_uint8
+from ..metrics.monitor_images import TrainingImageScorer
 from ..models.gan import (GANConfig, Generator, build, d_loss, diff_augment, g_loss, gradient_penalty,
                           r1_penalty)
 from ..run import RunDir, find_checkpoint
@@ -96,32 +98,6 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                "gan": {"loss": "hinge", "conditional": True, "ema": 0.9995, "lr_d": 4e-4, "lr_g": 2e-4},
                "train": {"beta1": 0.0, "beta2": 0.9, "schedule": "linear", "min_lr": 0.0}},
 }
-
-
-# ----------------------------------------------------------------------------- images and grids
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(B, C, H, W) in [-1, 1] -> uint8 (B, H, W, C)."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def make_grid(images: np.ndarray, ncols: int = 8, pad: int = 2) -> np.ndarray:
-    """uint8 (N, H, W, C) -> one uint8 (rows*(H+pad)+pad, cols*(W+pad)+pad, C) image, row by row."""
-    n, h, w, c = images.shape
-    ncols = min(ncols, n)
-    nrows = math.ceil(n / ncols)
-    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), 255, np.uint8)
-    for i in range(n):
-        r, col = divmod(i, ncols)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = images[i]
-    return grid
-
-
-def to_pil(array: np.ndarray, scale: int = 1):
-    from PIL import Image
-    img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
-    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST) if scale > 1 else img
 
 
 # ----------------------------------------------------------------------------- task
@@ -250,44 +226,29 @@ class GANTask:
     def sampler(self) -> Generator:
         return self.g_ema if self.g_ema is not None else self.g
 
-    def sample_labels(self, n: int) -> torch.Tensor | None:
-        if not self.conditional:
-            return None
-        return (torch.arange(n) % self.g.config.num_classes).to(self.rt.device)
+    def _generate(self, n: int, *, seed: int, labels: np.ndarray | None) -> np.ndarray:
+        """The sampler's n images from a fresh generator seeded `seed`, as uint8 (n, H, W, C)."""
+        y = None if labels is None else torch.as_tensor(labels).to(self.rt.device)
+        return to_uint8(self.sampler.sample(n, torch.Generator().manual_seed(seed), y))
+
+    def _image_scorer(self) -> TrainingImageScorer:
+        """The shared evaluate-while-training scorer, built once (it caches the test images' features)."""
+        if getattr(self, "_shared_scorer", None) is None:
+            self._shared_scorer = TrainingImageScorer(self._generate, self.scorer, self.test, self.g.config.num_classes,
+                                                      self.gc.monitor_samples, self.cfg["train"].seed)
+        return self._shared_scorer
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         out = {f"train_{k}": float(np.mean(v)) for k, v in self._recent.items() if k.endswith("loss")}
         self._recent = {}
         self.standing_stats()  # before scoring and the checkpoints that follow
-        n = self.gc.monitor_samples
-        if self.scorer is None or n == 0:
-            return out
-        from ..metrics import stats
-        g = torch.Generator().manual_seed(self.cfg["train"].seed)
-        labels = self.sample_labels(n)
-        fake = to_uint8(self.sampler.sample(n, g, labels))
-        feats, pred = self.scorer.embed(fake)
-        if self.scorer.num_classes:
-            out["class_entropy"] = stats.class_entropy(pred, self.scorer.num_classes)
-            if labels is not None:
-                out["label_accuracy"] = float((pred == labels.cpu().numpy()).mean())
-        if self.test is not None:
-            if self._test_features is None:
-                self._test_features = self.scorer.embed(self.test.images[:max(n, 2000)])[0]
-            out["feature_fd"] = stats.fd(feats, self._test_features)
-        return out
+        return {**out, **self._image_scorer().scores()}
 
     def on_eval(self, step, monitor):
         if not self.cfg["train"].samples or not self.rt.is_main:
             return
-        c = self.g.config
-        n = min(c.num_classes, 10) * 8 if self.conditional else 64  # conditional: one row per class
-        g = torch.Generator().manual_seed(self.cfg["train"].seed)
-        labels = (torch.arange(n) // 8).to(self.rt.device) if self.conditional else None
-        grid = make_grid(to_uint8(self.sampler.sample(n, g, labels)))
-        monitor.image("samples", grid, step)
-        to_pil(grid).save(self.run.file("samples") / f"step{step:06d}.png")
+        self._image_scorer().write_grid(step, monitor, self.run.file("samples"))
 
     def meta(self) -> dict[str, Any]:
         return {"family": FAMILY, "config": config.to_dict(self.cfg), "class_names": self.class_names,
