@@ -108,6 +108,15 @@ class EpochOrder:
         self.perm, self.pos = state["perm"], int(state["pos"][0])
 
 
+def train_loss(recent: list[float]) -> dict[str, float]:
+    """{'train_loss': mean} of the losses logged since the last evaluation (then forgotten); {} if none."""
+    if not recent:
+        return {}
+    mean = sum(recent) / len(recent)
+    recent.clear()
+    return {"train_loss": mean}
+
+
 # ----------------------------------------------------------------------------- loading runs
 
 

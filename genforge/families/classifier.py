@@ -189,10 +189,7 @@ class ClassifierTask:
         return [(tuple(self.optimizers), self._loss)]
 
     def evaluate(self) -> dict[str, float]:
-        out = {}
-        if self._recent:
-            out["train_loss"] = sum(self._recent) / len(self._recent)
-            self._recent = []
+        out = base.train_loss(self._recent)
         if self.val_x is not None:
             logits = predict(self.model, self.val_x, self.rt, self.cfg["fit"].eval_batch)
             acc = float((probabilities(logits).argmax(1) == self.val_y).float().mean())

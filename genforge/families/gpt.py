@@ -161,10 +161,7 @@ class GPTTask:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        out = {}
-        if self._recent:
-            out["train_loss"] = sum(self._recent) / len(self._recent)
-            self._recent = []
+        out = base.train_loss(self._recent)
         if self.val_split is not None:
             n = self.cfg["train"].eval_iters
             out.update(evaluate_split(self.model, self.val_split, self.rt, self.cfg["train"].batch_size,
