@@ -181,7 +181,8 @@ class ClassifierTask:
     def _loss(self):
         idx = self.order.next(self.cfg["train"].batch_size)
         inputs = [t.to(self.rt.device) for t in self.train_x.batch(idx)]
-        _, loss = self.trainer.module("model")(*inputs, targets=self.train_y[idx].to(self.rt.device), class_weight=self.class_weight)
+        targets = self.train_y[idx].to(self.rt.device)
+        _, loss = self.trainer.module("model")(*inputs, targets=targets, class_weight=self.class_weight)
         self._recent.append(loss.item())
         return loss, {"loss": self._recent[-1]}
 

@@ -7,10 +7,11 @@
 
 `train()` resolves the config, loads the images, builds G and D and hands a `GANTask` to the shared
 Trainer through `base.launch`: each step is n_critic discriminator phases, then one generator
-phase; `after_step` keeps an EMA copy of G. Every evaluation writes a sample grid (PNG in RUN/samples and TensorBoard) and,
-with a labelled data set, scores samples on the frozen feature classifier (class entropy for mode
-collapse, feature Fréchet distance). `GANPipeline` rebuilds the generator from a checkpoint alone;
-`sample_command`, `eval_command`, `next_steps` and `model_info` answer the CLI and the server.
+phase; `after_step` keeps an EMA copy of G. Every evaluation writes a sample grid (PNG in
+RUN/samples and TensorBoard) and, with a labelled data set, scores samples on the frozen feature
+classifier (class entropy for mode collapse, feature Fréchet distance). `GANPipeline` rebuilds
+the generator from a checkpoint alone; `sample_command`, `eval_command`, `next_steps` and
+`model_info` answer the CLI and the server.
 """
 from __future__ import annotations
 
