@@ -9,6 +9,9 @@ turns the runtime into a `Build` (the task, the banner, what config.json and the
 `launch` does the rest in one order for all: runtime and seed, `build`, the run directory, the
 config, the Trainer (which places the modules), restore on --resume, the banner, the loop.
 
+Tasks share `EpochOrder` (a seeded permutation per epoch, drawn with the trainer's generator, its
+position checkpointed) and `train_loss` (the mean loss since the last evaluation).
+
 `Family` is what the registry (families/__init__.py) expects of a family module; the pipeline
 Protocols are what `genforge.load` returns, per kind, and what the CLI and the server rely on.
 """
