@@ -3,17 +3,15 @@
     import genforge
     model = genforge.load("runs/gpt-...")      # a run directory, a .safetensors file, or hf:DIR
     model.generate("I love programming")
+
+The pipeline follows its kind's contract in genforge/families/base.py (text generation, image
+generation or classification).
 """
 from __future__ import annotations
 
-from . import checkpoint, families
-from .run import find_checkpoint
+from . import families
 
 
 def load(path, device: str = "auto", dtype: str = "fp32"):
     """Rebuild the pipeline of whatever family the checkpoint holds."""
-    if str(path).startswith("hf:"):
-        return families.get("gpt").GPTPipeline.from_checkpoint(path, device=device, dtype=dtype)
-    meta = checkpoint.read_meta(find_checkpoint(path))
-    family = families.get(meta.get("family", "?"))
-    return family.pipeline_from_checkpoint(path, device=device, dtype=dtype)
+    return families.of_run(path).pipeline_from_checkpoint(path, device=device, dtype=dtype)
