@@ -27,30 +27,9 @@ import time
 
 import torch
 import torch.nn.functional as F
+from checkouts import import_genforge
 
 VOCAB = "".join(chr(i) for i in range(32, 97))  # 65 characters, like tiny Shakespeare's
-
-
-def import_genforge(path: str | None):
-    """The genforge package from `path` (another checkout), or this one; returns (gpt module, family module,
-    tokenizers module). Modules already imported are set aside, so two checkouts live side by side."""
-    saved = {k: v for k, v in sys.modules.items() if k == "genforge" or k.startswith("genforge.")}
-    for k in saved:
-        del sys.modules[k]
-    if path:
-        sys.path.insert(0, path)
-    try:
-        import genforge.data.tokenizers as toks
-        import genforge.families.gpt as fam
-        import genforge.models.gpt as gpt
-        return gpt, fam, toks
-    finally:
-        if path:
-            sys.path.remove(path)
-        loaded = {k: v for k, v in sys.modules.items() if k == "genforge" or k.startswith("genforge.")}
-        for k in loaded:
-            del sys.modules[k]
-        sys.modules.update(saved)
 
 
 def nanogpt_generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int):
@@ -109,8 +88,9 @@ def main() -> None:
     p.add_argument("--no-reference", action="store_true", help="skip the nanoGPT loop")
     args = p.parse_args()
     default_threads = torch.get_num_threads()
-    here = import_genforge(None)
-    old = import_genforge(args.baseline) if args.baseline else None
+    names = ("genforge.models.gpt", "genforge.families.gpt", "genforge.data.tokenizers")
+    here = import_genforge(None, names)
+    old = import_genforge(args.baseline, names) if args.baseline else None
     n = args.new_tokens
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  load average {os.getloadavg()[0]:.2f}  "
           f"{n} new tokens, top-k 200, temperature 0.8, best of {args.repeat}; wall-clock tokens/s; torch's "
@@ -119,7 +99,7 @@ def main() -> None:
     head += f" genforge bf16 1 thread | genforge fp32 {default_threads} threads |"
     if old:
         head += " baseline fp32 1 thread | this / baseline |"
-    print(head + "\n|" + "---|" * head.count("|")[:-1] if False else head)
+    print(head)
     print("|" + "|".join(["---"] + ["---:"] * (head.count("|") - 2)) + "|")
     for name in args.presets.split(","):
         pipe = pipeline(here, name)
