@@ -14,6 +14,10 @@ models are freshly initialised over a 65-character vocabulary), wall-clock token
   count were chosen.
 - `baseline` (with --baseline DIR): the same pipeline from another genforge checkout, interleaved with
   this one, for "no speed lost" checks.
+- `nanoGPT sample.py` (with --nanogpt DIR --nanogpt-out OUT_DIR): nanoGPT's own script, run as it is from
+  a checkout outside this repository on a checkpoint its train.py wrote (its CPU "baby" shape:
+  `--n_layer=4 --n_head=4 --n_embd=128 --block_size=64`), timed with 1 and 1 + k samples so the
+  difference is generation alone, beside genforge's `baby` and `fast` presets in the same invocation.
 Batch 32 rows time `--num-samples 32`-style sampling (32 rows per step). 500 new tokens, top-k 200,
 temperature 0.8 by default, best of --repeat.
 """
@@ -29,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from checkouts import import_genforge
 
-VOCAB = "".join(chr(i) for i in range(32, 97))  # 65 characters, like tiny Shakespeare's
+VOCAB = "\n" + "".join(chr(i) for i in range(32, 96))  # 65 characters, like tiny Shakespeare's
 
 
 def nanogpt_generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int):
@@ -78,6 +82,21 @@ def sample_rate(pipe, batch: int, n: int, repeat: int, threads: int, bf16: bool 
     return best_rate(run, n * batch, repeat)
 
 
+def nanogpt_script_rate(nanogpt: str, out_dir: str, python: str, n: int, extra: int = 4) -> float:
+    """Tokens/s of nanoGPT's own sample.py: (time with 1 + extra samples - time with 1) / (extra * n)."""
+    import subprocess
+
+    def run(samples: int) -> float:
+        cmd = [python, "sample.py", f"--out_dir={out_dir}", "--device=cpu", f"--num_samples={samples}",
+               f"--max_new_tokens={n}", "--top_k=200", "--temperature=0.8", "--compile=False"]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, cwd=nanogpt, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - t0
+    one = min(run(1) for _ in range(2))
+    more = min(run(1 + extra) for _ in range(2))
+    return extra * n / (more - one)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", default="baby,small,fast,quality")
@@ -86,6 +105,9 @@ def main() -> None:
     p.add_argument("--batches", default="1,32")
     p.add_argument("--baseline", help="another genforge checkout to time beside this one")
     p.add_argument("--no-reference", action="store_true", help="skip the nanoGPT loop")
+    p.add_argument("--nanogpt", help="a nanoGPT checkout: also time its own sample.py")
+    p.add_argument("--nanogpt-out", help="the out_dir holding the ckpt.pt its train.py wrote")
+    p.add_argument("--nanogpt-python", default=sys.executable, help="python that runs nanoGPT (needs tiktoken)")
     args = p.parse_args()
     default_threads = torch.get_num_threads()
     names = ("genforge.models.gpt", "genforge.families.gpt", "genforge.data.tokenizers")
@@ -101,6 +123,9 @@ def main() -> None:
         head += " baseline fp32 1 thread | this / baseline |"
     print(head)
     print("|" + "|".join(["---"] + ["---:"] * (head.count("|") - 2)) + "|")
+    if args.nanogpt:
+        script = nanogpt_script_rate(args.nanogpt, args.nanogpt_out, args.nanogpt_python, n)
+        print(f"nanoGPT's own sample.py (its baby model, default threads): {script:,.0f} tokens/s")
     for name in args.presets.split(","):
         pipe = pipeline(here, name)
         base = pipeline(old, name) if old else None

@@ -128,6 +128,8 @@ class KVCache:
         self.pos = 0  # number of positions filled
         self.max_len = max_len
         self._arange = torch.arange(max_len, device=device)
+        self._k = [self.k[i] for i in range(n_layer)]  # per-layer views: fewer indexing ops per token
+        self._v = [self.v[i] for i in range(n_layer)]
 
     def positions(self, T: int) -> torch.Tensor:
         return self._arange[self.pos:self.pos + T]
@@ -135,9 +137,10 @@ class KVCache:
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Store k, v (B, nh, T, hs) at the current position; return all keys/values so far (causal)."""
         end = self.pos + k.size(2)
-        self.k[layer, :, :, self.pos:end] = k
-        self.v[layer, :, :, self.pos:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end], None
+        keys, values = self._k[layer], self._v[layer]  # (B, nh, T_max, hs)
+        keys[:, :, self.pos:end] = k
+        values[:, :, self.pos:end] = v
+        return keys[:, :, :end], values[:, :, :end], None
 
     def advance(self, T: int) -> None:
         self.pos += T
@@ -159,6 +162,14 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 # ----------------------------------------------------------------------------- blocks
 
 
+def rms_norm_1tok(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMS normalisation over the last axis as one native kernel: layer_norm over [x, -x], whose mean is
+    zero, divides x by sqrt(mean(x^2) + eps) exactly as F.rms_norm does (to rounding). On the CPU,
+    F.rms_norm runs as ~8 small ops; at one token per row this is 1.3-1.7x faster."""
+    C = x.size(-1)
+    return F.layer_norm(torch.cat((x, -x), -1), (2 * C,), None, None, eps)[..., :C]
+
+
 def norm_fn(m: nn.Module, cast: bool) -> Callable[[torch.Tensor], torch.Tensor]:
     """An RMSNorm / LayerNorm module as a plain function of x over its weights (the one-token path).
     cast: under autocast, where activations and weights may differ in dtype."""
@@ -166,7 +177,7 @@ def norm_fn(m: nn.Module, cast: bool) -> Callable[[torch.Tensor], torch.Tensor]:
     if isinstance(m, RMSNorm):
         if cast:
             return lambda x: F.rms_norm(x, (x.size(-1),), w.to(x.dtype), eps)
-        return lambda x: F.rms_norm(x, (x.size(-1),), w, eps)
+        return lambda x: rms_norm_1tok(x, eps) * w
     return lambda x: F.layer_norm(x, (x.size(-1),), w, b, eps)
 
 
@@ -223,7 +234,7 @@ class Attention(nn.Module):
             qkv = F.linear(x, w_qkv, b_qkv).view(B, 3, nh, 1, hs)
             qk, v = qkv[:, :2], qkv[:, 2]  # (B, 2, nh, 1, hs), (B, nh, 1, hs)
             if gains is not None:
-                qk = F.rms_norm(qk, (hs,), None, eps) * (gains.to(qk.dtype) if cast else gains)
+                qk = (F.rms_norm(qk, (hs,), None, eps) * gains.to(qk.dtype)) if cast else rms_norm_1tok(qk, eps) * gains
             if rot is not None:
                 qk = (qk.reshape(B, 2 * nh, hs) @ (rot.to(qk.dtype) if cast else rot)).view(B, 2, nh, 1, hs)
             keys, values, mask = cache.update(layer, qk[:, 1], v)  # (B, nh, L, hs)
