@@ -128,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--request-timeout", type=float, default=300.0, help="wall-clock limit of one request, seconds")
     v.add_argument("--max-tokens-limit", type=_positive_int, default=4096, help="largest max_tokens allowed")
     v.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is often fastest for small models)")
+                   help="torch CPU threads (default 1: one-token decode steps are too small to split)")
+    v.add_argument("--stream-interval", type=float, default=0.005, metavar="SECONDS",
+                   help="least time between stream chunks after the first token; tokens made meanwhile go "
+                   "out together (default 0.005; 0 = a chunk per token)")
 
     d = sub.add_parser("data", help="data sets")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -256,7 +259,8 @@ def cmd_serve(args) -> int:
         settings = Settings(host=args.host, port=args.port, api_key=args.api_key, cors_origins=args.cors_origins,
                             device=args.device, max_batch=args.max_batch, max_queue=args.max_queue,
                             queue_timeout=args.queue_timeout, request_timeout=args.request_timeout,
-                            max_tokens_limit=args.max_tokens_limit, threads=args.threads)
+                            max_tokens_limit=args.max_tokens_limit, threads=args.threads,
+                            stream_interval=args.stream_interval)
     except ValidationError as e:
         err = e.errors()[0]
         raise ValueError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None

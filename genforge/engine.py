@@ -38,28 +38,42 @@ from .models.gpt import GPT, check_sampling, sample_next
 
 class SlotView:
     """The cache protocol of genforge/models/gpt.py over slots `rows` of a GPTSlots store, row b's new
-    tokens taking positions start[b] .. start[b]+T-1: the model's attention writes and reads through it."""
+    tokens taking positions start[b] .. start[b]+T-1: the model's attention writes and reads through it.
+    Where each new key goes is worked out once per call and shared by every layer."""
 
     def __init__(self, slots: GPTSlots, rows: slice, start: torch.Tensor):
         self.slots, self.rows, self.start = slots, rows, start
-        self.pos = None  # (B, T) absolute positions of the current call
-        self.mask = None  # (B, 1, T, L): key j is visible to query t of row b when j <= pos[b, t]
 
     def positions(self, T: int) -> torch.Tensor:
-        dev = self.start.device
-        self.pos = self.start[:, None] + torch.arange(T, device=dev)[None, :]  # (B, T)
-        L = int(self.pos.max()) + 1  # keys to attend over
-        assert L <= self.slots.block_size, f"position {L - 1} is past the context length {self.slots.block_size}"
-        self.mask = (torch.arange(L, device=dev)[None, None, :] <= self.pos[:, :, None])[:, None]
-        self.b_idx = torch.arange(self.pos.size(0), device=dev)[:, None]  # (B, 1)
-        return self.pos
+        s, dev, start = self.slots, self.start.device, self.start
+        first = int(start[0])
+        self.shared = start.numel() == 1 or bool((start == first).all())  # every row at one position
+        L = (first if self.shared else int(start.max())) + T  # keys to attend over
+        assert L <= s.block_size, f"position {L - 1} is past the context length {s.block_size}"
+        self.L = L
+        if self.shared:  # as KVCache: one slice per write, causal attention with no mask (the common case
+            self.mask = None  # of one sequence, or of n samples of one prompt)
+            return torch.arange(first, L, device=dev)  # (T,)
+        pos = start[:, None] + torch.arange(T, device=dev)[None, :]  # (B, T) absolute positions
+        # key j is visible to query t of row b when j <= pos[b, t]
+        self.mask = (torch.arange(L, device=dev)[None, None, :] <= pos[:, :, None])[:, None]  # (B, 1, T, L)
+        # row of (slot, head, position) in a layer's store viewed as (S * nh * T_max, hs)
+        slot = torch.arange(self.rows.start, self.rows.stop, device=dev)[:, None, None]  # (B, 1, 1)
+        head = torch.arange(s.n_head, device=dev)[None, :, None]  # (1, nh, 1)
+        self.where = ((slot * s.n_head + head) * s.block_size + pos[:, None, :]).flatten()  # (B * nh * T,)
+        return pos
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        kc, vc = self.slots.k[layer, self.rows], self.slots.v[layer, self.rows]  # (B, nh, T_max, hs) views
-        kc[self.b_idx, :, self.pos] = k.transpose(1, 2).to(kc.dtype)  # (B, T, nh, hs)
-        vc[self.b_idx, :, self.pos] = v.transpose(1, 2).to(vc.dtype)
-        L = self.mask.size(-1)
-        return kc[:, :, :L], vc[:, :, :L], self.mask
+        s = self.slots
+        keys, values = s.k_layers[layer][self.rows], s.v_layers[layer][self.rows]  # (B, nh, T_max, hs)
+        if self.shared:
+            keys[:, :, self.L - k.size(2):self.L] = k
+            values[:, :, self.L - v.size(2):self.L] = v
+        else:  # k (B, nh, T, hs): each row at its own position
+            hs = k.size(-1)
+            s.k_rows[layer].index_copy_(0, self.where, k.reshape(-1, hs).to(keys.dtype))
+            s.v_rows[layer].index_copy_(0, self.where, v.reshape(-1, hs).to(values.dtype))
+        return keys[:, :, :self.L], values[:, :, :self.L], self.mask
 
     def advance(self, T: int) -> None:  # the scheduler keeps each sequence's position
         pass
@@ -95,6 +109,9 @@ class GPTSlots:
         if self.capacity:
             k[:, :self.capacity], v[:, :self.capacity] = self.k, self.v
         self.k, self.v, self.capacity = k, v, new
+        self.k_layers, self.v_layers = [k[i] for i in range(c.n_layer)], [v[i] for i in range(c.n_layer)]
+        self.k_rows = [t.view(-1, self.hs) for t in self.k_layers]  # (S * nh * T_max, hs) per layer
+        self.v_rows = [t.view(-1, self.hs) for t in self.v_layers]
 
     def move(self, src: int, dst: int, length: int):
         """Copy slot src's first `length` positions into slot dst (to keep active slots contiguous)."""

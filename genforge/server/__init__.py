@@ -18,9 +18,8 @@ def serve(sources, settings: Settings | None = None) -> None:
     """Run the server until Ctrl-C."""
     import uvicorn
     settings = settings or Settings()
-    if settings.threads:
-        import torch
-        torch.set_num_threads(settings.threads)
+    import torch
+    torch.set_num_threads(settings.threads or 1)  # one-token decode steps are too small to split (BENCHMARKS.md)
     app = create_app(sources, settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                 timeout_graceful_shutdown=5)

@@ -24,5 +24,8 @@ class Settings(BaseModel):
     max_tokens_limit: int = Field(4096, ge=1)  # largest max_tokens a request may ask for
     max_n: int = Field(16, ge=1, le=256)  # largest n (completions per prompt, images per request)
     max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies get 413
-    threads: int | None = Field(None, ge=1)  # torch CPU threads for the whole process (None = torch's default)
+    threads: int | None = Field(None, ge=1)  # torch CPU threads for the whole process (None = 1 on the CPU, where
+    #                                          one-token decoding steps are too small to split: measured faster)
+    stream_interval: float = Field(0.005, ge=0, le=1)  # seconds between stream chunks after the first token:
+    #                                          tokens made meanwhile go out together (fewer wake-ups and chunks)
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"

@@ -71,7 +71,8 @@ async def create_chat_completion(body: ChatRequest, request: Request):
     check_context(served, ids, "messages")
     max_tokens = body.max_completion_tokens or body.max_tokens or min(DEFAULT_MAX_TOKENS, state.settings.max_tokens_limit)
     params = sampling_params(body, max_tokens, (body.top_logprobs or 0) if body.logprobs else None, state.settings)
-    gen = Generation(served, [ids], body.n, params, stop_list(body.stop) + [TURN_STOP], state.metrics, ROUTE)
+    gen = Generation(served, [ids], body.n, params, stop_list(body.stop) + [TURN_STOP], state.metrics, ROUTE,
+                     state.settings.stream_interval if body.stream else 0.0)
     gen.start()
     head = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": served.name, "system_fingerprint": None}
 
