@@ -23,7 +23,9 @@ class Monitor:
             return
         from tqdm import tqdm
         from torch.utils.tensorboard import SummaryWriter
-        self.tb = SummaryWriter(str(self.run.file("tb")))
+        self._keep_until(initial)
+        # resumed: TensorBoard drops the events past the restored step (they are logged again)
+        self.tb = SummaryWriter(str(self.run.file("tb")), purge_step=initial + 1 if initial else None)
         self.bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True,
                         disable=not self.progress, unit="step")
         path = self.run.file("metrics.jsonl")
@@ -33,6 +35,19 @@ class Monitor:
                 for k, v in rec.items():
                     if k != "step" and isinstance(v, (int, float)):
                         self.history[k].append((rec["step"], v))
+
+    def _keep_until(self, step: int) -> None:
+        """Drop the metrics.jsonl rows past `step` (logged after the checkpoint a resumed run restarts from;
+        it logs them again), rewriting the file atomically."""
+        path = self.run.file("metrics.jsonl")
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+        if len(kept) != len(lines):
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(path)
 
     def advance(self) -> None:
         if self.bar is not None:

@@ -100,6 +100,8 @@ class Task(Protocol):
     def evaluate(self) -> dict[str, float]: ...
     def on_eval(self, step: int, monitor: Monitor) -> None: ...
     def meta(self) -> dict[str, Any]: ...
+    # optional: interval_state() -> dict and set_interval_state(dict): JSON values the task accumulates
+    # between evaluations (the losses behind train_loss), saved with 'last' so a resumed run logs the same
 
 
 def lr_multiplier(step: int, cfg: TrainConfig, elapsed: float = 0.0) -> float:
@@ -177,7 +179,8 @@ class Trainer:
                 tensors[f"rng.{name}"] = t
             tensors["rng.data"] = self.generator.get_state()
             tensors["rng.torch"] = torch.get_rng_state()
-            meta["resume"] = {"optimizers": optim_info, "bad_evals": self.bad_evals}
+            meta["resume"] = {"optimizers": optim_info, "bad_evals": self.bad_evals,
+                              "interval": getattr(self.task, "interval_state", dict)()}
         return tensors, meta
 
     def save(self, which: str) -> None:
@@ -209,6 +212,8 @@ class Trainer:
         self.train_seconds = meta.get("train_seconds", 0.0)
         self.train_cpu_seconds = meta.get("train_cpu_seconds", 0.0)
         self.bad_evals = meta["resume"]["bad_evals"]
+        if hasattr(self.task, "set_interval_state"):  # e.g. the losses behind the next logged train_loss
+            self.task.set_interval_state(meta["resume"].get("interval", {}))
 
     # ------------------------------------------------------------------ loop
 
@@ -264,16 +269,22 @@ class Trainer:
                    "train_cpu_seconds": self.train_cpu_seconds}
         self.task.on_eval(self.step, self.monitor)
         key = self.task.select_metric
+        improved = False
         if key is not None and key in metrics:
-            if self.best is None or metrics[key] < self.best:
+            improved = self.best is None or metrics[key] < self.best
+            if improved:
                 self.best, self.bad_evals = metrics[key], 0
-                self.save("best")
             else:
                 self.bad_evals += 1
+        # the row goes out before the checkpoints: a crash between the two loses nothing, since a resumed
+        # run drops the rows past its checkpoint and logs them again
+        self.monitor.log(self.step, metrics, prefix="eval")
+        if key is not None and key in metrics:
+            if improved:
+                self.save("best")
         elif key is None:
             self.save("best")  # no selection metric (e.g. GANs): newest is 'best'
         self.save("last")
-        self.monitor.log(self.step, metrics, prefix="eval")
         self.monitor.plot()
         self._step_clock, self._cpu_clock = time.perf_counter(), time.process_time()
         return metrics

@@ -111,6 +111,18 @@ class EpochOrder:
         self.perm, self.pos = state["perm"], int(state["pos"][0])
 
 
+class IntervalLosses:
+    """Mixin for tasks that keep `_recent`, the losses logged since the last evaluation: the trainer saves
+    them with 'last', so a run resumed after Ctrl-C logs the same train_loss as one never stopped."""
+
+    def interval_state(self) -> dict:
+        return {"recent": self._recent}
+
+    def set_interval_state(self, state: dict) -> None:
+        if "recent" in state:
+            self._recent = state["recent"]
+
+
 def train_loss(recent: list[float]) -> dict[str, float]:
     """{'train_loss': mean} of the losses logged since the last evaluation (then forgotten); {} if none."""
     if not recent:

@@ -152,7 +152,7 @@ def predict(model: TextClassifier, feats, rt: Runtime, batch: int) -> torch.Tens
     return torch.cat(out)
 
 
-class ClassifierTask:
+class ClassifierTask(base.IntervalLosses):
     item_name = "doc"
 
     def __init__(self, model: TextClassifier, train_x, train_y: torch.Tensor, val_x, val_y: torch.Tensor | None,

@@ -116,7 +116,7 @@ def _requires_grad(module: torch.nn.Module, on: bool) -> None:
         p.requires_grad_(on)
 
 
-class GANTask:
+class GANTask(base.IntervalLosses):
     item_name = "img"
 
     def __init__(self, g: Generator, d, g_ema: Generator | None, data: image_data.ImageSet,

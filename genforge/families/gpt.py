@@ -131,7 +131,7 @@ def param_groups(model: GPT, cfg: TrainConfig) -> dict[str, torch.optim.Optimize
     return opts
 
 
-class GPTTask:
+class GPTTask(base.IntervalLosses):
     item_name = "tok"
     select_metric = "val_loss"
 
