@@ -6,6 +6,7 @@ run on the same data starts instantly and a corpus larger than RAM trains with b
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -124,6 +125,32 @@ def fingerprint(path: str | os.PathLike, extra: str) -> str:
     return h.hexdigest()[:32]
 
 
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Delete the partial token files (`<key>.<pid>.tmp`) of encoders that were killed: their process is gone.
+    Files of encoders still running, and anything else in the folder, are left alone."""
+    removed = []
+    for tmp in folder.glob("*.*.tmp"):
+        key, _, pid = tmp.name.removesuffix(".tmp").partition(".")
+        if len(key) != 32 or not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # maybe another thread of this process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process: not ours to judge
+    return True
+
+
 def encode_corpus(path: str | os.PathLike, tokenizer: Tokenizer, text_field: str = "text",
                   errors: str = "strict", progress: bool = True) -> np.memmap:
     """Encode a corpus to a cached token file and return it memory-mapped (read-only)."""
@@ -136,6 +163,7 @@ def encode_corpus(path: str | os.PathLike, tokenizer: Tokenizer, text_field: str
     if out.exists():
         return np.memmap(out, dtype=dtype, mode="r")
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out.parent)
     total = sum(f.stat().st_size for f in corpus_files(path))
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     n = 0

@@ -272,7 +272,7 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
 
     model = GPT(cfg["model"])
     if init_state is not None:
-        model.load_state_dict(init_state)
+        checkpoint.load_module(model, init_state, source)
     model.to(rt.device)
     forward = torch.compile(model) if tc.compile else model
 
@@ -317,7 +317,7 @@ class GPTPipeline:
             tok = tokenizer_from_dict(meta["tokenizer"])
         rt = make_runtime(device, dtype)
         model = GPT(cfg)
-        model.load_state_dict(state)
+        checkpoint.load_module(model, state)
         model.to(rt.device).eval()
         return cls(model, tok, meta, rt)
 
