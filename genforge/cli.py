@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -285,7 +286,14 @@ def cmd_classify(args) -> int:
 
 def cmd_ensemble(args) -> int:
     from .families import classifier
-    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    weights = None
+    if args.weights:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise ValueError(f"--weights {args.weights}: expected comma-separated numbers, e.g. 1,2") from None
+        if not all(math.isfinite(w) for w in weights):
+            raise ValueError(f"--weights {args.weights}: weights must be finite numbers")
     run = classifier.ensemble(args.runs, args.out, weights)
     print(f"genforge: ensemble of {len(args.runs)} runs saved in {run.path}; try: genforge eval {run.path} --data FILE")
     return 0
@@ -316,7 +324,7 @@ def cmd_data(args) -> int:
 def cmd_serve(args) -> int:
     from pydantic import ValidationError
 
-    from . import checkpoint
+    from . import checkpoint, validate
     from .run import find_checkpoint
     from .server import Settings, serve
     try:
@@ -330,7 +338,8 @@ def cmd_serve(args) -> int:
     for run in args.runs:  # fail before listening when a run is missing
         path = run.split("=", 1)[1] if "=" in run and not run.startswith("hf:") else run
         if not path.startswith("hf:"):
-            checkpoint.read_meta(find_checkpoint(path))
+            ckpt = find_checkpoint(path)
+            validate.checkpoint_meta(checkpoint.read_meta(ckpt), ckpt)
     serve(args.runs, settings)
     return 0
 
