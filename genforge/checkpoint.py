@@ -53,6 +53,7 @@ def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[s
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={META_KEY: json.dumps(doc)})
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint gets a normal file's mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -70,6 +71,12 @@ def remove_stale_tmp(folder: str | os.PathLike) -> list[str]:
         except FileNotFoundError:  # another process cleaned it first
             pass
     return removed
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:

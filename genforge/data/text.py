@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +28,30 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GENFORGE_CACHE", Path.home() / ".cache" / "genforge"))
 
 
+TEXT_SUFFIXES = (".txt", ".text", ".md")  # read as plain text in a folder (also .gz-compressed)
+JSONL_SUFFIXES = (".jsonl", ".json")  # one JSON object per line, the text in data.text_field
+_told: set[str] = set()  # folders whose skipped files were already reported
+
+
 def corpus_files(path: str | os.PathLike) -> list[Path]:
-    """The files of a corpus: a .txt/.jsonl file, or every .txt/.jsonl under a folder (sorted)."""
+    """The files of a corpus: the file itself, or the .txt/.text/.md/.jsonl/.json files (optionally .gz) under
+    a folder (sorted); the folder's other files are skipped, and said so once on stderr."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data file or folder not found: {path}")
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) in ("txt", "jsonl"))
+        files, skipped = [], []
+        for p in sorted(p for p in path.rglob("*") if p.is_file()):
+            name = p.name.lower().removesuffix(".gz")
+            (files if name.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES) else skipped).append(p)
         if not files:
-            raise ValueError(f"{path}: folder holds no .txt or .jsonl files")
+            raise ValueError(f"{path}: folder holds no .txt, .text, .md, .jsonl or .json files"
+                             + (f" (skipped {len(skipped)} other files)" if skipped else ""))
+        if skipped and str(path) not in _told:
+            _told.add(str(path))
+            shown = ", ".join(str(p.relative_to(path)) for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+            print(f"genforge: {path}: skipped {len(skipped)} file(s) that are not .txt/.text/.md/.jsonl/.json: "
+                  f"{shown}", file=sys.stderr)
         return files
     return [path]
 
@@ -169,7 +185,7 @@ def encode_corpus(path: str | os.PathLike, tokenizer: Tokenizer, text_field: str
     n = 0
     try:
         with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc="encoding corpus",
-                                          disable=not progress, leave=False) as bar:
+                                          disable=not progress or not sys.stderr.isatty(), leave=False) as bar:
             for chunk in iter_corpus(path, text_field, errors, boundaries=sep_needed):
                 ids = [tokenizer.eot_id] if chunk is None else tokenizer.encode(chunk, where=str(path))
                 arr = np.asarray(ids, dtype=dtype)
