@@ -374,5 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         if os.environ.get("GENFORGE_DEBUG"):
             raise
-        print(f"genforge: error: {e}", file=sys.stderr)
+        # one line, whatever value it quotes: control characters (newlines too) are shown escaped
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(e))
+        print(f"genforge: error: {message}", file=sys.stderr)
         return 1 if type(e).__name__ == "TrainingDiverged" else 2
