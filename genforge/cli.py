@@ -144,10 +144,10 @@ def cmd_train(args, rest: list[str]) -> int:
         for name, preset in family.PRESETS.items():
             print(f"{name}: {json.dumps(preset)}")
         return 0
-    if args.resume:  # config.json against the last checkpoint, before anything is built
-        from . import validate
-        validate.resume(args.out, args.family)
     overrides = config.parse_overrides(rest)
+    if args.resume:  # config.json (and --model.* overrides) against the last checkpoint, before anything is built
+        from . import validate
+        validate.resume(args.out, args.family, overrides.get("model"))
     if args.data:
         overrides.setdefault("data", {})["path"] = args.data
     if args.seed is not None:

@@ -110,9 +110,9 @@ def tokenizer_size(d, where: str) -> int:
     raise CheckpointError(f"{where}: unknown tokenizer kind {kind!r} (expected 'char' or 'bpe')")
 
 
-def resume(out: str | os.PathLike | None, family: str) -> None:
-    """Before `train FAMILY --resume --out RUN`: RUN/config.json is a run of FAMILY whose model section
-    matches the last checkpoint; stale temporary checkpoint files of a crashed write are removed."""
+def resume(out: str | os.PathLike | None, family: str, model_overrides: dict | None = None) -> None:
+    """Before `train FAMILY --resume --out RUN`: RUN/config.json is a run of FAMILY whose model section,
+    with the command line's --model.* overrides, matches the last checkpoint's."""
     if out is None:
         raise CheckpointError("--resume needs --out RUN (the run folder to continue)")
     run = Path(out)
@@ -129,7 +129,18 @@ def resume(out: str | os.PathLike | None, family: str) -> None:
     meta = read_meta(last)
     checkpoint_meta(meta, last)
     mine, theirs = cfg["model"], meta["config"]["model"]
+    if model_overrides:
+        import dataclasses
+
+        from . import config, families
+        section = type(families.get(family).sections()["model"])
+        try:
+            mine = dataclasses.asdict(config.update(config.from_dict(section, mine, "model"), model_overrides, "model"))
+        except config.ConfigError as e:
+            raise CheckpointError(f"--resume: {e}") from None
+        theirs = dataclasses.asdict(config.from_dict(section, theirs, "model"))
     for key in sorted(k for k in set(mine) | set(theirs) if "dropout" not in k):  # dropout changes no shape
         if mine.get(key) != theirs.get(key):
-            raise CheckpointError(f"--resume: {run / 'config.json'} has model.{key}={mine.get(key)!r} but {last} "
-                                  f"was trained with {theirs.get(key)!r}; restore config.json or start a new run")
+            raise CheckpointError(f"--resume: model.{key}={mine.get(key)!r} ({run / 'config.json'} and the command "
+                                  f"line) but {last} was trained with {theirs.get(key)!r}; a resumed run keeps its "
+                                  "model: restore config.json, drop the --model override, or start a new run")

@@ -119,7 +119,7 @@ def run_copy(tiny, tmp_path):
     (lambda c: "[1, 2]", "config.json: holds a JSON list, not an object"),
     (lambda c: '{"config": ', "config.json: not valid JSON"),
     (lambda c: json.dumps({**c, "config": 3}), "`config` is a JSON int"),
-    (lambda c: json.dumps(_set(c, ["config", "model", "n_layer"], 3)), "has model.n_layer=3 but"),
+    (lambda c: json.dumps(_set(c, ["config", "model", "n_layer"], 3)), "model.n_layer=3 ("),
 ])
 def test_resume_with_a_bad_config_json_is_one_line(write, msg, run_copy, capsys):
     saved = json.loads((run_copy / "config.json").read_text())
@@ -165,3 +165,9 @@ def test_encoder_removes_partial_token_files_of_dead_encoders_only(tmp_path, mon
     (tmp_path / "c.txt").write_text("abcabc\n" * 10)
     encode_corpus(tmp_path / "c.txt", CharTokenizer("abc\n"), progress=False)
     assert not stale.exists() and alive.exists() and other.exists()
+
+
+def test_resume_with_a_model_override_that_changes_shapes_is_one_line(run_copy, capsys):
+    assert main(["train", "gpt", "--resume", "--out", str(run_copy), "--model.n_layer=3", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "model.n_layer=3" in err and "was trained with 1" in err and err.count("\n") == 1
