@@ -86,7 +86,8 @@ def test_load_module_names_the_tensor(tiny):
     tensors, meta = checkpoint.load(tiny / "checkpoints" / "best.safetensors", prefix="module.model")
     from genforge.models.gpt import GPT, GPTConfig
     model = GPT(GPTConfig(**{**meta["config"]["model"], "n_embd": 32}))
-    with pytest.raises(checkpoint.CheckpointError, match=r"^f\.safetensors: .*tensor wte\.weight has shape \[\d+, 16\]"):
+    shape = r"^f\.safetensors: .*tensor wte\.weight has shape \[\d+, 16\]"
+    with pytest.raises(checkpoint.CheckpointError, match=shape):
         checkpoint.load_module(model, tensors, "f.safetensors")
 
 

@@ -89,7 +89,8 @@ class ServerState:
                 self.models[name] = served
         except Exception as e:  # reported by /health and every model route (without file paths)
             self.load_detail = f"loading model '{name}' failed: {type(e).__name__}: {e}"
-            self.load_error = f"model '{name}' could not be loaded ({type(e).__name__}; the reason is in the server log)"
+            self.load_error = (f"model '{name}' could not be loaded ({type(e).__name__}; the reason is in the "
+                               "server log)")
             print(f"genforge serve: error: {self.load_detail}", flush=True)
             if self.on_failure is not None:
                 self.on_failure()

@@ -51,10 +51,10 @@ SPECIAL = {"prompt": json_values | st.lists(st.integers(-5, 300), max_size=5), "
            "input": json_values | st.lists(st.text(max_size=20), max_size=3), **sampling}
 FIELDS = {
     "/v1/completions": ["model", *["prompt"] * 5, "max_tokens", "logprobs", "echo", "suffix", "best_of", *sampling],
-    "/v1/chat/completions": ["model", *["messages"] * 12, "max_tokens", "max_completion_tokens", "logprobs", "top_logprobs",
-                             "tools", "tool_choice", "response_format", "parallel_tool_calls", *sampling],
-    "/v1/images/generations": ["model", *["prompt", "label"] * 4, "n", "size", "response_format", "seed", "output_format",
-                               "user", "unknown_field"],
+    "/v1/chat/completions": ["model", *["messages"] * 12, "max_tokens", "max_completion_tokens", "logprobs",
+                             "top_logprobs", "tools", "tool_choice", "response_format", "parallel_tool_calls", *sampling],
+    "/v1/images/generations": ["model", *["prompt", "label"] * 4, "n", "size", "response_format", "seed",
+                               "output_format", "user", "unknown_field"],
     "/v1/classify": ["model", "input", "unknown_field"],
 }
 
