@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -150,6 +151,9 @@ def cmd_train(args, rest: list[str]) -> int:
             print(f"{name}: {json.dumps(preset)}")
         return 0
     overrides = config.parse_overrides(rest)
+    if args.resume:  # config.json (and --model.* overrides) against the last checkpoint, before anything is built
+        from . import validate
+        validate.resume(args.out, args.family, overrides.get("model"))
     if args.data:
         overrides.setdefault("data", {})["path"] = args.data
     if args.seed is not None:
@@ -221,7 +225,14 @@ def cmd_classify(args) -> int:
 
 def cmd_ensemble(args) -> int:
     from .families import classifier
-    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    weights = None
+    if args.weights:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise ValueError(f"--weights {args.weights}: expected comma-separated numbers, e.g. 1,2") from None
+        if not all(math.isfinite(w) for w in weights):
+            raise ValueError(f"--weights {args.weights}: weights must be finite numbers")
     run = classifier.ensemble(args.runs, args.out, weights)
     print(f"genforge: ensemble of {len(args.runs)} runs saved in {run.path}; try: genforge eval {run.path} --data FILE")
     return 0
@@ -252,7 +263,7 @@ def cmd_data(args) -> int:
 def cmd_serve(args) -> int:
     from pydantic import ValidationError
 
-    from . import checkpoint
+    from . import checkpoint, validate
     from .run import find_checkpoint
     from .server import Settings, serve
     try:
@@ -267,7 +278,8 @@ def cmd_serve(args) -> int:
     for run in args.runs:  # fail before listening when a run is missing
         path = run.split("=", 1)[1] if "=" in run and not run.startswith("hf:") else run
         if not path.startswith("hf:"):
-            checkpoint.read_meta(find_checkpoint(path))
+            ckpt = find_checkpoint(path)
+            validate.checkpoint_meta(checkpoint.read_meta(ckpt), ckpt)
     serve(args.runs, settings)
     return 0
 
@@ -302,5 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         if os.environ.get("GENFORGE_DEBUG"):
             raise
-        print(f"genforge: error: {e}", file=sys.stderr)
+        # one line, whatever value it quotes: control characters (newlines too) are shown escaped
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(e))
+        print(f"genforge: error: {message}", file=sys.stderr)
         return 1 if type(e).__name__ == "TrainingDiverged" else 2

@@ -5,6 +5,7 @@
     genforge train gan --data faces.npz                        # 'images' (+ optional 'labels')
     genforge train gan --data captions.jsonl                   # (image path, caption) rows; or .csv,
     genforge train gan --data shapes/                          #   or a folder holding captions.jsonl
+    genforge train gan --data mnist.npz                        # Keras layout: x_train, y_train, x_test, y_test
     genforge train gan                                         # scikit-learn's bundled 8x8 digits
 
 Every source becomes an `ImageSet`: uint8 images (N, H, W, C) at the configured size and channel
@@ -19,6 +20,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +77,8 @@ def convert(images: np.ndarray, size: int, channels: int) -> np.ndarray:
         raise ValueError(f"images have {c} channels; expected 1 (grey), 3 (RGB) or 4 (RGBA)")
     if (h, w, c) == (size, size, channels):
         return np.ascontiguousarray(images)
+    if n:
+        _note(f"{n} images of {h}x{w}x{c} converted to {size}x{size}x{channels} (the model's size and channels)")
     out = np.empty((n, size, size, channels), np.uint8)
     mode = {1: "L", 3: "RGB", 4: "RGBA"}[c]
     for i in range(n):
@@ -158,18 +162,40 @@ def is_idx(path: Path) -> bool:
 # ----------------------------------------------------------------------------- npz
 
 
-def load_npz(path: Path) -> ImageSet:
+_told: set[str] = set()
+
+
+def _note(message: str) -> None:
+    """Say once (per process) what was converted."""
+    if message not in _told:
+        _told.add(message)
+        print(f"genforge: {message}", file=sys.stderr)
+
+
+def npz_has_split(path: Path) -> bool:
+    """The Keras layout (x_train, y_train, x_test, y_test, as in Keras's mnist.npz) carries its own split."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return {"x_train", "x_test"} <= set(arrays.files)
+    except (OSError, ValueError):
+        return False
+
+
+def load_npz(path: Path, split: str | None = None) -> ImageSet:
+    """'images' (+ 'labels'), or with `split` ('train'/'test') the Keras layout's x_<split> and y_<split>."""
     try:
         arrays = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: cannot read .npz ({e})") from None
     with arrays:
-        key = next((k for k in IMAGE_KEYS if k in arrays.files), None)
+        keras = split is not None and f"x_{split}" in arrays.files
+        key = f"x_{split}" if keras else next((k for k in IMAGE_KEYS if k in arrays.files), None)
         if key is None:
-            raise ValueError(f"{path}: no images array (looked for {', '.join(IMAGE_KEYS)}; "
+            raise ValueError(f"{path}: no images array (looked for {', '.join(IMAGE_KEYS)}, or x_train/x_test; "
                              f"found {', '.join(arrays.files) or 'nothing'})")
         images = arrays[key]
-        lkey = next((k for k in LABEL_KEYS if k in arrays.files), None)
+        lkey = (f"y_{split}" if f"y_{split}" in arrays.files else None) if keras else \
+            next((k for k in LABEL_KEYS if k in arrays.files), None)
         labels = arrays[lkey].astype(np.int64).reshape(-1) if lkey else None
     if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3, 4):
         images = images.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
@@ -184,7 +210,7 @@ def load_npz(path: Path) -> ImageSet:
         if labels.min() < 0:
             raise ValueError(f"{path}:{lkey}: labels must be >= 0, found {labels.min()}")
     names = [str(i) for i in range(int(labels.max()) + 1)] if labels is not None else []
-    return ImageSet(images, labels, names, str(path))
+    return ImageSet(images, labels, names, f"{path} ({split} split)" if keras else str(path))
 
 
 def _float_to_uint8(images: np.ndarray, where: str) -> np.ndarray:
@@ -195,10 +221,14 @@ def _float_to_uint8(images: np.ndarray, where: str) -> np.ndarray:
     lo, hi = x.min(), x.max()
     if lo >= 0 and hi <= 1:
         x = x * 255
+        _note(f"{where}: {images.dtype} pixels in [0, 1] scaled to uint8 [0, 255]")
     elif lo >= -1 and hi <= 1:
         x = (x + 1) * 127.5
+        _note(f"{where}: {images.dtype} pixels in [-1, 1] scaled to uint8 [0, 255]")
     elif lo < 0 or hi > 255:
         raise ValueError(f"{where}: pixel values span [{lo}, {hi}]; expected [0, 1], [-1, 1] or [0, 255]")
+    else:
+        _note(f"{where}: {images.dtype} pixels in [0, 255] rounded to uint8")
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
@@ -406,6 +436,10 @@ def load(path: str, size: int, channels: int, split: str = "train", test_fractio
             data = load_idx(p, "train")
         elif is_captioned(p):
             data = load_captioned(p, size, channels, image_field, caption_field, label_field)
+        elif p.suffix == ".npz" and npz_has_split(p):  # Keras layout: its own test split
+            data = load_npz(p, split)
+            data.images = convert(data.images, size, channels)
+            return data
         elif p.suffix == ".npz":
             data = load_npz(p)
         elif p.is_dir():

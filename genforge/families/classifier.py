@@ -397,7 +397,7 @@ class ClassifierPipeline:
         cfg = config.from_dict(ClassifierConfig, meta["config"]["model"], "model")
         gpt_cfg = config.from_dict(GPTConfig, meta["gpt_config"], "gpt") if meta.get("gpt_config") else None
         model = TextClassifier(cfg, gpt_cfg)
-        model.load_state_dict(state)
+        checkpoint.load_module(model, state)
         model.to(rt.device).eval()
         return cls(model, Featurizer.from_dict(meta["featurizer"]), meta["labels"], meta, rt,
                    meta["config"]["fit"]["eval_batch"])

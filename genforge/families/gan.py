@@ -351,7 +351,7 @@ class GANPipeline:
         cfg = config.from_dict(GANConfig, meta["config"]["model"], "model")
         prefix = "module.g_ema." if any(k.startswith("module.g_ema.") for k in tensors) else "module.g."
         g = Generator(cfg)
-        g.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        checkpoint.load_module(g, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
         rt = make_runtime(device, dtype)
         g.to(rt.device).eval()
         return cls(g, meta, rt)

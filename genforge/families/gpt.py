@@ -257,7 +257,7 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
         train_split, val_split = split_tokens(tokens, data.val_fraction, cfg["model"].block_size)
         model = GPT(cfg["model"])
         if init_state is not None:
-            model.load_state_dict(init_state)
+            checkpoint.load_module(model, init_state, source)
         banner = (f"GPT with {model.num_params() / 1e6:.2f}M parameters, vocab {tokenizer.vocab_size} "
                   f"({tokenizer.kind}), {len(train_split.tokens):,} train / "
                   f"{len(val_split.tokens) if val_split else 0:,} val tokens, device {rt.device}, "
@@ -292,7 +292,7 @@ class GPTPipeline:
             tok = tokenizer_from_dict(meta["tokenizer"])
         rt = make_runtime(device, dtype)
         model = GPT(cfg)
-        model.load_state_dict(state)
+        checkpoint.load_module(model, state)
         model.to(rt.device).eval()
         return cls(model, tok, meta, rt)
 

@@ -94,8 +94,9 @@ def check_unsupported(body, settings: Settings) -> None:
 def encode(served: Served, text: str, param: str) -> list[int]:
     try:
         return served.pipeline.encode_prompt(text)
-    except ValueError as e:
-        raise APIError(400, f"{param}: {e}", param=param, code="invalid_prompt") from None
+    except ValueError as e:  # the tokenizer names its input "prompt": name the request's parameter instead
+        reason = str(e).removeprefix("prompt: ")
+        raise APIError(400, f"{param}: {reason}", param=param, code="invalid_prompt") from None
 
 
 def check_context(served: Served, ids: list[int], param: str) -> None:

@@ -42,12 +42,18 @@ def render(messages) -> str:
         content = m.content
         if isinstance(content, list):
             texts = []
-            for part in content:
+            for j, part in enumerate(content):
                 kind = part.get("type") if isinstance(part, dict) else part.type
+                where = f"messages.{i}.content.{j}"
                 if kind != "text":
-                    raise APIError(400, f"messages[{i}]: content parts of type {kind!r} are not supported "
+                    raise APIError(400, f"{where}: content parts of type {str(kind)[:40]!r} are not supported "
                                    "(text only)", param=f"messages.{i}.content", code="unsupported_parameter")
-                texts.append(part["text"] if isinstance(part, dict) else part.text)
+                text = part.get("text") if isinstance(part, dict) else part.text
+                if not isinstance(text, str):
+                    got = "missing" if text is None else f"a {type(text).__name__}"
+                    raise APIError(400, f"{where}.text: a text part needs `text`, a string (got {got})",
+                                   param=f"{where}.text")
+                texts.append(text)
             content = "".join(texts)
         parts.append(f"{ROLES[m.role]}: {content or ''}\n\n")
     return "".join(parts) + "Assistant:"
