@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .. import config
+from .. import checkpoint, config
 from ..data import images as image_data
 from ..images import make_grid, to_pil, to_uint8
 from ..metrics.monitor_images import TrainingImageScorer

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-from .. import config
+from .. import checkpoint, config
 from ..data.text import TokenSplit, check_corpus, encode_corpus, iter_corpus, split_tokens
 from ..data.tokenizers import StreamDecoder, Tokenizer, tokenizer_from_dict, train_tokenizer
 from ..models.gpt import GPT, GPTConfig, check_sampling
