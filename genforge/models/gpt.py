@@ -170,15 +170,24 @@ def rms_norm_1tok(x: torch.Tensor, eps: float) -> torch.Tensor:
     return F.layer_norm(torch.cat((x, -x), -1), (2 * C,), None, None, eps)[..., :C]
 
 
-def norm_fn(m: nn.Module, cast: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    """An RMSNorm / LayerNorm module as a plain function of x over its weights (the one-token path).
+def norm_fn(m: nn.Module, cast: bool) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor | None]:
+    """An RMSNorm / LayerNorm module as a plain function of x (the one-token path), and the gain the next
+    linear layer should fold into its weight (fp32 RMSNorm: its gain scales that layer's input columns).
     cast: under autocast, where activations and weights may differ in dtype."""
     w, b, eps = m.weight, getattr(m, "bias", None), m.eps
     if isinstance(m, RMSNorm):
         if cast:
-            return lambda x: F.rms_norm(x, (x.size(-1),), w.to(x.dtype), eps)
-        return lambda x: rms_norm_1tok(x, eps) * w
-    return lambda x: F.layer_norm(x, (x.size(-1),), w, b, eps)
+            return (lambda x: F.rms_norm(x, (x.size(-1),), w.to(x.dtype), eps)), None
+        return (lambda x: rms_norm_1tok(x, eps)), w
+    return (lambda x: F.layer_norm(x, (x.size(-1),), w, b, eps)), None
+
+
+def out_fn(w: torch.Tensor, b: torch.Tensor | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """(h, x) -> x + h @ w.T (+ b): an output projection and its residual add, one addmm without a bias."""
+    if b is None:
+        wt = w.t()
+        return lambda h, x: torch.addmm(x, h, wt)
+    return lambda h, x: x + F.linear(h, w, b)
 
 
 class Attention(nn.Module):
@@ -216,22 +225,27 @@ class Attention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_drop(self.c_proj(y))
 
-    def one_token(self, cast: bool) -> Callable[[torch.Tensor, torch.Tensor | None, Cache, int], torch.Tensor]:
-        """forward() for one new token per row, as a function (x (B, C), rot, cache, layer) -> (B, C) over
-        this module's weights: 2-D activations and no module calls (at batch 1 a small model is bound by
-        per-op and Python overhead, not FLOPs), queries and keys normalised in one call and rotated by one
-        (hs, hs) matrix per row (`rot`: (1, hs, hs) or (B, hs, hs)). cast: match dtypes under autocast
-        (each cast costs a few microseconds, so fp32 decoding skips them). Build it per use: it captures
-        the QK-norm gains as they are now."""
+    def one_token(self, cast: bool, gain: torch.Tensor | None = None
+                  ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, Cache, int], torch.Tensor]:
+        """forward() for one new token per row, as a function (h (B, C), x, rot, cache, layer) -> x + the
+        attention of h, over this module's weights: 2-D activations and no module calls (at batch 1 a small
+        model is bound by per-op and Python overhead, not FLOPs), queries and keys normalised in one call
+        and rotated by one (hs, hs) matrix per row (`rot`: (1, hs, hs) or (B, hs, hs)), the input norm's
+        `gain` folded into the qkv weight, the residual added inside the output matmul. cast: match dtypes
+        under autocast (each cast costs a few microseconds, so fp32 decoding skips them). Build it per use:
+        it captures the weights' current values where it folds or stacks them."""
         nh, hs = self.n_head, self.hs
-        w_qkv, b_qkv, w_o, b_o = self.c_attn.weight, self.c_attn.bias, self.c_proj.weight, self.c_proj.bias
+        w_qkv, b_qkv = self.c_attn.weight, self.c_attn.bias
+        if gain is not None:
+            w_qkv = w_qkv * gain  # (3C, C): column c scaled by the norm's gain of channel c
+        project = out_fn(self.c_proj.weight, self.c_proj.bias)
         gains = eps = None
         if self.q_norm is not None:  # (2, 1, 1, hs)
             gains, eps = torch.stack((self.q_norm.weight, self.k_norm.weight))[:, None, None], self.q_norm.eps
 
-        def step(x, rot, cache, layer):
-            B, C = x.shape
-            qkv = F.linear(x, w_qkv, b_qkv).view(B, 3, nh, 1, hs)
+        def step(h, x, rot, cache, layer):
+            B, C = h.shape
+            qkv = F.linear(h, w_qkv, b_qkv).view(B, 3, nh, 1, hs)
             qk, v = qkv[:, :2], qkv[:, 2]  # (B, 2, nh, 1, hs), (B, nh, 1, hs)
             if gains is not None:
                 qk = (F.rms_norm(qk, (hs,), None, eps) * gains.to(qk.dtype)) if cast else rms_norm_1tok(qk, eps) * gains
@@ -242,7 +256,7 @@ class Attention(nn.Module):
             if cast:
                 keys, values = keys.to(q.dtype), values.to(q.dtype)
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-            return F.linear(y.view(B, C), w_o, b_o)
+            return project(y.view(B, C), x)
         return step
 
 
@@ -263,15 +277,19 @@ class MLP(nn.Module):
             h = F.gelu(h, approximate="tanh" if self.activation == "gelu_tanh" else "none")
         return self.drop(F.linear(h, self.c_proj.weight, self.c_proj.bias))
 
-    def one_token(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """forward() as a function over this module's weights (no dropout: the one-token path samples)."""
-        w1, b1, w2, b2, act = self.c_fc.weight, self.c_fc.bias, self.c_proj.weight, self.c_proj.bias, self.activation
+    def one_token(self, gain: torch.Tensor | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """forward() as a function (h, x) -> x + MLP(h) over this module's weights, the input norm's `gain`
+        folded in and the residual added inside the output matmul (no dropout: the one-token path samples)."""
+        w1, b1, act = self.c_fc.weight, self.c_fc.bias, self.activation
+        if gain is not None:
+            w1 = w1 * gain  # (4C, C)
+        project = out_fn(self.c_proj.weight, self.c_proj.bias)
         approximate = "tanh" if act == "gelu_tanh" else "none"
 
-        def step(x):
-            h = F.linear(x, w1, b1)
+        def step(h, x):
+            h = F.linear(h, w1, b1)
             h = F.relu(h).square() if act == "relu2" else F.gelu(h, approximate=approximate)
-            return F.linear(h, w2, b2)
+            return project(h, x)
         return step
 
 
@@ -291,12 +309,12 @@ class Block(nn.Module):
 
     def one_token(self, cast: bool) -> Callable[[torch.Tensor, torch.Tensor | None, Cache, int], torch.Tensor]:
         """forward() for one token per row, x (B, C): see Attention.one_token."""
-        n1, attn, n2 = norm_fn(self.ln_1, cast), self.attn.one_token(cast), norm_fn(self.ln_2, cast)
-        mlp = self.mlp.one_token()
+        (n1, g1), (n2, g2) = norm_fn(self.ln_1, cast), norm_fn(self.ln_2, cast)
+        attn, mlp = self.attn.one_token(cast, g1), self.mlp.one_token(g2)
 
         def step(x, rot, cache, layer):
-            x = x + attn(n1(x), rot, cache, layer)
-            return x + mlp(n2(x))
+            x = attn(n1(x), x, rot, cache, layer)
+            return mlp(n2(x), x)
         return step
 
 # ----------------------------------------------------------------------------- config
@@ -432,7 +450,8 @@ class GPT(nn.Module):
         rot_table, wte, wpe = self._rot, self.wte.weight, None if self.wpe is None else self.wpe.weight
         cast = torch.is_autocast_enabled(wte.device.type)
         blocks = [block.one_token(cast) for block in self.h]
-        final, head = norm_fn(self.ln_f, cast), self.lm_head.weight
+        final, gain = norm_fn(self.ln_f, cast)
+        head = self.lm_head.weight if gain is None else self.lm_head.weight * gain  # (V, C)
 
         def decode(tok, cache):
             p = cache.positions(1).view(-1)  # (1,) shared by every row, or (B,) one per row
