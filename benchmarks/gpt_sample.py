@@ -136,7 +136,7 @@ def main() -> None:
                 idx = torch.zeros(1, 1, dtype=torch.long)
                 with torch.no_grad():
                     nanogpt_generate(pipe.model, idx, 8, 0.8, 200)
-                    ref = best_rate(lambda: nanogpt_generate(pipe.model, idx, n, 0.8, 200), n, 1)
+                    ref = best_rate(lambda: nanogpt_generate(pipe.model, idx, n, 0.8, 200), n, args.repeat)
             ours, theirs = [], []
             for _ in range(2):  # interleaved: this checkout, then the baseline, twice
                 ours.append(sample_rate(pipe, batch, n, args.repeat, 1))
