@@ -9,7 +9,8 @@ clients run here, on the same machine (they share its CPU with the server). Each
 one streaming completion of --max-tokens tokens, then the next, for --seconds per level.
 Reported per level: aggregate generated tokens/s, per-request latency p50/p99, time to first
 token p50/p99, and the ratio of aggregate throughput to the 1-client rate. As a reference, the
-same model's batch-1 `GPT.stream` speed in-process (no HTTP) is measured first.
+same model's batch-1 sampling speed in-process (no HTTP; `genforge sample`'s path, 1 thread and the
+server's thread count) is measured first, over requests of the same length.
 """
 from __future__ import annotations
 
@@ -44,29 +45,20 @@ def train_small(out: Path, seconds: float) -> Path:
     return run.path
 
 
-def direct_speed(run: Path, tokens: int, in_thread: bool) -> float:
-    """Batch-1 GPT.stream tokens/s in-process: the model's own speed without the server, run in the
-    main thread or in a worker thread (where the server's engine runs)."""
-    import threading
-
+def direct_speed(run: Path, tokens: int, requests: int, threads: int) -> float:
+    """Batch-1 sampling in-process, as `genforge sample` runs it (GPTPipeline.stream), no server: `requests`
+    generations of `tokens` tokens each (what one streaming client asks for), with `threads` torch threads."""
     import genforge
+    import torch
+    torch.set_num_threads(threads)
     pipe = genforge.load(run, device="cpu")
-    out = {}
-
-    def measure():
-        for _ in pipe.stream("ROMEO:", max_new_tokens=8, seed=0):
+    for _ in pipe.stream("ROMEO:", max_new_tokens=8, seed=0):  # warm-up
+        pass
+    t0 = time.perf_counter()
+    for i in range(requests):
+        for _ in pipe.stream("ROMEO:", max_new_tokens=tokens, seed=i, temperature=0.8, top_k=None):
             pass
-        t0 = time.perf_counter()
-        for _ in pipe.stream("ROMEO:", max_new_tokens=tokens, seed=0, top_k=None):
-            pass
-        out["speed"] = tokens / (time.perf_counter() - t0)
-    if in_thread:
-        t = threading.Thread(target=measure)
-        t.start()
-        t.join()
-    else:
-        measure()
-    return out["speed"]
+    return requests * tokens / (time.perf_counter() - t0)
 
 
 async def level(url: str, clients: int, seconds: float, max_tokens: int) -> dict:
@@ -124,8 +116,11 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="genforge-serve-bench-"))
     run = Path(args.run) if args.run else train_small(tmp / "small", args.train_seconds)
     print(f"model: {run}", flush=True)
-    print(f"direct batch-1 GPT.stream, worker thread: {direct_speed(run, 300, True):.0f} tokens/s; "
-          f"main thread: {direct_speed(run, 100, False):.0f} tokens/s", flush=True)
+    import torch
+    threads = args.threads or torch.get_num_threads()
+    direct = {t: direct_speed(run, args.max_tokens, 20, t) for t in sorted({1, threads})}
+    print("in-process batch-1 sampling (genforge sample's path), " + "; ".join(
+        f"{t} thread{'s' if t > 1 else ''}: {r:.0f} tokens/s" for t, r in direct.items()), flush=True)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -156,6 +151,9 @@ def main():
         server.terminate()
         server.wait(30)
     base = rows[0]["tokens_per_s"]
+    best = max(direct.values())
+    print(f"\none streaming client: {base:.0f} tokens/s = {base / best:.0%} of the best in-process batch-1 rate "
+          f"({best:.0f})")
     print("\n| clients | requests | errors | tokens/s | x 1 client | latency p50 / p99 (s) | TTFT p50 / p99 (ms) |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:

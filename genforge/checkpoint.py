@@ -8,6 +8,7 @@ renamed into place, so a crash mid-write leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -52,11 +53,30 @@ def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[s
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={META_KEY: json.dumps(doc)})
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint gets a normal file's mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def remove_stale_tmp(folder: str | os.PathLike) -> list[str]:
+    """Delete the `NAME.safetensors.*.tmp` files that `save` left in `folder` when it was killed mid-write."""
+    removed = []
+    for tmp in sorted(glob.glob(os.path.join(glob.escape(str(folder)), "*.safetensors.*.tmp"))):
+        try:
+            os.unlink(tmp)
+            removed.append(tmp)
+        except FileNotFoundError:  # another process cleaned it first
+            pass
+    return removed
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -81,7 +101,12 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     if raw is None:
         raise CheckpointError(f"{path}: a safetensors file, but not a genforge checkpoint "
                               "(no genforge metadata); for GPT-2 weights use --init-from hf:DIR")
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: the genforge metadata is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the genforge metadata is a JSON {type(meta).__name__}, not an object")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r}, "
                               f"this genforge reads {FORMAT}")
@@ -102,6 +127,31 @@ def load(path: str | os.PathLike, prefix: str | None = None) -> tuple[dict[str, 
         p = prefix + "."
         tensors = {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
     return tensors, meta
+
+
+class TensorMismatch(CheckpointError):
+    """The tensors of a checkpoint do not fit the model its metadata describes."""
+
+
+def load_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: str | os.PathLike | None = None,
+                prefix: str = "") -> None:
+    """`module.load_state_dict(tensors)`, with a one-line error naming the file and the first tensor that
+    is missing, unexpected or of another shape than the metadata's config makes (layers, vocabulary)."""
+    where = f"{path}: " if path is not None else ""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    hint = "the checkpoint's tensors do not match its metadata (config.model)"
+    if missing or unexpected:
+        names = ([f"missing tensor {prefix}{k}" for k in missing[:1]] + [f"unexpected tensor {prefix}{k}"
+                                                                       for k in unexpected[:1]])
+        more = len(missing) + len(unexpected) - len(names)
+        raise TensorMismatch(f"{where}{hint}: {', '.join(names)}" + (f" (and {more} more)" if more else ""))
+    for k, t in expected.items():
+        if tuple(tensors[k].shape) != tuple(t.shape):
+            raise TensorMismatch(f"{where}{hint}: tensor {prefix}{k} has shape {list(tensors[k].shape)}, "
+                                 f"the config makes {list(t.shape)}")
+    module.load_state_dict(tensors)
 
 
 def module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -11,12 +11,15 @@
     genforge train classifier --data imdb/train.jsonl.gz --preset nbbag --out runs/imdb
     genforge classify runs/imdb "A wonderful film."      genforge cv --folds 5 --data train.jsonl
 
-Heavy imports (torch, ...) happen inside the subcommands, so `genforge --help` is instant.
+Heavy imports (torch, ...) happen inside the subcommands, so `genforge --help` is instant. What
+differs between families (sampling, evaluation, the hints after training) is answered by the
+family module (genforge/families/, the `base.Family` contract), so no command names a family.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -29,6 +32,7 @@ def _positive_int(s: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import families  # the registry only: no family module (nor torch) is imported
     p = argparse.ArgumentParser(prog="genforge", description="Train, sample, evaluate and serve small "
                                 "generative models on your own data.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -36,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (any --section.key=value overrides the config)",
                        description="Train a model. Extra --section.key=value arguments override the "
                        "config, e.g. --train.max_iters=2000 --model.n_layer=4.")
-    t.add_argument("family", help="model family: gpt, gan, classifier")
+    t.add_argument("family", help=f"model family: {', '.join(families.FAMILIES)}")
     t.add_argument("--data", help="training data (file or folder); sets data.path")
     t.add_argument("--preset", help="named configuration preset (see --list-presets)")
     t.add_argument("--out", help="run directory (default runs/FAMILY-TIMESTAMP)")
@@ -125,7 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--request-timeout", type=float, default=300.0, help="wall-clock limit of one request, seconds")
     v.add_argument("--max-tokens-limit", type=_positive_int, default=4096, help="largest max_tokens allowed")
     v.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is often fastest for small models)")
+                   help="torch CPU threads (default 1: one-token decode steps are too small to split)")
+    v.add_argument("--stream-interval", type=float, default=0.005, metavar="SECONDS",
+                   help="least time between stream chunks after the first token; tokens made meanwhile go "
+                   "out together (default 0.005; 0 = a chunk per token)")
 
     d = sub.add_parser("data", help="data sets")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -144,6 +151,9 @@ def cmd_train(args, rest: list[str]) -> int:
             print(f"{name}: {json.dumps(preset)}")
         return 0
     overrides = config.parse_overrides(rest)
+    if args.resume:  # config.json (and --model.* overrides) against the last checkpoint, before anything is built
+        from . import validate
+        validate.resume(args.out, args.family, overrides.get("model"))
     if args.data:
         overrides.setdefault("data", {})["path"] = args.data
     if args.seed is not None:
@@ -152,118 +162,51 @@ def cmd_train(args, rest: list[str]) -> int:
         overrides.setdefault("data", {})["errors"] = args.errors
     run, result = family.train(preset=args.preset, overrides=overrides, out=args.out, resume=args.resume,
                                init_from=args.init_from, progress=not args.no_progress)
-    names = {"feature_fd": "feature Fréchet distance", "val_loss": "validation loss", "val_error": "validation error"}
-    metric = names.get(result.metric, result.metric)
+    metric = family.METRICS.get(result.metric, result.metric)
     best = f", best {metric} {result.best:.4f}" if result.best is not None else ""
     print(f"genforge: stopped ({result.stopped}) at step {result.step} after {result.seconds:.0f}s{best}")
     print(f"genforge: run saved in {run.path}  (config.json, checkpoints/, metrics.jsonl, loss.png, tb/)")
-    if args.family == "gan":
-        print(f"  next: genforge sample {run.path} --n 64 --out grid.png   |   genforge eval {run.path}"
-              f"   |   tensorboard --logdir {run.path / 'tb'}")
-        return 0 if result.stopped != "interrupted" else 130
-    use = (f"genforge classify {run.path} \"...\"" if args.family == "classifier"
-           else f"genforge sample {run.path} --prompt \"...\"")
-    print(f"  next: {use}   |   genforge eval {run.path} --data FILE   |   tensorboard --logdir {run.path / 'tb'}")
+    steps = family.next_steps(run.path) + [f"tensorboard --logdir {run.path / 'tb'}"]
+    print(f"  next: {'   |   '.join(steps)}")
     return 0 if result.stopped != "interrupted" else 130
 
 
 def cmd_sample(args) -> int:
-    from . import inference
-    from .models.gpt import check_sampling
+    from . import families, inference
     if args.threads > 0:
         import torch
         torch.set_num_threads(args.threads)
     pipe = inference.load(args.run, device=args.device)
-    if pipe.family == "gan":
-        return sample_images(pipe, args)
-    if pipe.family != "gpt":
-        raise ValueError(f"{args.run}: sampling a {pipe.family!r} run from the CLI is not supported yet")
-    kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-              top_p=args.top_p, seed=args.seed)
-    check_sampling(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
-    pipe.encode_prompt(args.prompt)  # fail on a bad prompt before printing anything
-    for i in range(args.num_samples):
-        if args.num_samples > 1:
-            print(f"--- sample {i + 1}/{args.num_samples}", flush=True)
-        sys.stdout.write(args.prompt)
-        seed = None if args.seed is None else args.seed + i
-        for pieces in pipe.stream(args.prompt, **{**kw, "seed": seed}):
-            sys.stdout.write(pieces[0])
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-    return 0
-
-
-def sample_images(pipe, args) -> int:
-    """GAN: an 8x8 grid (or interpolation strips) as PNG, or the raw images as .npz."""
-    out = args.out or "samples.png"
-    grid = not (out.endswith(".npz") or args.interpolate)
-    args.n = args.n or (8 * min(pipe.num_classes, 20) if grid and pipe.num_classes and args.label is None else 64)
-    if out.endswith(".npz"):
-        import numpy as np
-        labels = args.label
-        images = pipe.generate(args.n, seed=args.seed, labels=labels)
-        np.savez_compressed(out, images=images)
-    elif args.interpolate:
-        pipe.interpolate(steps=10, seed=args.seed, label=args.label, rows=max(1, args.n // 10)).save(out)
-    else:
-        pipe.grid(args.n, seed=args.seed, labels=args.label).save(out)
-    print(f"genforge: wrote {out}")
-    return 0
+    return families.get(pipe.family).sample_command(pipe, args)
 
 
 def cmd_eval(args) -> int:
-    from pathlib import Path
-
-    from . import inference
+    from . import families
     if args.samples or args.run is None:
         return eval_images(args)
-    if not str(args.run).startswith("hf:"):
-        from .checkpoint import read_meta
-        from .run import find_checkpoint
-        if read_meta(find_checkpoint(args.run)).get("family") == "gan":
-            return eval_images(args)
-    if args.data is None:
-        raise ValueError(f"genforge eval {args.run}: --data FILE is required to evaluate a language model "
-                         "or a classifier")
-    pipe = inference.load(args.run, device=args.device)
-    if pipe.family == "classifier":  # metrics.json, roc.png, confusion.png in RUN/eval/<data name>/
-        run = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent
-        name = Path(args.data).name.split(".")[0] or "data"
-        out = run / "eval" / name
-        metrics = pipe.evaluate(args.data, errors=args.errors, text_field=args.text_field,
-                                label_field=args.label_field, out=out)
-        print(json.dumps(metrics, indent=2))
-        print(f"genforge: metrics.json, roc.png and confusion.png are in {out}", file=sys.stderr)
-        return 0
-    kw = {"text_field": args.text_field} if args.text_field else {}
-    metrics = pipe.evaluate(args.data, errors=args.errors, **kw)
-    print(json.dumps(metrics, indent=2))
-    return 0
+    return families.of_run(args.run).eval_command(args)
 
 
 def eval_images(args) -> int:
+    """--samples: images from any generator (a folder of PNGs or .npz) scored against --ref."""
     from .metrics import protocol
-    if args.samples:
-        if not args.ref:
-            raise ValueError("--samples needs --ref DATASET (a path, or a name such as mnist)")
-        report = protocol.evaluate_samples(args.samples, args.ref, n=args.n, seed=args.seed, inception=args.inception,
-                                           feature_steps=args.feature_steps)
-    elif args.run:
-        report = protocol.evaluate_run(args.run, n=args.n, data=args.data, seed=args.seed, device=args.device,
-                                       inception=args.inception, feature_steps=args.feature_steps)
-    else:
+    if not args.samples:
         raise ValueError("genforge eval: give a RUN, or --samples PATH --ref DATASET")
+    if not args.ref:
+        raise ValueError("--samples needs --ref DATASET (a path, or a name such as mnist)")
+    report = protocol.evaluate_samples(args.samples, args.ref, n=args.n, seed=args.seed, inception=args.inception,
+                                       feature_steps=args.feature_steps)
     print(json.dumps(report, indent=2))
     return 0
 
 
 def cmd_classify(args) -> int:
     from . import inference
+    from .families.base import ClassificationPipeline
     if bool(args.texts) == bool(args.input):
         raise ValueError("give texts to classify, or --input FILE (not both)")
     pipe = inference.load(args.run, device=args.device)
-    if pipe.family != "classifier":
+    if not isinstance(pipe, ClassificationPipeline):
         raise ValueError(f"{args.run}: a {pipe.family!r} run; `classify` needs a classifier run")
     if args.input:
         if not args.output:
@@ -282,7 +225,14 @@ def cmd_classify(args) -> int:
 
 def cmd_ensemble(args) -> int:
     from .families import classifier
-    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    weights = None
+    if args.weights:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise ValueError(f"--weights {args.weights}: expected comma-separated numbers, e.g. 1,2") from None
+        if not all(math.isfinite(w) for w in weights):
+            raise ValueError(f"--weights {args.weights}: weights must be finite numbers")
     run = classifier.ensemble(args.runs, args.out, weights)
     print(f"genforge: ensemble of {len(args.runs)} runs saved in {run.path}; try: genforge eval {run.path} --data FILE")
     return 0
@@ -313,21 +263,23 @@ def cmd_data(args) -> int:
 def cmd_serve(args) -> int:
     from pydantic import ValidationError
 
-    from . import checkpoint
+    from . import checkpoint, validate
     from .run import find_checkpoint
     from .server import Settings, serve
     try:
         settings = Settings(host=args.host, port=args.port, api_key=args.api_key, cors_origins=args.cors_origins,
                             device=args.device, max_batch=args.max_batch, max_queue=args.max_queue,
                             queue_timeout=args.queue_timeout, request_timeout=args.request_timeout,
-                            max_tokens_limit=args.max_tokens_limit, threads=args.threads)
+                            max_tokens_limit=args.max_tokens_limit, threads=args.threads,
+                            stream_interval=args.stream_interval)
     except ValidationError as e:
         err = e.errors()[0]
         raise ValueError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
     for run in args.runs:  # fail before listening when a run is missing
         path = run.split("=", 1)[1] if "=" in run and not run.startswith("hf:") else run
         if not path.startswith("hf:"):
-            checkpoint.read_meta(find_checkpoint(path))
+            ckpt = find_checkpoint(path)
+            validate.checkpoint_meta(checkpoint.read_meta(ckpt), ckpt)
     serve(args.runs, settings)
     return 0
 
@@ -362,5 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         if os.environ.get("GENFORGE_DEBUG"):
             raise
-        print(f"genforge: error: {e}", file=sys.stderr)
+        # one line, whatever value it quotes: control characters (newlines too) are shown escaped
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(e))
+        print(f"genforge: error: {message}", file=sys.stderr)
         return 1 if type(e).__name__ == "TrainingDiverged" else 2

@@ -14,8 +14,9 @@ So a seeded request gives the same tokens whether it ran alone or batched with o
 Past the context length, a sequence restarts from the newest half of its tokens, exactly as
 `GPT.stream` does, so the server and `genforge sample` agree.
 
-`GPTSlots` is the model side (batched forward with per-row positions over slot caches); the
-scheduler only needs its small interface, so tests drive it with a mock model.
+`GPTSlots` is the model side: slot storage for the keys and values, and a `SlotView` that gives the
+model's own attention the cache protocol with a position per row (no block maths here). The
+scheduler only needs GPTSlots' small interface, so tests drive it with a mock model.
 The server (genforge/server/) is the only user; run its tests with `pytest tests/test_engine.py`.
 """
 from __future__ import annotations
@@ -30,9 +31,52 @@ import torch
 import torch.nn.functional as F
 
 from .data.tokenizers import StreamDecoder
-from .models.gpt import GPT, apply_rotary, check_sampling, sample_next
+from .models.gpt import GPT, check_sampling, sample_next
 
 # ----------------------------------------------------------------------------- model side
+
+
+class SlotView:
+    """The cache protocol of genforge/models/gpt.py over slots `rows` of a GPTSlots store, row b's new
+    tokens taking positions start[b] .. start[b]+T-1: the model's attention writes and reads through it.
+    Where each new key goes is worked out once per call and shared by every layer."""
+
+    def __init__(self, slots: GPTSlots, rows: slice, start: torch.Tensor):
+        self.slots, self.rows, self.start = slots, rows, start
+
+    def positions(self, T: int) -> torch.Tensor:
+        s, dev, start = self.slots, self.start.device, self.start
+        first = int(start[0])
+        self.shared = start.numel() == 1 or bool((start == first).all())  # every row at one position
+        L = (first if self.shared else int(start.max())) + T  # keys to attend over
+        assert L <= s.block_size, f"position {L - 1} is past the context length {s.block_size}"
+        self.L = L
+        if self.shared:  # as KVCache: one slice per write, causal attention with no mask (the common case
+            self.mask = None  # of one sequence, or of n samples of one prompt)
+            return torch.arange(first, L, device=dev)  # (T,)
+        pos = start[:, None] + torch.arange(T, device=dev)[None, :]  # (B, T) absolute positions
+        # key j is visible to query t of row b when j <= pos[b, t]
+        self.mask = (torch.arange(L, device=dev)[None, None, :] <= pos[:, :, None])[:, None]  # (B, 1, T, L)
+        # row of (slot, head, position) in a layer's store viewed as (S * nh * T_max, hs)
+        slot = torch.arange(self.rows.start, self.rows.stop, device=dev)[:, None, None]  # (B, 1, 1)
+        head = torch.arange(s.n_head, device=dev)[None, :, None]  # (1, nh, 1)
+        self.where = ((slot * s.n_head + head) * s.block_size + pos[:, None, :]).flatten()  # (B * nh * T,)
+        return pos
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        s = self.slots
+        keys, values = s.k_layers[layer][self.rows], s.v_layers[layer][self.rows]  # (B, nh, T_max, hs)
+        if self.shared:
+            keys[:, :, self.L - k.size(2):self.L] = k
+            values[:, :, self.L - v.size(2):self.L] = v
+        else:  # k (B, nh, T, hs): each row at its own position
+            hs = k.size(-1)
+            s.k_rows[layer].index_copy_(0, self.where, k.reshape(-1, hs).to(keys.dtype))
+            s.v_rows[layer].index_copy_(0, self.where, v.reshape(-1, hs).to(values.dtype))
+        return keys[:, :, :self.L], values[:, :, :self.L], self.mask
+
+    def advance(self, T: int) -> None:  # the scheduler keeps each sequence's position
+        pass
 
 
 class GPTSlots:
@@ -40,7 +84,8 @@ class GPTSlots:
 
     `forward(idx, start, rows)` runs tokens idx (B, T) of the sequences in cache slots `rows`
     (a contiguous slice, B = its length), row b's tokens taking positions start[b] .. start[b]+T-1,
-    and returns the logits of each row's last token (B, V).
+    and returns the logits of each row's last token (B, V). The maths is the model's own: one new
+    token per row goes through its one-token path, a prompt through its forward.
     """
 
     def __init__(self, model: GPT):
@@ -50,6 +95,7 @@ class GPTSlots:
         self.n_head, self.hs = c.n_head, c.n_embd // c.n_head
         self.capacity = 0
         self.k = self.v = None
+        self.decode = model.one_token()  # the model is frozen while it is served
 
     def reserve(self, slots: int):
         """Grow the caches to at least `slots` slots, keeping what they hold."""
@@ -63,55 +109,24 @@ class GPTSlots:
         if self.capacity:
             k[:, :self.capacity], v[:, :self.capacity] = self.k, self.v
         self.k, self.v, self.capacity = k, v, new
+        self.k_layers, self.v_layers = [k[i] for i in range(c.n_layer)], [v[i] for i in range(c.n_layer)]
+        self.k_rows = [t.view(-1, self.hs) for t in self.k_layers]  # (S * nh * T_max, hs) per layer
+        self.v_rows = [t.view(-1, self.hs) for t in self.v_layers]
 
     def move(self, src: int, dst: int, length: int):
         """Copy slot src's first `length` positions into slot dst (to keep active slots contiguous)."""
         self.k[:, dst, :, :length] = self.k[:, src, :, :length]
         self.v[:, dst, :, :length] = self.v[:, src, :, :length]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def forward(self, idx: torch.Tensor, start: torch.Tensor, rows: slice) -> torch.Tensor:
-        m = self.model
-        B, T = idx.shape
         dev = self.k.device
-        idx, start = idx.to(dev), start.to(dev)
-        pos = start[:, None] + torch.arange(T, device=dev)[None, :]  # (B, T) absolute positions
-        L = int(pos.max()) + 1  # keys to attend over
-        assert L <= self.block_size, f"position {L - 1} is past the context length {self.block_size}"
-        x = m.wte(idx)  # (B, T, C)
-        rope = None
-        if m.wpe is not None:
-            x = x + m.wpe(pos)
-        else:
-            rope = (m.rope_cos[pos][:, None], m.rope_sin[pos][:, None])  # (B, 1, T, hs/2)
-        # key j is visible to query t of row b when j <= pos[b, t]
-        mask = (torch.arange(L, device=dev)[None, None, :] <= pos[:, :, None])[:, None]  # (B, 1, T, L)
-        b_idx = torch.arange(B, device=dev)[:, None]  # (B, 1)
-        for i, block in enumerate(m.h):
-            a = block.attn
-            h = block.ln_1(x)
-            C = h.size(-1)
-            q, k, v = a.c_attn(h).split(C, dim=2)
-            q = q.view(B, T, self.n_head, self.hs).transpose(1, 2)  # (B, nh, T, hs)
-            k = k.view(B, T, self.n_head, self.hs).transpose(1, 2)  # (B, nh, T, hs)
-            v = v.view(B, T, self.n_head, self.hs).transpose(1, 2)  # (B, nh, T, hs)
-            if a.q_norm is not None:
-                q, k = a.q_norm(q), a.k_norm(k)
-            if rope is not None:
-                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-            kc, vc = self.k[i, rows], self.v[i, rows]  # (B, nh, T_max, hs) views into the slots
-            kc[b_idx, :, pos] = k.transpose(1, 2).to(kc.dtype)  # (B, T, nh, hs)
-            vc[b_idx, :, pos] = v.transpose(1, 2).to(vc.dtype)
-            y = F.scaled_dot_product_attention(q, kc[:, :, :L], vc[:, :, :L], attn_mask=mask)
-            y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
-            x = x + a.c_proj(y)
-            x = x + block.mlp(block.ln_2(x))
-        return m.lm_head(m.ln_f(x[:, -1]))  # (B, V)
+        view = SlotView(self, rows, start.to(dev))
+        if idx.size(1) == 1:
+            return self.decode(idx[:, 0].to(dev), view)  # (B, V)
+        return self.model(idx.to(dev), cache=view, last_only=True)[0][:, -1]  # (B, V)
 
 # ----------------------------------------------------------------------------- requests
-
-MIN_TEMPERATURE = 1e-6  # below this, logits / temperature overflows: sample greedily instead
-
 
 @dataclass
 class SamplingParams:
@@ -289,8 +304,7 @@ class Engine:
         if self._ended(seq):
             return
         p = seq.params
-        temperature = p.temperature if p.temperature >= MIN_TEMPERATURE else 0.0
-        tok = int(sample_next(logits, temperature, p.top_k, p.top_p, seq.gen)[0])
+        tok = int(sample_next(logits, p.temperature, p.top_k, p.top_p, seq.gen)[0])
         lp = top = None
         if p.logprobs is not None:
             logp = F.log_softmax(logits[0].float(), dim=-1)

@@ -1,11 +1,14 @@
 """Training logs: progress bar, metrics.jsonl, TensorBoard events and a loss-curve PNG.
 
-All of it is written by the main process only (`enabled`), so multi-process runs log once.
+All of it is written by the main process only (`enabled`), so multi-process runs log once. When
+stderr is not a terminal (a log file, CI), the progress bar is one plain line per log interval
+instead of carriage-return frames.
 """
 from __future__ import annotations
 
 import json
 import math
+import sys
 from collections import defaultdict
 
 from .run import RunDir
@@ -15,6 +18,8 @@ class Monitor:
     def __init__(self, run: RunDir, enabled: bool = True, progress: bool = True):
         self.run, self.enabled, self.progress = run, enabled, progress
         self.bar = None
+        self.lines = False  # progress as plain lines (stderr is not a terminal)
+        self.step, self.total = 0, None
         self.tb = None
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
 
@@ -23,9 +28,14 @@ class Monitor:
             return
         from tqdm import tqdm
         from torch.utils.tensorboard import SummaryWriter
-        self.tb = SummaryWriter(str(self.run.file("tb")))
-        self.bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True,
-                        disable=not self.progress, unit="step")
+        self._keep_until(initial)
+        # resumed: TensorBoard drops the events past the restored step (they are logged again)
+        self.tb = SummaryWriter(str(self.run.file("tb")), purge_step=initial + 1 if initial else None)
+        self.step, self.total = initial, total
+        self.lines = self.progress and not _is_terminal(sys.stderr)
+        if not self.lines:
+            self.bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True,
+                            disable=not self.progress, unit="step")
         path = self.run.file("metrics.jsonl")
         if path.exists():  # resumed: keep the curve so far in the plot
             for line in path.read_text().splitlines():
@@ -34,14 +44,32 @@ class Monitor:
                     if k != "step" and isinstance(v, (int, float)):
                         self.history[k].append((rec["step"], v))
 
+    def _keep_until(self, step: int) -> None:
+        """Drop the metrics.jsonl rows past `step` (logged after the checkpoint a resumed run restarts from;
+        it logs them again), rewriting the file atomically."""
+        path = self.run.file("metrics.jsonl")
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+        if len(kept) != len(lines):
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(path)
+
     def advance(self) -> None:
+        self.step += 1
         if self.bar is not None:
             self.bar.update(1)
 
     def status(self, logs: dict[str, float], rate: float, unit: str) -> None:
+        shown = {k: f"{v:.4f}" for k, v in logs.items() if "loss" in k}
         if self.bar is not None:
-            shown = {k: f"{v:.4f}" for k, v in logs.items() if "loss" in k}
             self.bar.set_postfix(**shown, **{f"{unit}/s": f"{rate:,.0f}"})
+        elif self.lines:
+            of = f"/{self.total}" if self.total else ""
+            parts = [f"train: step {self.step}{of}", *(f"{k} {v}" for k, v in shown.items()), f"{rate:,.0f} {unit}/s"]
+            print(" | ".join(parts), file=sys.stderr, flush=True)
 
     def write(self, text: str) -> None:
         if not self.enabled:
@@ -105,3 +133,11 @@ class Monitor:
         if self.tb is not None:
             self.tb.close()
             self.tb = None
+
+
+def _is_terminal(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False

@@ -36,6 +36,9 @@ class RunDir:
                                   "pass --resume to continue it, or choose another --out")
         if resume and not self.checkpoint("last").exists():
             raise FileNotFoundError(f"--resume: {self.checkpoint('last')} does not exist")
+        if resume:  # a killed checkpoint write leaves its temporary file behind
+            from .checkpoint import remove_stale_tmp
+            remove_stale_tmp(self.path / "checkpoints")
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         (self.path / "samples").mkdir(exist_ok=True)
 
@@ -51,8 +54,10 @@ class RunDir:
             tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False))
             os.replace(tmp, self.path / name)
 
-    def read_json(self, name: str):
-        return json.loads((self.path / name).read_text())
+    def read_json(self, name: str) -> dict:
+        """RUN/name, which must hold a JSON object (errors name the file)."""
+        from .validate import read_json_object
+        return read_json_object(self.path / name)
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:

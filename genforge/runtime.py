@@ -20,16 +20,30 @@ def cpu_supports_bf16() -> bool:
     return bool((check and check()) or (amx and amx()))
 
 
+DEVICES = ("cpu", "cuda", "mps")
+
+
 def pick_device(name: str) -> torch.device:
+    """auto (CUDA, else MPS, else CPU) or a named device; an unknown or absent one is a ValueError."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but CUDA is not available on this machine")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in DEVICES:
+        raise ValueError(f"device {name!r} is not one genforge runs on; use auto, cpu, cuda, cuda:N or mps")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: CUDA is not available on this machine (use auto or cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {name!r}: MPS (Apple GPU) is not available on this machine (use auto or cpu)")
+    return dev
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:

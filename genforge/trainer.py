@@ -2,9 +2,17 @@
 
 A family hands the trainer a `Task`: its modules, its optimizers, and the *phases* of one step,
 each phase a (optimizer name, loss function) pair. A language model has one phase; a GAN has
-two (D, then G). The trainer owns everything else: device and precision (via Runtime), seed, LR
+two (D, then G). The trainer owns everything else: placement (device, `torch.compile`, and the
+place a data-parallel wrapper goes), precision (via Runtime), the seeded batch generator, LR
 warmup and decay, gradient accumulation and clipping, NaN checks, periodic evaluation, best and
 last checkpoints (atomic), resume, early stopping, time budget, Ctrl-C, and logging.
+
+    trainer = Trainer(task, cfg, run, runtime)   # places task.modules, then task.bind(trainer)
+    result = trainer.fit()
+
+Inside its loss functions a task calls `self.trainer.module(name)` (the placed module, compiled
+or wrapped as configured) and draws batches with `self.trainer.generator`; `task.modules` stay
+the plain modules that checkpoints hold and evaluation uses.
 """
 from __future__ import annotations
 
@@ -74,20 +82,26 @@ Phase = tuple[tuple[str, ...], Callable[[], tuple[torch.Tensor, dict[str, float]
 
 
 class Task(Protocol):
-    """What a family gives the trainer."""
-    modules: dict[str, torch.nn.Module]
+    """What a family gives the trainer.
+
+    Optional methods, called when present: `after_step(step)` after all phases (e.g. an EMA
+    update); `before_save()` before a checkpoint; `rng_state() -> {name: tensor}` and
+    `set_rng_state(state)` for data-order state beyond the trainer's generator (e.g. an epoch
+    permutation), saved in resumable checkpoints as rng.NAME.
+    """
+    modules: dict[str, torch.nn.Module]  # plain modules; the trainer moves them to the device
     optimizers: dict[str, torch.optim.Optimizer]
     items_per_step: int  # e.g. tokens or images per optimizer step, for the throughput readout
     item_name: str  # 'tok', 'img', ...
     select_metric: str | None  # evaluation metric for 'best' and early stopping (lower is better)
 
+    def bind(self, trainer: Trainer) -> None: ...  # once, after placement, before restore and the loop
     def phases(self, step: int) -> list[Phase]: ...
     def evaluate(self) -> dict[str, float]: ...
     def on_eval(self, step: int, monitor: Monitor) -> None: ...
     def meta(self) -> dict[str, Any]: ...
-    # optional: def after_step(self, step: int) -> None  (e.g. an EMA update), called after all phases
-    def rng_state(self) -> dict[str, torch.Tensor]: ...
-    def set_rng_state(self, state: dict[str, torch.Tensor]) -> None: ...
+    # optional: interval_state() -> dict and set_interval_state(dict): JSON values the task accumulates
+    # between evaluations (the losses behind train_loss), saved with 'last' so a resumed run logs the same
 
 
 def lr_multiplier(step: int, cfg: TrainConfig, elapsed: float = 0.0) -> float:
@@ -125,9 +139,27 @@ class Trainer:
         self.train_cpu_seconds = 0.0  # CPU time of this process in training steps (all its threads)
         self._step_clock, self._cpu_clock = time.perf_counter(), time.process_time()
         self._stop_requested = False
+        self.placed = {name: self._place(m) for name, m in task.modules.items()}
+        # the batch generator: one stream for every draw of the task's data (seed + rank, later)
+        self.generator = torch.Generator().manual_seed(cfg.seed + runtime.rank)
+        task.bind(self)
         for opt in task.optimizers.values():
             for g in opt.param_groups:
                 g.setdefault("base_lr", g["lr"])
+
+    # ------------------------------------------------------------------ placement
+
+    def _place(self, module: torch.nn.Module) -> torch.nn.Module:
+        """Move to the device; a trained module (any parameter that needs gradients) is compiled when
+        train.compile is set. The one place a data-parallel wrapper will go."""
+        module.to(self.rt.device)  # in place: the optimizers' parameters stay the module's
+        if self.cfg.compile and any(p.requires_grad for p in module.parameters()):
+            return torch.compile(module)
+        return module
+
+    def module(self, name: str) -> torch.nn.Module:
+        """The task's module `name` as training calls it (compiled or wrapped as configured)."""
+        return self.placed[name]
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -143,10 +175,12 @@ class Trainer:
                 t, info = checkpoint.optimizer_tensors(f"optim.{name}", opt)
                 tensors.update(t)
                 optim_info[name] = info
-            for name, t in self.task.rng_state().items():
+            for name, t in getattr(self.task, "rng_state", dict)().items():
                 tensors[f"rng.{name}"] = t
+            tensors["rng.data"] = self.generator.get_state()
             tensors["rng.torch"] = torch.get_rng_state()
-            meta["resume"] = {"optimizers": optim_info, "bad_evals": self.bad_evals}
+            meta["resume"] = {"optimizers": optim_info, "bad_evals": self.bad_evals,
+                              "interval": getattr(self.task, "interval_state", dict)()}
         return tensors, meta
 
     def save(self, which: str) -> None:
@@ -168,12 +202,18 @@ class Trainer:
             m.load_state_dict({k[len(p):]: v for k, v in tensors.items() if k.startswith(p)})
         for name, opt in self.task.optimizers.items():
             checkpoint.restore_optimizer(opt, f"optim.{name}", tensors, meta["resume"]["optimizers"][name])
-        self.task.set_rng_state({k[4:]: v for k, v in tensors.items() if k.startswith("rng.") and k != "rng.torch"})
+        own = {"rng.torch", "rng.data"}
+        task_state = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.") and k not in own}
+        if task_state:
+            self.task.set_rng_state(task_state)
+        self.generator.set_state(tensors["rng.data"])
         torch.set_rng_state(tensors["rng.torch"])
         self.step, self.best = meta["step"], meta.get("best")
         self.train_seconds = meta.get("train_seconds", 0.0)
         self.train_cpu_seconds = meta.get("train_cpu_seconds", 0.0)
         self.bad_evals = meta["resume"]["bad_evals"]
+        if hasattr(self.task, "set_interval_state"):  # e.g. the losses behind the next logged train_loss
+            self.task.set_interval_state(meta["resume"].get("interval", {}))
 
     # ------------------------------------------------------------------ loop
 
@@ -229,24 +269,34 @@ class Trainer:
                    "train_cpu_seconds": self.train_cpu_seconds}
         self.task.on_eval(self.step, self.monitor)
         key = self.task.select_metric
+        improved = False
         if key is not None and key in metrics:
-            if self.best is None or metrics[key] < self.best:
+            improved = self.best is None or metrics[key] < self.best
+            if improved:
                 self.best, self.bad_evals = metrics[key], 0
-                self.save("best")
             else:
                 self.bad_evals += 1
+        # the row goes out before the checkpoints: a crash between the two loses nothing, since a resumed
+        # run drops the rows past its checkpoint and logs them again
+        self.monitor.log(self.step, metrics, prefix="eval")
+        if key is not None and key in metrics:
+            if improved:
+                self.save("best")
         elif key is None:
             self.save("best")  # no selection metric (e.g. GANs): newest is 'best'
         self.save("last")
-        self.monitor.log(self.step, metrics, prefix="eval")
         self.monitor.plot()
         self._step_clock, self._cpu_clock = time.perf_counter(), time.process_time()
         return metrics
 
-    def _request_stop(self, signum, frame):
+    def request_stop(self) -> None:
+        """Finish this step, save a 'last' checkpoint and return (what Ctrl-C does)."""
+        self._stop_requested = True
+
+    def _on_sigint(self, signum, frame):
         if self._stop_requested:  # a second Ctrl-C stops at once
             raise KeyboardInterrupt
-        self._stop_requested = True
+        self.request_stop()
         self.monitor.write("\nCtrl-C: finishing this step, saving a checkpoint and exiting "
                            "(press again to abort without saving)")
 
@@ -257,7 +307,7 @@ class Trainer:
         stopped = "max_iters"
         old_handler = None
         try:
-            old_handler = signal.signal(signal.SIGINT, self._request_stop)
+            old_handler = signal.signal(signal.SIGINT, self._on_sigint)
         except ValueError:  # not the main thread: Ctrl-C handling stays as it was
             pass
         try:

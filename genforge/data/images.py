@@ -3,26 +3,37 @@
     genforge train gan --data ../shared/datasets/mnist        # IDX (.gz or raw), MNIST layout
     genforge train gan --data photos/                          # folder; sub-folder names are labels
     genforge train gan --data faces.npz                        # 'images' (+ optional 'labels')
+    genforge train gan --data captions.jsonl                   # (image path, caption) rows; or .csv,
+    genforge train gan --data shapes/                          #   or a folder holding captions.jsonl
+    genforge train gan --data mnist.npz                        # Keras layout: x_train, y_train, x_test, y_test
     genforge train gan                                         # scikit-learn's bundled 8x8 digits
 
 Every source becomes an `ImageSet`: uint8 images (N, H, W, C) at the configured size and channel
-count, optional int64 labels and the class names. Bad input is reported, never silently used:
+count, optional int64 labels and the class names, and for captioned sets one caption per image
+(families that take no captions ignore them). Bad input is reported, never silently used:
 corrupt images are counted and skipped (an error naming them past a threshold), mixed sizes and
 modes are converted and said once, a label count that does not match the image count is an error
-naming both files.
+naming both files, and a captions file's bad row is an error naming the file, line and field.
 """
 from __future__ import annotations
 
+import csv
 import gzip
+import io
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .rows import json_lines
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 LABEL_KEYS = ("labels", "label", "target", "targets", "y")  # .npz keys accepted for labels
 IMAGE_KEYS = ("images", "image", "x", "data")  # .npz keys accepted for images
+CAPTIONS_FILE = "captions.jsonl"  # a folder holding this file is a captioned set
+CAPTION_SUFFIXES = (".jsonl", ".csv")  # captions files: one (image path, caption) row each
 
 
 @dataclass
@@ -31,6 +42,12 @@ class ImageSet:
     labels: np.ndarray | None  # int64 (N,) or None
     class_names: list[str] = field(default_factory=list)
     source: str = ""
+    captions: list[str] | None = None  # one caption per image (captioned sets), or None
+
+    def __post_init__(self):
+        if self.captions is not None and len(self.captions) != len(self.images):
+            raise ValueError(f"{self.source or 'ImageSet'}: {len(self.captions)} captions for {len(self.images)} "
+                             "images; they must match one to one")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -40,8 +57,11 @@ class ImageSet:
         return len(self.class_names) if self.labels is not None else 0
 
     def subset(self, idx: np.ndarray, source: str) -> ImageSet:
+        """The images at integer positions (or a boolean mask) `idx`, labels and captions kept aligned."""
+        idx = np.flatnonzero(idx) if np.asarray(idx).dtype == bool else np.asarray(idx, np.int64).reshape(-1)
         labels = None if self.labels is None else self.labels[idx]
-        return ImageSet(self.images[idx], labels, self.class_names, source)
+        captions = None if self.captions is None else [self.captions[i] for i in idx]
+        return ImageSet(self.images[idx], labels, self.class_names, source, captions)
 
 
 # ----------------------------------------------------------------------------- resizing
@@ -57,6 +77,8 @@ def convert(images: np.ndarray, size: int, channels: int) -> np.ndarray:
         raise ValueError(f"images have {c} channels; expected 1 (grey), 3 (RGB) or 4 (RGBA)")
     if (h, w, c) == (size, size, channels):
         return np.ascontiguousarray(images)
+    if n:
+        _note(f"{n} images of {h}x{w}x{c} converted to {size}x{size}x{channels} (the model's size and channels)")
     out = np.empty((n, size, size, channels), np.uint8)
     mode = {1: "L", 3: "RGB", 4: "RGBA"}[c]
     for i in range(n):
@@ -140,18 +162,40 @@ def is_idx(path: Path) -> bool:
 # ----------------------------------------------------------------------------- npz
 
 
-def load_npz(path: Path) -> ImageSet:
+_told: set[str] = set()
+
+
+def _note(message: str) -> None:
+    """Say once (per process) what was converted."""
+    if message not in _told:
+        _told.add(message)
+        print(f"genforge: {message}", file=sys.stderr)
+
+
+def npz_has_split(path: Path) -> bool:
+    """The Keras layout (x_train, y_train, x_test, y_test, as in Keras's mnist.npz) carries its own split."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return {"x_train", "x_test"} <= set(arrays.files)
+    except (OSError, ValueError):
+        return False
+
+
+def load_npz(path: Path, split: str | None = None) -> ImageSet:
+    """'images' (+ 'labels'), or with `split` ('train'/'test') the Keras layout's x_<split> and y_<split>."""
     try:
         arrays = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: cannot read .npz ({e})") from None
     with arrays:
-        key = next((k for k in IMAGE_KEYS if k in arrays.files), None)
+        keras = split is not None and f"x_{split}" in arrays.files
+        key = f"x_{split}" if keras else next((k for k in IMAGE_KEYS if k in arrays.files), None)
         if key is None:
-            raise ValueError(f"{path}: no images array (looked for {', '.join(IMAGE_KEYS)}; "
+            raise ValueError(f"{path}: no images array (looked for {', '.join(IMAGE_KEYS)}, or x_train/x_test; "
                              f"found {', '.join(arrays.files) or 'nothing'})")
         images = arrays[key]
-        lkey = next((k for k in LABEL_KEYS if k in arrays.files), None)
+        lkey = (f"y_{split}" if f"y_{split}" in arrays.files else None) if keras else \
+            next((k for k in LABEL_KEYS if k in arrays.files), None)
         labels = arrays[lkey].astype(np.int64).reshape(-1) if lkey else None
     if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3, 4):
         images = images.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
@@ -166,7 +210,7 @@ def load_npz(path: Path) -> ImageSet:
         if labels.min() < 0:
             raise ValueError(f"{path}:{lkey}: labels must be >= 0, found {labels.min()}")
     names = [str(i) for i in range(int(labels.max()) + 1)] if labels is not None else []
-    return ImageSet(images, labels, names, str(path))
+    return ImageSet(images, labels, names, f"{path} ({split} split)" if keras else str(path))
 
 
 def _float_to_uint8(images: np.ndarray, where: str) -> np.ndarray:
@@ -177,10 +221,14 @@ def _float_to_uint8(images: np.ndarray, where: str) -> np.ndarray:
     lo, hi = x.min(), x.max()
     if lo >= 0 and hi <= 1:
         x = x * 255
+        _note(f"{where}: {images.dtype} pixels in [0, 1] scaled to uint8 [0, 255]")
     elif lo >= -1 and hi <= 1:
         x = (x + 1) * 127.5
+        _note(f"{where}: {images.dtype} pixels in [-1, 1] scaled to uint8 [0, 255]")
     elif lo < 0 or hi > 255:
         raise ValueError(f"{where}: pixel values span [{lo}, {hi}]; expected [0, 1], [-1, 1] or [0, 255]")
+    else:
+        _note(f"{where}: {images.dtype} pixels in [0, 255] rounded to uint8")
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
@@ -226,6 +274,130 @@ def load_folder(path: Path, size: int, channels: int, max_bad: float = 0.01) -> 
     return ImageSet(np.stack(images), np.array(labels, np.int64) if classes else None, classes, str(path))
 
 
+# ----------------------------------------------------------------------------- captioned sets
+
+
+@dataclass
+class CaptionRow:
+    """One (image, caption) row of a captions file, with where it came from for error messages."""
+    image: Path  # resolved: relative paths are relative to the captions file's folder
+    caption: str
+    label: str | int | None
+    where: str  # 'FILE:LINE'
+
+
+def is_captioned(path: Path) -> bool:
+    """A captions file (.jsonl / .csv), or a folder holding captions.jsonl."""
+    if path.is_dir():
+        return (path / CAPTIONS_FILE).is_file()
+    return path.suffix.lower() in CAPTION_SUFFIXES
+
+
+def _caption_row(values: dict, file: Path, where: str, image_field: str, caption_field: str,
+                 label_field: str) -> CaptionRow:
+    """One row of `file`, checked; `where` ('FILE:LINE') starts every error."""
+    for name in (image_field, caption_field):
+        if values.get(name) is None:
+            raise ValueError(f"{where}: no '{name}' field (fields: {', '.join(map(str, values)) or 'none'})")
+        if not isinstance(values[name], str):
+            raise ValueError(f"{where}: '{name}' must be a string, got {type(values[name]).__name__}")
+    caption = values[caption_field].strip()
+    if not caption:
+        raise ValueError(f"{where}: empty '{caption_field}'")
+    if not values[image_field].strip():
+        raise ValueError(f"{where}: empty '{image_field}'")
+    image = file.parent / values[image_field].strip()
+    if not image.is_file():
+        raise ValueError(f"{where}: '{image_field}' {values[image_field]!r} not found ({image})")
+    label = values.get(label_field)
+    label = None if label == "" else label  # an empty CSV cell: no label
+    if label is not None and (isinstance(label, bool) or not isinstance(label, (int, str))):
+        raise ValueError(f"{where}: '{label_field}' must be a class name or a non-negative integer, got {label!r}")
+    if isinstance(label, int) and label < 0:
+        raise ValueError(f"{where}: '{label_field}' must be >= 0, got {label}")
+    return CaptionRow(image, caption, label, where)
+
+
+def read_captions(path: Path, image_field: str = "image", caption_field: str = "caption",
+                  label_field: str = "label") -> list[CaptionRow]:
+    """The rows of a captions .jsonl (one JSON object a line; blank lines skipped) or .csv (a header row).
+
+    Each row names an image (a path, relative to the file's folder) and a non-empty caption; an
+    optional `label_field` gives its class. Every bad row is an error naming the file, line and field.
+    """
+    fields = (image_field, caption_field, label_field)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read captions file ({e})") from None
+    rows = []
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = reader.fieldnames or []
+        for name in fields[:2]:
+            if name not in header:
+                raise ValueError(f"{path}:1: no '{name}' column (columns: {', '.join(header) or 'none'})")
+        try:
+            for values in reader:
+                rows.append(_caption_row({k: v for k, v in values.items() if k is not None}, path,
+                                         f"{path}:{reader.line_num}", *fields))
+        except csv.Error as e:
+            raise ValueError(f"{path}:{reader.line_num}: bad CSV ({e})") from None
+    else:
+        for where, values in json_lines(text.split("\n"), path):  # JSON strings may hold other line breaks
+            if not isinstance(values, dict):
+                raise ValueError(f"{where}: expected a JSON object with '{image_field}' and "
+                                 f"'{caption_field}', got {type(values).__name__}")
+            rows.append(_caption_row(values, path, where, *fields))
+    if not rows:
+        raise ValueError(f"{path}: no captioned images")
+    labelled = [r.label is not None for r in rows]
+    if any(labelled) and not all(labelled):
+        first = rows[labelled.index(False)]
+        raise ValueError(f"{first.where}: no '{label_field}', but other rows have one; label every row or none")
+    return rows
+
+
+def _class_index(labels: list[str | int], where: str) -> tuple[np.ndarray, list[str]]:
+    """Integer labels (or all-digit strings, as CSV gives them) are class indices, named '0'..'max', as
+    in the other loaders; other strings are class names, in sorted order."""
+    if all(isinstance(v, str) and v.isdecimal() for v in labels):
+        labels = [int(v) for v in labels]
+    if all(isinstance(v, int) for v in labels):
+        return np.array(labels, np.int64), [str(i) for i in range(max(labels) + 1)]
+    if any(isinstance(v, int) for v in labels):
+        raise ValueError(f"{where}: labels mix integers and names; use one kind")
+    names = sorted(set(labels))
+    index = {n: i for i, n in enumerate(names)}
+    return np.array([index[v] for v in labels], np.int64), names
+
+
+def load_captioned(path: Path, size: int, channels: int, image_field: str = "image", caption_field: str = "caption",
+                   label_field: str = "label") -> ImageSet:
+    """A captioned set: a captions .jsonl / .csv, or a folder holding captions.jsonl.
+
+    Rows may repeat an image with other captions (it is decoded once). An unreadable image is
+    an error naming its row: a captions file lists its images on purpose.
+    """
+    from PIL import Image, UnidentifiedImageError
+    file = path / CAPTIONS_FILE if path.is_dir() else path
+    rows = read_captions(file, image_field, caption_field, label_field)
+    decoded: dict[Path, np.ndarray] = {}
+    for row in rows:
+        if row.image not in decoded:
+            try:
+                with Image.open(row.image) as img:
+                    img.load()
+                    decoded[row.image] = _to_array(img, size, channels)
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+                raise ValueError(f"{row.where}: '{image_field}' {row.image} is not a readable image ({e})") from None
+    images = np.stack([decoded[r.image] for r in rows])  # (N, size, size, channels)
+    labels, names = None, []
+    if rows[0].label is not None:
+        labels, names = _class_index([r.label for r in rows], str(file))
+    return ImageSet(images, labels, names, str(file), [r.caption for r in rows])
+
+
 # ----------------------------------------------------------------------------- digits
 
 
@@ -241,11 +413,12 @@ def load_digits() -> ImageSet:
 
 
 def load(path: str, size: int, channels: int, split: str = "train", test_fraction: float = 0.1,
-         seed: int = 0, max_bad: float = 0.01) -> ImageSet:
+         seed: int = 0, max_bad: float = 0.01, image_field: str = "image", caption_field: str = "caption",
+         label_field: str = "label") -> ImageSet:
     """The `split` ('train' or 'test') of the data set at `path` ('' or 'digits' = bundled digits).
 
     IDX folders carry their own test split (t10k-*); every other source holds out a seeded
-    `test_fraction` of its images.
+    `test_fraction` of its images. The *_field names are the columns of a captions file.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -261,13 +434,19 @@ def load(path: str, size: int, channels: int, split: str = "train", test_fractio
                 data.images = convert(data.images, size, channels)
                 return data
             data = load_idx(p, "train")
+        elif is_captioned(p):
+            data = load_captioned(p, size, channels, image_field, caption_field, label_field)
+        elif p.suffix == ".npz" and npz_has_split(p):  # Keras layout: its own test split
+            data = load_npz(p, split)
+            data.images = convert(data.images, size, channels)
+            return data
         elif p.suffix == ".npz":
             data = load_npz(p)
         elif p.is_dir():
             data = load_folder(p, size, channels, max_bad)
         else:
             raise ValueError(f"{p}: unsupported image data (expected an IDX file or folder, a folder of "
-                             "images, or an .npz)")
+                             "images, an .npz, or a captions .jsonl/.csv)")
     data.images = convert(data.images, size, channels)
     return held_out(data, split, test_fraction, seed)
 

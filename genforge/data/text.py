@@ -6,10 +6,12 @@ run on the same data starts instantly and a corpus larger than RAM trains with b
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .rows import json_lines
 from .tokenizers import Tokenizer
 
 CHUNK_BYTES = 1 << 20
@@ -26,15 +29,30 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GENFORGE_CACHE", Path.home() / ".cache" / "genforge"))
 
 
+TEXT_SUFFIXES = (".txt", ".text", ".md")  # read as plain text in a folder (also .gz-compressed)
+JSONL_SUFFIXES = (".jsonl", ".json")  # one JSON object per line, the text in data.text_field
+_told: set[str] = set()  # folders whose skipped files were already reported
+
+
 def corpus_files(path: str | os.PathLike) -> list[Path]:
-    """The files of a corpus: a .txt/.jsonl file, or every .txt/.jsonl under a folder (sorted)."""
+    """The files of a corpus: the file itself, or the .txt/.text/.md/.jsonl/.json files (optionally .gz) under
+    a folder (sorted); the folder's other files are skipped, and said so once on stderr."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data file or folder not found: {path}")
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) in ("txt", "jsonl"))
+        files, skipped = [], []
+        for p in sorted(p for p in path.rglob("*") if p.is_file()):
+            name = p.name.lower().removesuffix(".gz")
+            (files if name.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES) else skipped).append(p)
         if not files:
-            raise ValueError(f"{path}: folder holds no .txt or .jsonl files")
+            raise ValueError(f"{path}: folder holds no .txt, .text, .md, .jsonl or .json files"
+                             + (f" (skipped {len(skipped)} other files)" if skipped else ""))
+        if skipped and str(path) not in _told:
+            _told.add(str(path))
+            shown = ", ".join(str(p.relative_to(path)) for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+            print(f"genforge: {path}: skipped {len(skipped)} file(s) that are not .txt/.text/.md/.jsonl/.json: "
+                  f"{shown}", file=sys.stderr)
         return files
     return [path]
 
@@ -78,23 +96,21 @@ def _txt_chunks(path: Path, errors: str) -> Iterator[str]:
             carry = buf[cut:]
 
 
-def _jsonl_docs(path: Path, field: str, errors: str) -> Iterator[str]:
+def _lines(path: Path, errors: str) -> Iterator[str]:
     offset = 0
     with _open(path) as f:
-        for lineno, raw in enumerate(f, 1):
-            line = _decode(raw, offset, path, errors)
+        for raw in f:
+            yield _decode(raw, offset, path, errors)
             offset += len(raw)
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or field not in obj:
-                raise ValueError(f"{path}:{lineno}: no field '{field}' (set --data.text_field)")
-            if not isinstance(obj[field], str):
-                raise ValueError(f"{path}:{lineno}: field '{field}' is not a string")
-            yield obj[field]
+
+
+def _jsonl_docs(path: Path, field: str, errors: str) -> Iterator[str]:
+    for where, obj in json_lines(_lines(path, errors), path):
+        if not isinstance(obj, dict) or field not in obj:
+            raise ValueError(f"{where}: no field '{field}' (set --data.text_field)")
+        if not isinstance(obj[field], str):
+            raise ValueError(f"{where}: field '{field}' is not a string")
+        yield obj[field]
 
 
 def iter_corpus(path: str | os.PathLike, text_field: str = "text", errors: str = "strict",
@@ -124,6 +140,32 @@ def fingerprint(path: str | os.PathLike, extra: str) -> str:
     return h.hexdigest()[:32]
 
 
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Delete the partial token files (`<key>.<pid>.tmp`) of encoders that were killed: their process is gone.
+    Files of encoders still running, and anything else in the folder, are left alone."""
+    removed = []
+    for tmp in folder.glob("*.*.tmp"):
+        key, _, pid = tmp.name.removesuffix(".tmp").partition(".")
+        if len(key) != 32 or not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # maybe another thread of this process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process: not ours to judge
+    return True
+
+
 def encode_corpus(path: str | os.PathLike, tokenizer: Tokenizer, text_field: str = "text",
                   errors: str = "strict", progress: bool = True) -> np.memmap:
     """Encode a corpus to a cached token file and return it memory-mapped (read-only)."""
@@ -136,12 +178,13 @@ def encode_corpus(path: str | os.PathLike, tokenizer: Tokenizer, text_field: str
     if out.exists():
         return np.memmap(out, dtype=dtype, mode="r")
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out.parent)
     total = sum(f.stat().st_size for f in corpus_files(path))
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     n = 0
     try:
         with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc="encoding corpus",
-                                          disable=not progress, leave=False) as bar:
+                                          disable=not progress or not sys.stderr.isatty(), leave=False) as bar:
             for chunk in iter_corpus(path, text_field, errors, boundaries=sep_needed):
                 ids = [tokenizer.eot_id] if chunk is None else tokenizer.encode(chunk, where=str(path))
                 arr = np.asarray(ids, dtype=dtype)

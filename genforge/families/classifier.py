@@ -8,12 +8,15 @@
 
 `train()` reads the labelled data, splits off a stratified validation set, fits the featurizer
 (genforge/data/words.py), builds the model (genforge/models/classifier.py) and hands a
-`ClassifierTask` to the shared Trainer; at the end the best checkpoint is evaluated on the
-validation (and optional test) data, with metrics.json and plots in RUN/eval/<split>/.
-`ClassifierPipeline` rebuilds everything from a checkpoint: `.classify(texts)`, `.evaluate(file)`.
+`ClassifierTask` to the shared Trainer through `base.launch`; at the end the best checkpoint is
+evaluated on the validation (and optional test) data, with metrics.json and plots in
+RUN/eval/<split>/. `ClassifierPipeline` rebuilds everything from a checkpoint: `.classify(texts)`,
+`.evaluate(file)`; `sample_command`, `eval_command`, `next_steps` and `model_info` answer the CLI
+and the server.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -34,10 +37,13 @@ from ..metrics import classification as cm
 from ..models.classifier import ClassifierConfig, TextClassifier, classification_loss, probabilities
 from ..models.gpt import GPTConfig
 from ..run import RunDir, find_checkpoint
-from ..runtime import Runtime, make_runtime, seed_everything
+from ..runtime import Runtime, make_runtime
 from ..trainer import Result, Trainer, TrainConfig
+from . import base
 
 FAMILY = "classifier"
+DESCRIPTION = "text classifiers: LSTM, fastText- and NB-style bags, transformers, GPT encoders"
+METRICS = {"val_loss": "validation loss", "val_error": "validation error"}
 
 
 @dataclass
@@ -146,7 +152,7 @@ def predict(model: TextClassifier, feats, rt: Runtime, batch: int) -> torch.Tens
     return torch.cat(out)
 
 
-class ClassifierTask:
+class ClassifierTask(base.IntervalLosses):
     item_name = "doc"
 
     def __init__(self, model: TextClassifier, train_x, train_y: torch.Tensor, val_x, val_y: torch.Tensor | None,
@@ -166,23 +172,17 @@ class ClassifierTask:
         if fit.class_weights == "balanced":
             counts = torch.bincount(train_y, minlength=len(labels)).float()
             self.class_weight = (len(train_y) / (len(labels) * counts.clamp(min=1))).to(rt.device)
-        self.gen = torch.Generator().manual_seed(tc.seed)
-        self.perm = torch.randperm(len(train_y), generator=self.gen)
-        self.pos = 0
         self._recent: list[float] = []
 
-    def _next_indices(self) -> torch.Tensor:
-        """The next batch of a fresh random permutation per epoch (the last batch may be short)."""
-        if self.pos >= len(self.perm):
-            self.perm, self.pos = torch.randperm(len(self.train_y), generator=self.gen), 0
-        idx = self.perm[self.pos:self.pos + self.cfg["train"].batch_size]
-        self.pos += len(idx)
-        return idx
+    def bind(self, trainer: Trainer) -> None:
+        self.trainer = trainer  # a fresh permutation per epoch; the last batch may be short
+        self.order = base.EpochOrder(len(self.train_y), trainer.generator, drop_last=False)
 
     def _loss(self):
-        idx = self._next_indices()
+        idx = self.order.next(self.cfg["train"].batch_size)
         inputs = [t.to(self.rt.device) for t in self.train_x.batch(idx)]
-        _, loss = self.model(*inputs, targets=self.train_y[idx].to(self.rt.device), class_weight=self.class_weight)
+        targets = self.train_y[idx].to(self.rt.device)
+        _, loss = self.trainer.module("model")(*inputs, targets=targets, class_weight=self.class_weight)
         self._recent.append(loss.item())
         return loss, {"loss": self._recent[-1]}
 
@@ -190,10 +190,7 @@ class ClassifierTask:
         return [(tuple(self.optimizers), self._loss)]
 
     def evaluate(self) -> dict[str, float]:
-        out = {}
-        if self._recent:
-            out["train_loss"] = sum(self._recent) / len(self._recent)
-            self._recent = []
+        out = base.train_loss(self._recent)
         if self.val_x is not None:
             logits = predict(self.model, self.val_x, self.rt, self.cfg["fit"].eval_batch)
             acc = float((probabilities(logits).argmax(1) == self.val_y).float().mean())
@@ -208,11 +205,10 @@ class ClassifierTask:
                 "labels": self.labels, **self.extra_meta}
 
     def rng_state(self):
-        return {"data": self.gen.get_state(), "perm": self.perm, "pos": torch.tensor([self.pos])}
+        return self.order.state()
 
     def set_rng_state(self, state):
-        self.gen.set_state(state["data"])
-        self.perm, self.pos = state["perm"], int(state["pos"][0])
+        self.order.set_state(state)
 
 
 def optimizers(model: TextClassifier, tc: TrainConfig) -> dict[str, torch.optim.Optimizer]:
@@ -238,10 +234,8 @@ def optimizers(model: TextClassifier, tc: TrainConfig) -> dict[str, torch.optim.
 
 
 def _gpt_source(init_from: str) -> tuple[GPTConfig, dict[str, torch.Tensor], Any, str]:
-    ckpt = find_checkpoint(init_from)
-    tensors, meta = checkpoint.load(ckpt, prefix="module.model")
-    if meta.get("family") != "gpt":
-        raise ValueError(f"--init-from {init_from}: a {meta.get('family')!r} run; a classifier starts from a GPT run")
+    """A classifier starts from a GPT run: its config, weights and tokenizer."""
+    tensors, meta, ckpt = base.load_run(init_from, "gpt", prefix="module.model", what=f"--init-from {init_from}")
     return (config.from_dict(GPTConfig, meta["config"]["model"], "model"), tensors,
             tokenizer_from_dict(meta["tokenizer"]), str(ckpt))
 
@@ -256,88 +250,79 @@ def fit(cfg: dict[str, Any], run: RunDir, train_set: Labelled, val_set: Labelled
         init_from: str | None = None, resume: bool = False, progress: bool = True,
         preset: str | None = None) -> Result:
     """Train on in-memory labelled data (used by `train` and by each fold of `cross_validate`)."""
-    data: LabelledDataConfig = cfg["data"]
-    tc: TrainConfig = cfg["train"]
-    rt = make_runtime(tc.device, tc.dtype, tc.threads)
-    run.is_main = rt.is_main
-    seed_everything(tc.seed)
-    saved = run.read_json("config.json") if resume else None
-    labels = saved["labels"] if saved else label_vocabulary(train_set.labels, train_set.source)
-    y = torch.from_numpy(encode_labels(train_set, labels))
-    val_y = torch.from_numpy(encode_labels(val_set, labels)) if val_set is not None else None
 
-    gpt_cfg, gpt_state, extra = None, None, {}
-    if resume:
-        featurizer = Featurizer.from_dict(run.read_json("featurizer.json"))
-        if saved.get("gpt_config"):
-            gpt_cfg = config.from_dict(GPTConfig, saved["gpt_config"], "gpt")
-    elif init_from:
-        gpt_cfg, gpt_state, tok, source = _gpt_source(init_from)
-        max_len = min(data.max_len, gpt_cfg.block_size)
-        featurizer = Featurizer(tok.kind, max_len, tok.vocab_size, pad="post", max_chars=data.max_chars, tokenizer=tok)
-        extra["init_from"] = source
-    else:
-        featurizer = Featurizer(data.tokenizer, data.max_len, data.vocab_size, data.ngram, data.buckets, data.pad,
-                                data.punctuation, data.max_chars).fit(train_set.texts)
-    if gpt_cfg is not None:
-        extra["gpt_config"] = dataclasses.asdict(gpt_cfg)
-    train_x = featurizer.transform(train_set.texts)
-    val_x = featurizer.transform(val_set.texts) if val_set is not None else None
-    cfg["model"] = dataclasses.replace(cfg["model"], vocab_size=featurizer.num_ids, num_classes=len(labels),
-                                       max_len=featurizer.max_len, pad=featurizer.pad)
-    model = TextClassifier(cfg["model"], gpt_cfg)
-    if gpt_state is not None:
-        model.body.gpt.load_state_dict(gpt_state)
-    m: ClassifierConfig = cfg["model"]
-    if m.arch == "bag" and m.embed_dim == 0 and m.nb and not resume:
-        assert isinstance(train_x, BagFeatures)
-        counts = train_x.counts(y.numpy(), len(labels), featurizer.num_ids)
-        model.body.set_nb_ratios(torch.from_numpy(counts), m.nb_alpha)
-    model.to(rt.device)
+    def build(rt: Runtime) -> base.Build:
+        data: LabelledDataConfig = cfg["data"]
+        tc: TrainConfig = cfg["train"]
+        saved = run.read_json("config.json") if resume else None
+        labels = saved["labels"] if saved else label_vocabulary(train_set.labels, train_set.source)
+        y = torch.from_numpy(encode_labels(train_set, labels))
+        val_y = torch.from_numpy(encode_labels(val_set, labels)) if val_set is not None else None
 
-    fitc: FitConfig = cfg["fit"]
-    if fitc.epochs > 0 and not resume:  # epochs -> steps and evaluations
-        per_epoch = math.ceil(len(y) / (tc.batch_size * tc.grad_accum))
-        cfg["train"] = tc = dataclasses.replace(tc, max_iters=max(1, round(fitc.epochs * per_epoch)),
-                                                eval_interval=max(1, per_epoch // fitc.evals_per_epoch))
-    run.create(resume)
-    run.write_json("config.json", {"family": FAMILY, "config": config.to_dict(cfg), "labels": labels,
-                                   "preset": preset, "init_from": init_from, **extra})
-    run.write_json("featurizer.json", featurizer.to_dict())
-    task = ClassifierTask(model, train_x, y, val_x, val_y, featurizer, labels, cfg, rt, extra)
-    trainer = Trainer(task, tc, run, rt, progress=progress)
-    if resume:
-        trainer.restore(run.checkpoint("last"))
-    if rt.is_main:
-        print(f"genforge: {m.arch} classifier with {model.num_params() / 1e6:.2f}M parameters, {len(labels)} classes "
-              f"({', '.join(labels[:6])}{', ...' if len(labels) > 6 else ''}), {len(y):,} train / "
-              f"{len(val_y) if val_y is not None else 0:,} val texts, {featurizer.kind} features "
-              f"({featurizer.num_ids:,} ids), {tc.max_iters} steps; run: {run.path}", file=sys.stderr)
-    return trainer.fit()
+        gpt_cfg, gpt_state, extra = None, None, {}
+        if resume:
+            featurizer = Featurizer.from_dict(run.read_json("featurizer.json"))
+            if saved.get("gpt_config"):
+                gpt_cfg = config.from_dict(GPTConfig, saved["gpt_config"], "gpt")
+        elif init_from:
+            gpt_cfg, gpt_state, tok, source = _gpt_source(init_from)
+            max_len = min(data.max_len, gpt_cfg.block_size)
+            featurizer = Featurizer(tok.kind, max_len, tok.vocab_size, pad="post", max_chars=data.max_chars,
+                                    tokenizer=tok)
+            extra["init_from"] = source
+        else:
+            featurizer = Featurizer(data.tokenizer, data.max_len, data.vocab_size, data.ngram, data.buckets, data.pad,
+                                    data.punctuation, data.max_chars).fit(train_set.texts)
+        if gpt_cfg is not None:
+            extra["gpt_config"] = dataclasses.asdict(gpt_cfg)
+        train_x = featurizer.transform(train_set.texts)
+        val_x = featurizer.transform(val_set.texts) if val_set is not None else None
+        cfg["model"] = dataclasses.replace(cfg["model"], vocab_size=featurizer.num_ids, num_classes=len(labels),
+                                           max_len=featurizer.max_len, pad=featurizer.pad)
+        model = TextClassifier(cfg["model"], gpt_cfg)
+        if gpt_state is not None:
+            model.body.gpt.load_state_dict(gpt_state)
+        m: ClassifierConfig = cfg["model"]
+        if m.arch == "bag" and m.embed_dim == 0 and m.nb and not resume:
+            assert isinstance(train_x, BagFeatures)
+            counts = train_x.counts(y.numpy(), len(labels), featurizer.num_ids)
+            model.body.set_nb_ratios(torch.from_numpy(counts), m.nb_alpha)
+
+        fitc: FitConfig = cfg["fit"]
+        if fitc.epochs > 0 and not resume:  # epochs -> steps and evaluations
+            per_epoch = math.ceil(len(y) / (tc.batch_size * tc.grad_accum))
+            cfg["train"] = tc = dataclasses.replace(tc, max_iters=max(1, round(fitc.epochs * per_epoch)),
+                                                    eval_interval=max(1, per_epoch // fitc.evals_per_epoch))
+        banner = (f"{m.arch} classifier with {model.num_params() / 1e6:.2f}M parameters, {len(labels)} classes "
+                  f"({', '.join(labels[:6])}{', ...' if len(labels) > 6 else ''}), {len(y):,} train / "
+                  f"{len(val_y) if val_y is not None else 0:,} val texts, {featurizer.kind} features "
+                  f"({featurizer.num_ids:,} ids), {tc.max_iters} steps")
+        task = ClassifierTask(model, train_x, y, val_x, val_y, featurizer, labels, cfg, rt, extra)
+        return base.Build(task, banner, config={"labels": labels, "preset": preset, "init_from": init_from, **extra},
+                          files={"featurizer.json": featurizer.to_dict()})
+
+    return base.launch(FAMILY, cfg, run, build, resume, progress)
 
 
 def _resolve(preset, overrides, init_from, resume, run: RunDir) -> dict[str, Any]:
-    if resume:
-        if not run.file("config.json").exists():
-            raise FileNotFoundError(f"--resume: {run.file('config.json')} does not exist")
-        saved = run.read_json("config.json")["config"]
-        base = {name: config.from_dict(type(sec), saved[name], name) for name, sec in sections().items()}
-        return config.resolve(base, {}, None, overrides)
-    if preset is None and not init_from:
-        preset = DEFAULT_PRESET
-    if preset is not None and preset not in PRESETS:
-        config.resolve(sections(), PRESETS, preset, {})  # raises the unknown-preset error
-    layers = {k: dict(v) for k, v in PRESETS.get(preset, {}).items()}
-    for name, values in (GPT_INIT if init_from else {}).items():  # a GPT encoder fixes these
-        layers.setdefault(name, {}).update(values)
-    return config.resolve(sections(), {"chosen": layers}, "chosen", overrides)
+    """The preset (nbbag by default) with a GPT encoder's fixed settings layered over it, or the saved config."""
+    layers = {}
+    if not resume:
+        if preset is None and not init_from:
+            preset = DEFAULT_PRESET
+        if preset is not None and preset not in PRESETS:
+            config.resolve(sections(), PRESETS, preset, {})  # raises the unknown-preset error
+        layers = {k: dict(v) for k, v in PRESETS.get(preset, {}).items()}
+        for name, values in (GPT_INIT if init_from else {}).items():  # a GPT encoder fixes these
+            layers.setdefault(name, {}).update(values)
+    return base.resolve(sections(), {"chosen": layers}, "chosen", overrides, run, resume)
 
 
 def train(preset: str | None = None, overrides: dict | None = None, out: str | None = None,
           resume: bool = False, init_from: str | None = None, progress: bool = True) -> tuple[RunDir, Result]:
     """Train (or resume) a classifier; evaluate its best checkpoint on validation and test data."""
     overrides = overrides or {}
-    run = RunDir(out) if out else RunDir.default(FAMILY)
+    run = base.run_dir(out, FAMILY)
     cfg = _resolve(preset, overrides, init_from, resume, run)
     data: LabelledDataConfig = cfg["data"]
     full = _read(data.path, data, "training")
@@ -412,16 +397,14 @@ class ClassifierPipeline:
         cfg = config.from_dict(ClassifierConfig, meta["config"]["model"], "model")
         gpt_cfg = config.from_dict(GPTConfig, meta["gpt_config"], "gpt") if meta.get("gpt_config") else None
         model = TextClassifier(cfg, gpt_cfg)
-        model.load_state_dict(state)
+        checkpoint.load_module(model, state)
         model.to(rt.device).eval()
         return cls(model, Featurizer.from_dict(meta["featurizer"]), meta["labels"], meta, rt,
                    meta["config"]["fit"]["eval_batch"])
 
     @classmethod
     def from_checkpoint(cls, path, device: str = "auto", dtype: str = "fp32") -> ClassifierPipeline:
-        tensors, meta = checkpoint.load(find_checkpoint(path))
-        if meta.get("family") != FAMILY:
-            raise ValueError(f"{path}: a {meta.get('family')!r} checkpoint, not a classifier")
+        tensors, meta, _ = base.load_run(path, FAMILY)
         rt = make_runtime(device, dtype)
         if "ensemble" in meta:
             return EnsemblePipeline.from_tensors(tensors, meta, rt)
@@ -532,3 +515,32 @@ def ensemble(runs: list[str], out: str, weights: list[float] | None = None) -> R
 
 def pipeline_from_checkpoint(path, device: str = "auto", dtype: str = "fp32") -> ClassifierPipeline:
     return ClassifierPipeline.from_checkpoint(path, device=device, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- CLI and server answers
+
+
+def next_steps(run: Path) -> list[str]:
+    return [f"genforge classify {run} \"...\"", f"genforge eval {run} --data FILE"]
+
+
+def sample_command(pipe: ClassifierPipeline, args: argparse.Namespace) -> int:
+    raise ValueError(f"{args.run}: sampling a {FAMILY!r} run from the CLI is not supported yet")
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    """`genforge eval RUN --data FILE`: every metric as JSON; metrics.json, roc.png, confusion.png in
+    RUN/eval/<data name>/."""
+    base.require_eval_data(args)
+    pipe = ClassifierPipeline.from_checkpoint(args.run, device=args.device)
+    run = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent
+    out = run / "eval" / (Path(args.data).name.split(".")[0] or "data")
+    metrics = pipe.evaluate(args.data, errors=args.errors, text_field=args.text_field,
+                            label_field=args.label_field, out=out)
+    print(json.dumps(metrics, indent=2))
+    print(f"genforge: metrics.json, roc.png and confusion.png are in {out}", file=sys.stderr)
+    return 0
+
+
+def model_info(pipe: ClassifierPipeline) -> dict[str, Any]:
+    return {"labels": list(pipe.labels)}

@@ -6,16 +6,20 @@
     genforge eval RUN
 
 `train()` resolves the config, loads the images, builds G and D and hands a `GANTask` to the shared
-Trainer: each step is n_critic discriminator phases, then one generator phase; `after_step` keeps
-an EMA copy of G. Every evaluation writes a sample grid (PNG in RUN/samples and TensorBoard) and,
-with a labelled data set, scores samples on the frozen feature classifier (class entropy for mode
-collapse, feature Fréchet distance). `GANPipeline` rebuilds the generator from a checkpoint alone.
+Trainer through `base.launch`: each step is n_critic discriminator phases, then one generator
+phase; `after_step` keeps an EMA copy of G. Every evaluation writes a sample grid (PNG in
+RUN/samples and TensorBoard) and, with a labelled data set, scores samples on the frozen feature
+classifier (class entropy for mode collapse, feature Fréchet distance), through the shared
+`metrics.monitor_images.TrainingImageScorer`. `GANPipeline` rebuilds the generator from a
+checkpoint alone; image helpers live in `genforge.images`; `sample_command`, `eval_command`,
+`next_steps` and `model_info` answer the CLI and the server.
 """
 from __future__ import annotations
 
-import math
-import sys
+import argparse
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -23,13 +27,19 @@ import torch
 
 from .. import checkpoint, config
 from ..data import images as image_data
-from ..models.gan import (GANConfig, Generator, build, d_loss, diff_augment, g_loss, gradient_penalty,
+from ..images import make_grid, to_pil, to_uint8
+from ..metrics.monitor_images import TrainingImageScorer
+from ..models.gan import (GANConfig, Generator, d_loss, diff_augment, g_loss, gradient_penalty,
                           r1_penalty)
-from ..run import RunDir, find_checkpoint
-from ..runtime import Runtime, make_runtime, seed_everything
+from ..models.gan import build as build_models
+from ..run import RunDir
+from ..runtime import Runtime, make_runtime
 from ..trainer import Result, Trainer, TrainConfig
+from . import base
 
 FAMILY = "gan"
+DESCRIPTION = "image GANs: MLP GAN, DCGAN, stabilised and class-conditional"
+METRICS = {"feature_fd": "feature Fréchet distance"}
 
 
 @dataclass
@@ -98,32 +108,6 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-# ----------------------------------------------------------------------------- images and grids
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(B, C, H, W) in [-1, 1] -> uint8 (B, H, W, C)."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def make_grid(images: np.ndarray, ncols: int = 8, pad: int = 2) -> np.ndarray:
-    """uint8 (N, H, W, C) -> one uint8 (rows*(H+pad)+pad, cols*(W+pad)+pad, C) image, row by row."""
-    n, h, w, c = images.shape
-    ncols = min(ncols, n)
-    nrows = math.ceil(n / ncols)
-    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), 255, np.uint8)
-    for i in range(n):
-        r, col = divmod(i, ncols)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = images[i]
-    return grid
-
-
-def to_pil(array: np.ndarray, scale: int = 1):
-    from PIL import Image
-    img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
-    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST) if scale > 1 else img
-
-
 # ----------------------------------------------------------------------------- task
 
 
@@ -132,7 +116,7 @@ def _requires_grad(module: torch.nn.Module, on: bool) -> None:
         p.requires_grad_(on)
 
 
-class GANTask:
+class GANTask(base.IntervalLosses):
     item_name = "img"
 
     def __init__(self, g: Generator, d, g_ema: Generator | None, data: image_data.ImageSet,
@@ -150,22 +134,19 @@ class GANTask:
             "d": torch.optim.AdamW(d.parameters(), lr=self.gc.lr_d or tc.lr, betas=betas, weight_decay=tc.weight_decay),
             "g": torch.optim.AdamW(g.parameters(), lr=self.gc.lr_g or tc.lr, betas=betas, weight_decay=tc.weight_decay)}
         self.items_per_step = tc.batch_size * self.gc.n_critic * tc.grad_accum
-        self.gen = torch.Generator().manual_seed(tc.seed)
-        self.perm = torch.randperm(len(self.images), generator=self.gen)
-        self.pos = 0
         self.scorer, self.test = scorer, test
         self.select_metric = "feature_fd" if scorer is not None and test is not None else None
-        self._test_features = None
         self._stats_fresh = False  # the EMA generator's BatchNorm statistics are its own (standing_stats)
         self._recent: dict[str, list[float]] = {}
         self.class_names = list(data.class_names)
 
+    def bind(self, trainer: Trainer) -> None:
+        self.trainer, self.gen = trainer, trainer.generator  # every draw of a step: one seeded stream
+        self.order = base.EpochOrder(len(self.images), self.gen, drop_last=True)
+
     # one batch of real images in [-1, 1], in a seeded epoch order
     def _real(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.pos + self.batch > len(self.perm):
-            self.perm, self.pos = torch.randperm(len(self.images), generator=self.gen), 0
-        idx = self.perm[self.pos: self.pos + self.batch].to(self.rt.device)
-        self.pos += self.batch
+        idx = self.order.next(self.batch).to(self.rt.device)
         x = self.images[idx].float().div_(127.5).sub_(1.0)
         if self.gc.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -188,12 +169,14 @@ class GANTask:
         return logs
 
     def _d_phase(self):
+        g, d = self.trainer.module("g"), self.trainer.module("d")
         real, labels = self._real()
         with torch.no_grad():
-            fake = self.g(self._noise(len(real)), labels)
-        real_logit, fake_logit = self.d(self._aug(real), labels), self.d(self._aug(fake), labels)
+            fake = g(self._noise(len(real)), labels)
+        real_logit, fake_logit = d(self._aug(real), labels), d(self._aug(fake), labels)
         loss = d_loss(self.gc.loss, real_logit, fake_logit)
         logs = {"d_loss": loss.item(), "d_real": real_logit.mean().item(), "d_fake": fake_logit.mean().item()}
+        # the penalties differentiate twice, which compiled graphs do not: they call D itself
         if self.gc.loss == "wgan-gp":
             alpha = torch.rand(len(real), generator=self.gen).to(real.device)
             gp = gradient_penalty(self.d, real, fake.float(), alpha, labels)
@@ -209,8 +192,8 @@ class GANTask:
         _requires_grad(self.d, False)  # the graph built now holds no D weight gradients
         try:
             labels = self._fake_labels(self.batch)
-            fake = self.g(self._noise(self.batch), labels)
-            loss = g_loss(self.gc.loss, self.d(self._aug(fake), labels))
+            fake = self.trainer.module("g")(self._noise(self.batch), labels)
+            loss = g_loss(self.gc.loss, self.trainer.module("d")(self._aug(fake), labels))
         finally:
             _requires_grad(self.d, True)
         return loss, self._log({"g_loss": loss.item()})
@@ -250,55 +233,39 @@ class GANTask:
     def sampler(self) -> Generator:
         return self.g_ema if self.g_ema is not None else self.g
 
-    def sample_labels(self, n: int) -> torch.Tensor | None:
-        if not self.conditional:
-            return None
-        return (torch.arange(n) % self.g.config.num_classes).to(self.rt.device)
+    def _generate(self, n: int, *, seed: int, labels: np.ndarray | None) -> np.ndarray:
+        """The sampler's n images from a fresh generator seeded `seed`, as uint8 (n, H, W, C)."""
+        y = None if labels is None else torch.as_tensor(labels).to(self.rt.device)
+        return to_uint8(self.sampler.sample(n, torch.Generator().manual_seed(seed), y))
+
+    def _image_scorer(self) -> TrainingImageScorer:
+        """The shared evaluate-while-training scorer, built once (it caches the test images' features)."""
+        if getattr(self, "_shared_scorer", None) is None:
+            self._shared_scorer = TrainingImageScorer(self._generate, self.scorer, self.test, self.g.config.num_classes,
+                                                      self.gc.monitor_samples, self.cfg["train"].seed)
+        return self._shared_scorer
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         out = {f"train_{k}": float(np.mean(v)) for k, v in self._recent.items() if k.endswith("loss")}
         self._recent = {}
         self.standing_stats()  # before scoring and the checkpoints that follow
-        n = self.gc.monitor_samples
-        if self.scorer is None or n == 0:
-            return out
-        from ..metrics import stats
-        g = torch.Generator().manual_seed(self.cfg["train"].seed)
-        labels = self.sample_labels(n)
-        fake = to_uint8(self.sampler.sample(n, g, labels))
-        feats, pred = self.scorer.embed(fake)
-        if self.scorer.num_classes:
-            out["class_entropy"] = stats.class_entropy(pred, self.scorer.num_classes)
-            if labels is not None:
-                out["label_accuracy"] = float((pred == labels.cpu().numpy()).mean())
-        if self.test is not None:
-            if self._test_features is None:
-                self._test_features = self.scorer.embed(self.test.images[:max(n, 2000)])[0]
-            out["feature_fd"] = stats.fd(feats, self._test_features)
-        return out
+        return {**out, **self._image_scorer().scores()}
 
     def on_eval(self, step, monitor):
         if not self.cfg["train"].samples or not self.rt.is_main:
             return
-        c = self.g.config
-        n = min(c.num_classes, 10) * 8 if self.conditional else 64  # conditional: one row per class
-        g = torch.Generator().manual_seed(self.cfg["train"].seed)
-        labels = (torch.arange(n) // 8).to(self.rt.device) if self.conditional else None
-        grid = make_grid(to_uint8(self.sampler.sample(n, g, labels)))
-        monitor.image("samples", grid, step)
-        to_pil(grid).save(self.run.file("samples") / f"step{step:06d}.png")
+        self._image_scorer().write_grid(step, monitor, self.run.file("samples"))
 
     def meta(self) -> dict[str, Any]:
         return {"family": FAMILY, "config": config.to_dict(self.cfg), "class_names": self.class_names,
                 "feature_net": None if self.scorer is None else self.scorer.id}
 
     def rng_state(self):
-        return {"data": self.gen.get_state(), "perm": self.perm, "pos": torch.tensor([self.pos])}
+        return self.order.state()
 
     def set_rng_state(self, state):
-        self.gen.set_state(state["data"])
-        self.perm, self.pos = state["perm"], int(state["pos"][0])
+        self.order.set_state(state)
 
 
 # ----------------------------------------------------------------------------- training
@@ -309,67 +276,50 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
     """Train (or resume) a GAN; returns the run directory and the result."""
     if init_from:
         raise NotImplementedError("--init-from is not supported for GANs yet; train from scratch or --resume")
-    overrides = overrides or {}
-    run = RunDir(out) if out else RunDir.default(FAMILY)
-    if resume:
-        if not run.file("config.json").exists():
-            raise FileNotFoundError(f"--resume: {run.file('config.json')} does not exist")
-        saved = run.read_json("config.json")
-        base = {name: config.from_dict(type(sec), saved["config"][name], name) for name, sec in sections().items()}
-        cfg = config.resolve(base, {}, None, overrides)
-    else:
-        cfg = config.resolve(sections(), PRESETS, preset, overrides)
-    mc: GANConfig = cfg["model"]
-    dc: ImageDataConfig = cfg["data"]
-    gc: GANTrainConfig = cfg["gan"]
-    tc: TrainConfig = cfg["train"]
+    run = base.run_dir(out, FAMILY)
+    cfg = base.resolve(sections(), PRESETS, preset, overrides or {}, run, resume)
 
-    rt = make_runtime(tc.device, tc.dtype, tc.threads)
-    run.is_main = rt.is_main
-    seed_everything(tc.seed)
-    data = image_data.load(dc.path, mc.image_size, mc.channels, "train", dc.test_fraction, tc.seed, dc.max_bad)
-    test = image_data.load(dc.path, mc.image_size, mc.channels, "test", dc.test_fraction, tc.seed, dc.max_bad) \
-        if gc.monitor_samples and data.labels is not None else None
-    if gc.conditional:
-        if data.labels is None:
-            raise ValueError(f"gan.conditional=true but {data.source} has no labels (use an IDX label file, "
-                             "class sub-folders, or 'labels' in the .npz)")
-        mc = cfg["model"] = config.update(mc, {"num_classes": data.num_classes}, "model")
-    elif mc.num_classes:
-        mc = cfg["model"] = config.update(mc, {"num_classes": 0}, "model")
+    def build(rt: Runtime) -> base.Build:
+        mc: GANConfig = cfg["model"]
+        dc: ImageDataConfig = cfg["data"]
+        gc: GANTrainConfig = cfg["gan"]
+        tc: TrainConfig = cfg["train"]
+        data = image_data.load(dc.path, mc.image_size, mc.channels, "train", dc.test_fraction, tc.seed, dc.max_bad)
+        test = image_data.load(dc.path, mc.image_size, mc.channels, "test", dc.test_fraction, tc.seed, dc.max_bad) \
+            if gc.monitor_samples and data.labels is not None else None
+        if gc.conditional:
+            if data.labels is None:
+                raise ValueError(f"gan.conditional=true but {data.source} has no labels (use an IDX label file, "
+                                 "class sub-folders, or 'labels' in the .npz)")
+            mc = cfg["model"] = config.update(mc, {"num_classes": data.num_classes}, "model")
+        elif mc.num_classes:
+            mc = cfg["model"] = config.update(mc, {"num_classes": 0}, "model")
 
-    scorer = None
-    if gc.monitor_samples and data.labels is not None:
-        from ..metrics import feature_net
-        scorer = feature_net.get(data, test, steps=gc.feature_steps, seed=0, verbose=progress)
-        torch.manual_seed(tc.seed)  # the feature network's training must not shift the models' init
+        scorer = None
+        if gc.monitor_samples and data.labels is not None:
+            from ..metrics import feature_net
+            scorer = feature_net.get(data, test, steps=gc.feature_steps, seed=0, verbose=progress)
+            torch.manual_seed(tc.seed)  # the feature network's training must not shift the models' init
 
-    g, d = build(mc)
-    g_ema = None
-    if gc.ema > 0:
-        g_ema = Generator(mc)
-        g_ema.load_state_dict(g.state_dict())
-        g_ema.requires_grad_(False)
-    for m in (g, d, g_ema):
-        if m is not None:
-            m.to(rt.device)
-            if gc.channels_last and mc.arch == "dcgan":
-                m.to(memory_format=torch.channels_last)
-
-    run.create(resume)
-    run.write_json("config.json", {"family": FAMILY, "config": config.to_dict(cfg), "preset": preset})
-    task = GANTask(g, d, g_ema, data, test, scorer, cfg, rt, run)
-    trainer = Trainer(task, tc, run, rt, progress=progress)
-    if resume:
-        trainer.restore(run.checkpoint("last"))
-    if rt.is_main:
+        g, d = build_models(mc)
+        g_ema = None
+        if gc.ema > 0:
+            g_ema = Generator(mc)
+            g_ema.load_state_dict(g.state_dict())
+            g_ema.requires_grad_(False)
+        if gc.channels_last and mc.arch == "dcgan":
+            for m in (g, d, g_ema):
+                if m is not None:
+                    m.to(memory_format=torch.channels_last)
         n_g = sum(p.numel() for p in g.parameters())
         n_d = sum(p.numel() for p in d.parameters())
         cond = f", conditional on {mc.num_classes} classes" if mc.num_classes else ""
-        print(f"genforge: GAN ({mc.arch}, {gc.loss} loss{cond}) G {n_g / 1e6:.2f}M / D {n_d / 1e6:.2f}M params, "
-              f"{len(data):,} images {mc.image_size}x{mc.image_size}x{mc.channels} from {data.source}, "
-              f"device {rt.device}, {str(rt.dtype).removeprefix('torch.')}; run: {run.path}", file=sys.stderr)
-    return run, trainer.fit()
+        banner = (f"GAN ({mc.arch}, {gc.loss} loss{cond}) G {n_g / 1e6:.2f}M / D {n_d / 1e6:.2f}M params, "
+                  f"{len(data):,} images {mc.image_size}x{mc.image_size}x{mc.channels} from {data.source}, "
+                  f"device {rt.device}, {str(rt.dtype).removeprefix('torch.')}")
+        return base.Build(GANTask(g, d, g_ema, data, test, scorer, cfg, rt, run), banner, config={"preset": preset})
+
+    return run, base.launch(FAMILY, cfg, run, build, resume, progress)
 
 
 # ----------------------------------------------------------------------------- inference
@@ -397,14 +347,11 @@ class GANPipeline:
 
     @classmethod
     def from_checkpoint(cls, path, device: str = "auto", dtype: str = "fp32") -> GANPipeline:
-        ckpt = find_checkpoint(path)
-        tensors, meta = checkpoint.load(ckpt)
-        if meta.get("family") != FAMILY:
-            raise ValueError(f"{path}: a {meta.get('family')!r} checkpoint, not a GAN")
+        tensors, meta, _ = base.load_run(path, FAMILY)
         cfg = config.from_dict(GANConfig, meta["config"]["model"], "model")
         prefix = "module.g_ema." if any(k.startswith("module.g_ema.") for k in tensors) else "module.g."
         g = Generator(cfg)
-        g.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        checkpoint.load_module(g, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
         rt = make_runtime(device, dtype)
         g.to(rt.device).eval()
         return cls(g, meta, rt)
@@ -464,3 +411,38 @@ class GANPipeline:
 
 def pipeline_from_checkpoint(path, device: str = "auto", dtype: str = "fp32") -> GANPipeline:
     return GANPipeline.from_checkpoint(path, device=device, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- CLI and server answers
+
+
+def next_steps(run: Path) -> list[str]:
+    return [f"genforge sample {run} --n 64 --out grid.png", f"genforge eval {run}"]
+
+
+def sample_command(pipe: GANPipeline, args: argparse.Namespace) -> int:
+    """`genforge sample RUN`: an 8x8 grid (or interpolation strips) as PNG, or the raw images as .npz."""
+    out = args.out or "samples.png"
+    grid = not (out.endswith(".npz") or args.interpolate)
+    args.n = args.n or (8 * min(pipe.num_classes, 20) if grid and pipe.num_classes and args.label is None else 64)
+    if out.endswith(".npz"):
+        np.savez_compressed(out, images=pipe.generate(args.n, seed=args.seed, labels=args.label))
+    elif args.interpolate:
+        pipe.interpolate(steps=10, seed=args.seed, label=args.label, rows=max(1, args.n // 10)).save(out)
+    else:
+        pipe.grid(args.n, seed=args.seed, labels=args.label).save(out)
+    print(f"genforge: wrote {out}")
+    return 0
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    """`genforge eval RUN`: the image-metric protocol on the run's generator, as JSON."""
+    from ..metrics import protocol
+    report = protocol.evaluate_run(args.run, n=args.n, data=args.data, seed=args.seed, device=args.device,
+                                   inception=args.inception, feature_steps=args.feature_steps)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def model_info(pipe: GANPipeline) -> dict[str, Any]:
+    return base.image_info(pipe)

@@ -5,11 +5,15 @@
     genforge sample RUN --prompt "ROMEO:"    genforge eval RUN --data FILE
 
 `train()` resolves the config, builds tokenizer, token cache, model and optimizers, and hands a
-`GPTTask` to the shared Trainer. `GPTPipeline` rebuilds everything from a checkpoint alone.
+`GPTTask` to the shared Trainer through `base.launch`. `GPTPipeline` rebuilds everything from a
+checkpoint alone; `sample_command`, `eval_command`, `next_steps` and `model_info` are the family's
+answers to the CLI and the server (the `base.Family` contract).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import math
 import sys
 from collections.abc import Iterator
@@ -23,11 +27,14 @@ from .. import checkpoint, config
 from ..data.text import TokenSplit, check_corpus, encode_corpus, iter_corpus, split_tokens
 from ..data.tokenizers import StreamDecoder, Tokenizer, tokenizer_from_dict, train_tokenizer
 from ..models.gpt import GPT, GPTConfig, check_sampling
-from ..run import RunDir, find_checkpoint
-from ..runtime import Runtime, make_runtime, seed_everything
+from ..run import RunDir
+from ..runtime import Runtime, make_runtime
 from ..trainer import Result, Trainer, TrainConfig
+from . import base
 
 FAMILY = "gpt"
+DESCRIPTION = "decoder-only language models (train, fine-tune, sample, evaluate)"
+METRICS = {"val_loss": "validation loss"}
 
 
 @dataclass
@@ -124,27 +131,28 @@ def param_groups(model: GPT, cfg: TrainConfig) -> dict[str, torch.optim.Optimize
     return opts
 
 
-class GPTTask:
+class GPTTask(base.IntervalLosses):
     item_name = "tok"
     select_metric = "val_loss"
 
     def __init__(self, model: GPT, train: TokenSplit, val: TokenSplit | None, tokenizer: Tokenizer,
-                 cfg: dict[str, Any], runtime: Runtime, run: RunDir, forward=None):
+                 cfg: dict[str, Any], runtime: Runtime, run: RunDir):
         self.model, self.train_split, self.val_split = model, train, val
         self.tokenizer, self.cfg, self.rt, self.run = tokenizer, cfg, runtime, run
-        self.forward = model if forward is None else forward  # compiled when train.compile is set
         tc: TrainConfig = cfg["train"]
         self.modules = {"model": model}
         self.optimizers = param_groups(model, tc)
         self.items_per_step = tc.batch_size * tc.grad_accum * model.config.block_size
-        self.gen = torch.Generator().manual_seed(tc.seed)
         if val is None:
             self.select_metric = None
         self._recent: list[float] = []
 
+    def bind(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
     def _loss(self):
-        x, y = self.train_split.batch(self.cfg["train"].batch_size, self.gen)
-        _, loss = self.forward(x.to(self.rt.device), y.to(self.rt.device))
+        x, y = self.train_split.batch(self.cfg["train"].batch_size, self.trainer.generator)
+        _, loss = self.trainer.module("model")(x.to(self.rt.device), y.to(self.rt.device))
         self._recent.append(loss.item())
         return loss, {"loss": self._recent[-1]}
 
@@ -153,10 +161,7 @@ class GPTTask:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        out = {}
-        if self._recent:
-            out["train_loss"] = sum(self._recent) / len(self._recent)
-            self._recent = []
+        out = base.train_loss(self._recent)
         if self.val_split is not None:
             n = self.cfg["train"].eval_iters
             out.update(evaluate_split(self.model, self.val_split, self.rt, self.cfg["train"].batch_size,
@@ -177,12 +182,6 @@ class GPTTask:
 
     def meta(self) -> dict[str, Any]:
         return {"family": FAMILY, "config": config.to_dict(self.cfg), "tokenizer": self.tokenizer.to_dict()}
-
-    def rng_state(self):
-        return {"data": self.gen.get_state()}
-
-    def set_rng_state(self, state):
-        self.gen.set_state(state["data"])
 
 
 @torch.no_grad()
@@ -218,10 +217,7 @@ def _init_source(init_from: str) -> tuple[GPTConfig, dict[str, torch.Tensor], To
         from ..hf import load_gpt2
         cfg, state, tok = load_gpt2(init_from[3:])
         return cfg, state, tok, init_from
-    ckpt = find_checkpoint(init_from)
-    tensors, meta = checkpoint.load(ckpt, prefix="module.model")
-    if meta.get("family") != FAMILY:
-        raise ValueError(f"--init-from {init_from}: a {meta.get('family')!r} run, not a GPT run")
+    tensors, meta, ckpt = base.load_run(init_from, FAMILY, prefix="module.model", what=f"--init-from {init_from}")
     cfg = config.from_dict(GPTConfig, meta["config"]["model"], "model")
     return cfg, tensors, tokenizer_from_dict(meta["tokenizer"]), str(ckpt)
 
@@ -230,66 +226,47 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
           resume: bool = False, init_from: str | None = None, progress: bool = True) -> tuple[RunDir, Result]:
     """Train (or fine-tune, or resume) a GPT; returns the run directory and the result."""
     overrides = overrides or {}
-    run = RunDir(out) if out else RunDir.default(FAMILY)
-    if resume:
-        saved = run.read_json("config.json") if run.file("config.json").exists() else None
-        if saved is None:
-            raise FileNotFoundError(f"--resume: {run.file('config.json')} does not exist")
-        base = {name: config.from_dict(type(sec), saved["config"][name], name) for name, sec in sections().items()}
-        cfg = config.resolve(base, {}, None, overrides)
-        init_from = None
-    else:
-        cfg = config.resolve(sections(), PRESETS, preset, overrides)
+    run = base.run_dir(out, FAMILY)
+    cfg = base.resolve(sections(), PRESETS, preset, overrides, run, resume)
+    init_from = None if resume else init_from
     data: TextDataConfig = cfg["data"]
-    tc: TrainConfig = cfg["train"]
     if not data.path:
         raise ValueError("no training data: pass --data FILE (a .txt file, a folder of .txt, or .jsonl)")
 
-    rt = make_runtime(tc.device, tc.dtype, tc.threads)
-    run.is_main = rt.is_main
-    seed_everything(tc.seed)
-    check_corpus(data.path, data.text_field, data.errors)
+    def build(rt: Runtime) -> base.Build:
+        data: TextDataConfig = cfg["data"]
+        check_corpus(data.path, data.text_field, data.errors)
+        init_state = None
+        if init_from:
+            init_cfg, init_state, tokenizer, source = _init_source(init_from)
+            bad = [k for k in overrides.get("model", {}) if k not in FINETUNE_MODEL_KEYS]
+            if bad:
+                raise config.ConfigError(f"--model.{bad[0]} cannot change when fine-tuning from {init_from}: "
+                                         f"the architecture comes from the pre-trained model (only "
+                                         f"{', '.join(FINETUNE_MODEL_KEYS)} may change)")
+            cfg["model"] = config.update(init_cfg, overrides.get("model", {}), "model")
+            data = cfg["data"] = dataclasses.replace(data, tokenizer=tokenizer.kind)
+        elif resume:
+            tokenizer = tokenizer_from_dict(run.read_json("tokenizer.json"))
+        else:
+            tokenizer = train_tokenizer(data.tokenizer,
+                                        lambda: (c for c in iter_corpus(data.path, data.text_field, data.errors)),
+                                        data.vocab_size)
+        cfg["model"] = dataclasses.replace(cfg["model"], vocab_size=tokenizer.vocab_size)
+        tokens = encode_corpus(data.path, tokenizer, data.text_field, data.errors, progress=progress)
+        train_split, val_split = split_tokens(tokens, data.val_fraction, cfg["model"].block_size)
+        model = GPT(cfg["model"])
+        if init_state is not None:
+            checkpoint.load_module(model, init_state, source)
+        banner = (f"GPT with {model.num_params() / 1e6:.2f}M parameters, vocab {tokenizer.vocab_size} "
+                  f"({tokenizer.kind}), {len(train_split.tokens):,} train / "
+                  f"{len(val_split.tokens) if val_split else 0:,} val tokens, device {rt.device}, "
+                  f"{str(rt.dtype).removeprefix('torch.')}")
+        return base.Build(GPTTask(model, train_split, val_split, tokenizer, cfg, rt, run), banner,
+                          config={"init_from": init_from, "preset": preset},
+                          files={"tokenizer.json": tokenizer.to_dict()})
 
-    init_state = None
-    if init_from:
-        init_cfg, init_state, tokenizer, source = _init_source(init_from)
-        bad = [k for k in overrides.get("model", {}) if k not in FINETUNE_MODEL_KEYS]
-        if bad:
-            raise config.ConfigError(f"--model.{bad[0]} cannot change when fine-tuning from {init_from}: "
-                                     f"the architecture comes from the pre-trained model (only "
-                                     f"{', '.join(FINETUNE_MODEL_KEYS)} may change)")
-        cfg["model"] = config.update(init_cfg, overrides.get("model", {}), "model")
-        data = cfg["data"] = dataclasses.replace(data, tokenizer=tokenizer.kind)
-    elif resume:
-        tokenizer = tokenizer_from_dict(run.read_json("tokenizer.json"))
-    else:
-        tokenizer = train_tokenizer(data.tokenizer,
-                                    lambda: (c for c in iter_corpus(data.path, data.text_field, data.errors)),
-                                    data.vocab_size)
-    cfg["model"] = dataclasses.replace(cfg["model"], vocab_size=tokenizer.vocab_size)
-    tokens = encode_corpus(data.path, tokenizer, data.text_field, data.errors, progress=progress)
-    train_split, val_split = split_tokens(tokens, data.val_fraction, cfg["model"].block_size)
-
-    model = GPT(cfg["model"])
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    model.to(rt.device)
-    forward = torch.compile(model) if tc.compile else model
-
-    run.create(resume)
-    run.write_json("config.json", {"family": FAMILY, "config": config.to_dict(cfg),
-                                   "init_from": init_from, "preset": preset})
-    run.write_json("tokenizer.json", tokenizer.to_dict())
-    task = GPTTask(model, train_split, val_split, tokenizer, cfg, rt, run, forward)
-    trainer = Trainer(task, tc, run, rt, progress=progress)
-    if resume:
-        trainer.restore(run.checkpoint("last"))
-    if rt.is_main:
-        print(f"genforge: GPT with {model.num_params() / 1e6:.2f}M parameters, vocab {tokenizer.vocab_size} "
-              f"({tokenizer.kind}), {len(train_split.tokens):,} train / "
-              f"{len(val_split.tokens) if val_split else 0:,} val tokens, device {rt.device}, "
-              f"{str(rt.dtype).removeprefix('torch.')}; run: {run.path}", file=sys.stderr)
-    return run, trainer.fit()
+    return run, base.launch(FAMILY, cfg, run, build, resume, progress)
 
 
 # ----------------------------------------------------------------------------- inference
@@ -310,16 +287,18 @@ class GPTPipeline:
             cfg, state, tok = load_gpt2(str(path)[3:])
             meta = {"family": FAMILY, "config": {"model": dataclasses.asdict(cfg)}, "step": 0}
         else:
-            state, meta = checkpoint.load(find_checkpoint(path), prefix="module.model")
-            if meta.get("family") != FAMILY:
-                raise ValueError(f"{path}: a {meta.get('family')!r} checkpoint, not a GPT")
+            state, meta, _ = base.load_run(path, FAMILY, prefix="module.model")
             cfg = config.from_dict(GPTConfig, meta["config"]["model"], "model")
             tok = tokenizer_from_dict(meta["tokenizer"])
         rt = make_runtime(device, dtype)
         model = GPT(cfg)
-        model.load_state_dict(state)
+        checkpoint.load_module(model, state)
         model.to(rt.device).eval()
         return cls(model, tok, meta, rt)
+
+    @property
+    def context_length(self) -> int:
+        return self.model.config.block_size
 
     def encode_prompt(self, prompt: str) -> list[int]:
         ids = self.tokenizer.encode(prompt, where="prompt")
@@ -366,3 +345,41 @@ class GPTPipeline:
 
 def pipeline_from_checkpoint(path, device: str = "auto", dtype: str = "fp32") -> GPTPipeline:
     return GPTPipeline.from_checkpoint(path, device=device, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- CLI and server answers
+
+
+def next_steps(run: Path) -> list[str]:
+    return [f"genforge sample {run} --prompt \"...\"", f"genforge eval {run} --data FILE"]
+
+
+def sample_command(pipe: GPTPipeline, args: argparse.Namespace) -> int:
+    """`genforge sample RUN`: each sample streamed to stdout after its prompt."""
+    kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+              top_p=args.top_p, seed=args.seed)
+    check_sampling(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
+    pipe.encode_prompt(args.prompt)  # fail on a bad prompt before printing anything
+    for i in range(args.num_samples):
+        if args.num_samples > 1:
+            print(f"--- sample {i + 1}/{args.num_samples}", flush=True)
+        sys.stdout.write(args.prompt)
+        seed = None if args.seed is None else args.seed + i
+        for pieces in pipe.stream(args.prompt, **{**kw, "seed": seed}):
+            sys.stdout.write(pieces[0])
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    return 0
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    """`genforge eval RUN --data FILE`: loss, perplexity, bits per character and byte, as JSON."""
+    base.require_eval_data(args)
+    pipe = GPTPipeline.from_checkpoint(args.run, device=args.device)
+    kw = {"text_field": args.text_field} if args.text_field else {}
+    print(json.dumps(pipe.evaluate(args.data, errors=args.errors, **kw), indent=2))
+    return 0
+
+
+def model_info(pipe: GPTPipeline) -> dict[str, Any]:
+    return {"context_length": pipe.context_length}

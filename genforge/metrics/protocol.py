@@ -1,18 +1,24 @@
 """The evaluation protocol for generated images: N generated vs N real test images, floor beside each.
 
-    genforge eval RUN [--n 10000]
+    genforge eval RUN [--n 10000]                       # a GAN run (or any ImagePipeline)
     genforge eval --samples DIR|FILE.npz --ref PATH|NAME [--n 10000]
 
 Every number comes with its *floor*: the same metric between N real training images and the
 real test images, i.e. what a perfect generator that memorised nothing would score. A generator
 is good when its numbers approach the floor. Features come from `feature_net`, named in the
 report as `feature_net`; the Fréchet distance is `feature_fd`, never "FID".
+
+`evaluate_run` scores any run whose pipeline is an `ImagePipeline` (a GAN's, a text-to-image
+model's: `generate(n, seed=, labels=)` plus its size, classes and data set), not one family;
+`evaluate_pipeline` does the same for a pipeline object, `evaluate_samples` for images on disk.
 """
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -76,10 +82,14 @@ def resolve_dataset(ref: str) -> str:
 
 
 def reference(path: str, size: int, channels: int, test_fraction: float = 0.1, seed: int = 0,
-              feature_steps: int = 0) -> tuple[ImageSet, ImageSet, feature_net.FeatureNet]:
-    """(train, test, feature network) of a reference data set at the given size and channels."""
-    train = image_data.load(path, size, channels, "train", test_fraction, seed)
-    test = image_data.load(path, size, channels, "test", test_fraction, seed)
+              feature_steps: int = 0, fields: dict[str, str] | None = None
+              ) -> tuple[ImageSet, ImageSet, feature_net.FeatureNet]:
+    """(train, test, feature network) of a reference data set at the given size and channels.
+
+    `fields`: a captions file's column names (image_field, caption_field, label_field), if not the defaults.
+    """
+    train = image_data.load(path, size, channels, "train", test_fraction, seed, **(fields or {}))
+    test = image_data.load(path, size, channels, "test", test_fraction, seed, **(fields or {}))
     return train, test, feature_net.get(train, test, steps=feature_steps)
 
 
@@ -89,23 +99,86 @@ def check_inception(inception: bool) -> None:
                                   "weights, which genforge cannot download; use the feature_fd it reports")
 
 
+class ImagePipeline(Protocol):
+    """What `evaluate_run` needs of a run's pipeline (GAN, text-to-image, ...): labelled images and its data.
+
+    meta["config"]["data"] names the data set: "path" (unless `data=` is given) and optionally
+    "test_fraction" (default 0.1) and a captions file's "image_field" / "caption_field" /
+    "label_field"; meta["config"]["train"]["seed"] (default 0) seeds its split;
+    "feature_steps" in the family's own section (e.g. gan.feature_steps) or in "data" picks the
+    run's feature network (default 0 = automatic).
+    """
+
+    family: str
+    image_size: int  # images are (image_size, image_size, channels)
+    channels: int
+    num_classes: int  # classes `generate` is conditioned on; 0 = unconditional
+    meta: dict  # the checkpoint's metadata
+
+    def generate(self, n: int, seed: int | None = None, labels: list[int] | None = None) -> np.ndarray:
+        """n images as uint8 (n, image_size, image_size, channels); labels: one class per image."""
+        ...
+
+
+IMAGE_PIPELINE_FIELDS = ("generate", "image_size", "channels", "num_classes", "meta")
+CAPTION_FIELDS = ("image_field", "caption_field", "label_field")  # data-config keys passed to image_data.load
+
+
+@dataclass
+class RunData:
+    """Where a run's reference images come from, and the feature network it was monitored with."""
+    path: str
+    test_fraction: float
+    seed: int
+    feature_steps: int
+    fields: dict[str, str]  # a captions file's column names, where the run's config sets them
+
+
+def run_data(pipe: ImagePipeline, data: str | None = None, feature_steps: int = 0, where: str = "run") -> RunData:
+    """The data set of an image run (or `data` instead), read from its saved config."""
+    cfg = pipe.meta.get("config") or {}
+    dcfg = cfg.get("data") or {}
+    if data is None and not isinstance(dcfg.get("path"), str):
+        raise ValueError(f"{where}: its config names no data.path; pass the reference data set (--data PATH)")
+    own = next((cfg[s]["feature_steps"] for s in (pipe.family, "data")
+                if isinstance(cfg.get(s), dict) and "feature_steps" in cfg[s]), 0)
+    fields = {k: dcfg[k] for k in CAPTION_FIELDS if isinstance(dcfg.get(k), str)}
+    return RunData(resolve_dataset(data if data is not None else dcfg["path"]), float(dcfg.get("test_fraction", 0.1)),
+                   int((cfg.get("train") or {}).get("seed", 0)), feature_steps or int(own), fields)
+
+
+def check_image_pipeline(pipe, where: str = "run") -> None:
+    """A clear error for a pipeline that does not generate labelled images (a GPT or a classifier)."""
+    missing = [f for f in IMAGE_PIPELINE_FIELDS if not hasattr(pipe, f)]
+    if missing:
+        raise ValueError(f"{where}: a {getattr(pipe, 'family', '?')!r} run; image metrics need a run that "
+                         f"generates images (its pipeline lacks {', '.join(missing)})")
+
+
+def evaluate_pipeline(pipe: ImagePipeline, n: int = 10000, data: str | None = None, seed: int = 0,
+                      kid_subsets: int = 50, feature_steps: int = 0, where: str = "run") -> dict:
+    """Generate n images (every class in turn) from any image pipeline; score them against its data set."""
+    check_image_pipeline(pipe, where)
+    src = run_data(pipe, data, feature_steps, where)
+    train, test, net = reference(src.path, pipe.image_size, pipe.channels, src.test_fraction, src.seed,
+                                 src.feature_steps, src.fields)
+    requested = np.arange(n) % pipe.num_classes if pipe.num_classes else None
+    fake = pipe.generate(n, seed=seed, labels=None if requested is None else requested.tolist())
+    want = (n, pipe.image_size, pipe.image_size, pipe.channels)
+    if not isinstance(fake, np.ndarray) or fake.dtype != np.uint8 or fake.shape != want:
+        got = f"{fake.dtype} {fake.shape}" if isinstance(fake, np.ndarray) else type(fake).__name__
+        raise ValueError(f"{where}: generate() must return uint8 {want}, returned {got}")
+    report = score(net, fake, test, train, requested, n=n, kid_subsets=kid_subsets, seed=seed)
+    return {"data": src.path, **report}
+
+
 def evaluate_run(run: str, n: int = 10000, data: str | None = None, seed: int = 0, kid_subsets: int = 50,
                  feature_steps: int = 0, device: str = "auto", inception: bool = False) -> dict:
-    """Generate n images from a GAN run and score them against its data set's test split."""
+    """Generate n images from an image run (any `ImagePipeline`) and score them against its data set's test split."""
     check_inception(inception)
     from .. import inference
     pipe = inference.load(run, device=device)
-    if pipe.family != "gan":
-        raise ValueError(f"{run}: a {pipe.family!r} run; image metrics need a GAN run")
-    dcfg = pipe.meta["config"]["data"]
-    path = resolve_dataset(data if data is not None else dcfg["path"])
-    feature_steps = feature_steps or pipe.meta["config"]["gan"]["feature_steps"]  # the run's own network
-    train, test, net = reference(path, pipe.image_size, pipe.channels, dcfg["test_fraction"],
-                                 pipe.meta["config"]["train"]["seed"], feature_steps)
-    requested = np.arange(n) % pipe.num_classes if pipe.num_classes else None
-    fake = pipe.generate(n, seed=seed, labels=None if requested is None else requested.tolist())
-    report = score(net, fake, test, train, requested, n=n, kid_subsets=kid_subsets, seed=seed)
-    return {"run": str(run), "data": path, **report}
+    return {"run": str(run), **evaluate_pipeline(pipe, n, data, seed, kid_subsets, feature_steps, where=str(run))}
 
 
 def load_samples(path: str) -> ImageSet:

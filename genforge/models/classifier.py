@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .gpt import GPT, MLP, CausalSelfAttention, GPTConfig, make_norm
+from .gpt import GPT, Block, GPTConfig
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -121,35 +121,9 @@ class BagBody(nn.Module):
         return torch.zeros(B, vals.size(1), device=ids.device, dtype=vals.dtype).index_add_(0, seg, vals)
 
 
-class EncoderAttention(CausalSelfAttention):
-    """The GPT attention block without the causal mask: every token sees every real token."""
-
-    def forward(self, x, mask):
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, self.hs).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :],  # (B, 1, 1, T)
-                                           dropout_p=self.attn_dropout if self.training else 0.0)
-        return self.resid_drop(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
-
-
-class EncoderBlock(nn.Module):
-    def __init__(self, g: GPTConfig):
-        super().__init__()
-        self.ln_1 = make_norm(g.norm, g.n_embd, g.norm_eps, g.bias)
-        self.attn = EncoderAttention(g)
-        self.ln_2 = make_norm(g.norm, g.n_embd, g.norm_eps, g.bias)
-        self.mlp = MLP(g)
-
-    def forward(self, x, mask):
-        x = x + self.attn(self.ln_1(x), mask)
-        return x + self.mlp(self.ln_2(x))
-
-
 class TransformerBody(nn.Module):
-    """Token + learned position embeddings -> pre-norm encoder blocks -> pooled, normalised state."""
+    """Token + learned position embeddings -> the GPT family's blocks without the causal mask (every token
+    sees every real token) -> pooled, normalised state."""
 
     def __init__(self, cfg: ClassifierConfig):
         super().__init__()
@@ -160,7 +134,7 @@ class TransformerBody(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
         self.wpe = nn.Embedding(cfg.max_len, cfg.embed_dim)
         self.drop = nn.Dropout(cfg.dropout)
-        self.h = nn.ModuleList(EncoderBlock(g) for _ in range(cfg.n_layer))
+        self.h = nn.ModuleList(Block(g, causal=False) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.embed_dim)
         self.out_dim = cfg.embed_dim
         for m in self.modules():
@@ -174,7 +148,7 @@ class TransformerBody(nn.Module):
         mask = real_mask(lengths, T, self.cfg.pad)  # (B, T)
         x = self.drop(self.wte(ids) + self.wpe(torch.arange(T, device=ids.device)))  # (B, T, E)
         for block in self.h:
-            x = block(x, mask)
+            x = block(x, mask=mask[:, None, None, :])  # (B, 1, 1, T): padding is never attended to
         return pool(self.ln_f(x), mask, self.cfg.pool)
 
 
@@ -188,17 +162,8 @@ class GPTBody(nn.Module):
         self.out_dim = gpt_config.n_embd
 
     def forward(self, ids, lengths):
-        g, (B, T) = self.gpt, ids.shape
-        x = g.wte(ids)  # (B, T, C)
-        rope = None
-        if g.wpe is not None:
-            x = x + g.wpe(torch.arange(T, device=ids.device))
-        else:
-            rope = (g.rope_cos[:T], g.rope_sin[:T])
-        x = g.drop(x)
-        for i, block in enumerate(g.h):
-            x = block(x, rope, None, i)
-        return pool(g.ln_f(x), real_mask(lengths, T, self.cfg.pad), self.cfg.pool)
+        h = self.gpt.hidden(ids)  # (B, T, C)
+        return pool(h, real_mask(lengths, ids.size(1), self.cfg.pad), self.cfg.pool)
 
 # ----------------------------------------------------------------------------- config
 

@@ -148,12 +148,13 @@ class Generator(nn.Module):
         """n images in [-1, 1] from seeded noise, in eval mode (restores the mode it found)."""
         was = self.training
         self.eval()
-        dev = next(self.parameters()).device
-        if z is None:
-            z = torch.randn(n, self.config.z_dim, generator=generator, device=generator.device if generator else dev)
-        out = self(z.to(dev), None if labels is None else labels.to(dev))
-        self.train(was)
-        return out
+        try:
+            dev = next(self.parameters()).device
+            if z is None:
+                z = torch.randn(n, self.config.z_dim, generator=generator, device=generator.device if generator else dev)
+            return self(z.to(dev), None if labels is None else labels.to(dev))
+        finally:
+            self.train(was)  # also when generating fails (bad labels, out of memory)
 
 
     @torch.no_grad()

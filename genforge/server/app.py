@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.datastructures import Headers
+from starlette.responses import PlainTextResponse
 
 from . import errors
 from .edge import Edge
@@ -23,15 +26,33 @@ from .state import ServerState, name_sources
 
 
 class CORS(CORSMiddleware):
-    """Starlette's CORS, also allowing every x-stainless-* header the official openai clients send."""
+    """Starlette's CORS, also allowing the x-stainless-* headers the official openai clients send.
+
+    Those names are allowed by pattern and echoed per preflight; nothing is remembered between
+    requests, and a preflight asking for more than MAX_REQUESTED names (or longer ones) is refused.
+    """
+
+    PATTERN = re.compile(r"x-stainless-[a-z0-9-]{1,64}")
+    MAX_REQUESTED, MAX_VALUE = 64, 4096  # names per preflight, characters of the request header
 
     def preflight_response(self, request_headers):
-        for h in request_headers.get("access-control-request-headers", "").lower().split(","):
-            h = h.strip()
-            if h.startswith("x-stainless-") and h not in self.allow_headers:
-                self.allow_headers.append(h)  # a bounded set of names; appending once is enough
-                self.preflight_headers["Access-Control-Allow-Headers"] = ", ".join(sorted(self.allow_headers))
-        return super().preflight_response(request_headers)
+        value = request_headers.get("access-control-request-headers")
+        if value is None:
+            return super().preflight_response(request_headers)
+        names = [h.strip().lower() for h in value.split(",") if h.strip()]
+        if len(value) > self.MAX_VALUE or len(names) > self.MAX_REQUESTED:
+            return PlainTextResponse(f"Disallowed CORS headers: at most {self.MAX_REQUESTED} names "
+                                     f"({self.MAX_VALUE} characters) per preflight", status_code=400)
+        extra = sorted({h for h in names if h not in self.allow_headers and self.PATTERN.fullmatch(h)})
+        rest = ", ".join(h for h in names if h not in extra)
+        raw = [(k, v) for k, v in request_headers.raw if k != b"access-control-request-headers"]
+        if rest:
+            raw.append((b"access-control-request-headers", rest.encode("latin-1")))
+        response = super().preflight_response(Headers(raw=raw))
+        if extra and response.status_code == 200:
+            allowed = response.headers.get("access-control-allow-headers", "")
+            response.headers["access-control-allow-headers"] = ", ".join(filter(None, [allowed, *extra]))
+        return response
 
 
 def create_app(sources, settings: Settings | None = None, loader=None) -> FastAPI:

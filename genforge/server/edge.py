@@ -5,6 +5,7 @@ request, refuse bodies over the limit (413), check the key (401), replay the bod
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -60,7 +61,7 @@ class Edge:
         if length.isdigit() and int(length) > limit:
             return await send_error(send, 413, f"request body of {length} bytes is over the {limit}-byte limit",
                                     "body_too_large", [(b"connection", b"close")])
-        key = self.settings.api_key
+        key = self.settings.api_key  # printable ASCII (settings.py), so a latin-1 header can match it
         if key and scope["method"] != "OPTIONS" and scope["path"] not in OPEN_PATHS:
             given = headers.get("authorization", "")
             token = given[7:].strip() if given.lower().startswith("bearer ") else headers.get("x-api-key", "")
@@ -72,7 +73,12 @@ class Edge:
         body, more = [], True
         size = 0
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.settings.read_timeout)
+            except TimeoutError:
+                return await send_error(send, 408, f"the request body did not arrive within "
+                                        f"{self.settings.read_timeout:g} seconds", "request_timeout",
+                                        [(b"connection", b"close")])
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")

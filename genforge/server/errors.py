@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-         404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
+         404: "not_found_error", 405: "invalid_request_error", 408: "timeout_error", 413: "invalid_request_error",
          429: "rate_limit_error", 503: "service_unavailable", 504: "timeout_error"}
 
 
@@ -32,6 +32,10 @@ def error_response(status: int, message: str, param: str | None = None, code: st
 
 
 def _validation_message(err: dict) -> tuple[str, str | None]:
+    if err.get("type") == "json_invalid":  # its loc is the character offset, not a parameter
+        pos = [p for p in err.get("loc", ()) if isinstance(p, int)]
+        where = f" at character {pos[0]}" if pos else ""
+        return f"the request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')}{where})", None
     loc = [str(p) for p in err.get("loc", ()) if p != "body"]
     # drop pydantic's union-branch names (e.g. 'str', 'list[int]') from the parameter path
     param = ".".join(p for p in loc if not any(c in p for c in "[]") and p not in ("str", "int", "float")) or None

@@ -9,6 +9,7 @@ Choice j of a seeded request samples with seed + j (as `genforge sample --num-sa
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import json
 import time
@@ -93,8 +94,9 @@ def check_unsupported(body, settings: Settings) -> None:
 def encode(served: Served, text: str, param: str) -> list[int]:
     try:
         return served.pipeline.encode_prompt(text)
-    except ValueError as e:
-        raise APIError(400, f"{param}: {e}", param=param, code="invalid_prompt") from None
+    except ValueError as e:  # the tokenizer names its input "prompt": name the request's parameter instead
+        reason = str(e).removeprefix("prompt: ")
+        raise APIError(400, f"{param}: {reason}", param=param, code="invalid_prompt") from None
 
 
 def check_context(served: Served, ids: list[int], param: str) -> None:
@@ -125,7 +127,7 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
 
 class Generation:
     def __init__(self, served: Served, prompts: list[list[int]], n: int, params: SamplingParams,
-                 stops: list[str], metrics, route: str):
+                 stops: list[str], metrics, route: str, interval: float = 0.0):
         self.served, self.prompts, self.n, self.params = served, prompts, n, params
         self.metrics, self.route = metrics, route
         self.choices = [Choice(p * n + j, p, StopText(stops)) for p in range(len(prompts)) for j in range(n)]
@@ -133,10 +135,14 @@ class Generation:
         self.t0 = time.perf_counter()
         self.first_token_at: float | None = None
         self.finished = False
+        self.interval = interval  # seconds between stream chunks after the first token
+        # the engine's thread appends (choice, event); this loop is woken once per batch of them
+        self.pending: collections.deque = collections.deque()
+        self.wake, self.signalled = asyncio.Event(), False
+        self.ended = asyncio.Event()  # some sequence ended: cut the stream interval short
 
     def start(self):
         loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue = asyncio.Queue()
         self.metrics.prompt_tokens.labels(self.served.name).inc(self.prompt_tokens)
         for c in self.choices:
             j = c.index % self.n
@@ -144,7 +150,12 @@ class Generation:
             params = dataclasses.replace(self.params, seed=seed)
 
             def emit(event, i=c.index):
-                loop.call_soon_threadsafe(self.queue.put_nowait, (i, event))
+                self.pending.append((i, event))
+                if isinstance(event, Done):
+                    loop.call_soon_threadsafe(self.ended.set)
+                if not self.signalled:
+                    self.signalled = True
+                    loop.call_soon_threadsafe(self.wake.set)
             try:
                 c.seq = self.served.engine.submit(self.prompts[c.prompt_index], params, emit)
             except QueueFull as e:
@@ -167,20 +178,25 @@ class Generation:
     async def events(self):
         """Yield (choice, new text, new tokens) until every choice has a finish_reason.
 
-        Events that are already waiting are merged per choice, so a busy server sends fewer,
-        larger stream chunks instead of falling behind; the first token always goes out on its own,
-        so a client sees it as soon as it exists.
+        Events that are already waiting are merged per choice, so a busy server sends fewer, larger
+        stream chunks instead of falling behind. The first token always goes out on its own, so a
+        client sees it as soon as it exists; after it, chunks leave at most every `stream_interval`
+        seconds (each wake-up of this loop costs the engine's thread time on a small machine).
         """
         remaining = len(self.choices)
         limit = self.params.timeout + 30.0  # the engine enforces the limit; this only guards against a stall
         while remaining:
-            try:
-                batch = [await asyncio.wait_for(self.queue.get(), timeout=limit)]
-            except TimeoutError:
-                self.cancel()
-                raise APIError(504, "generation stalled", code="timeout") from None
-            while self.first_token_at is not None and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
+            while not self.pending:  # a wake-up can be stale: its events were drained with an earlier batch
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout=limit)
+                except TimeoutError:
+                    self.cancel()
+                    raise APIError(504, "generation stalled", code="timeout") from None
+                self.wake.clear()
+            self.signalled = False  # before draining: an event appended after the drain signals again
+            batch = [self.pending.popleft()]
+            while self.first_token_at is not None and self.pending:
+                batch.append(self.pending.popleft())
             updates: dict[int, tuple[str, list[Token]]] = {}
             for i, ev in batch:
                 c = self.choices[i]
@@ -210,6 +226,11 @@ class Generation:
                     self.fail(ev)
             for i, (text, tokens) in updates.items():
                 yield self.choices[i], text, tokens
+            if remaining and self.first_token_at is not None and self.interval > 0 and not self.ended.is_set():
+                try:
+                    await asyncio.wait_for(self.ended.wait(), timeout=self.interval)
+                except TimeoutError:
+                    pass
         self.finished = True
 
     def fail(self, ev: Done):

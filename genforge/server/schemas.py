@@ -1,7 +1,8 @@
 """Request bodies of the /v1 routes, as pydantic models: bounds are checked here, at the edge.
 
 Unknown fields are refused (400 naming the field) rather than ignored, so a client never
-believes a parameter took effect when genforge does not implement it.
+believes a parameter took effect when genforge does not implement it. Numbers are strict: `true`
+is not 1, "5" is not 5, NaN and infinity are no temperature.
 """
 from __future__ import annotations
 
@@ -9,9 +10,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Seed = Annotated[int, Field(ge=-(2**63), le=2**64 - 1)]
+
+def Int(**bounds):
+    """An integer that is sent as one: JSON true, 1.0 and "1" are refused."""
+    return Annotated[int, Field(strict=True, **bounds)]
+
+
+def Float(**bounds):
+    """A finite number (NaN and infinity are refused with "finite"), not a boolean."""
+    return Annotated[float, Field(strict=True, allow_inf_nan=False, **bounds)]
+
+
+Seed = Int(ge=-(2**63), le=2**64 - 1)
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
-TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+TokenIds = Annotated[list[Int(ge=0)], Field(min_length=1)]
 
 
 class Strict(BaseModel):
@@ -19,33 +31,33 @@ class Strict(BaseModel):
 
 
 class StreamOptions(Strict):
-    include_usage: bool = False
+    include_usage: Annotated[bool, Field(strict=True)] = False
 
 
 class Sampling(Strict):
     """Parameters shared by completions and chat."""
     model: str
-    temperature: Annotated[float, Field(ge=0, le=2)] = 1.0
-    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
-    top_k: Annotated[int, Field(ge=1)] | None = None  # genforge extra: sample from the k most likely tokens
-    n: Annotated[int, Field(ge=1, le=256)] = 1
+    temperature: Float(ge=0, le=2) = 1.0
+    top_p: Float(gt=0, le=1) = 1.0
+    top_k: Int(ge=1) | None = None  # genforge extra: sample from the k most likely tokens
+    n: Int(ge=1, le=256) = 1
     stop: Stop = None
     seed: Seed | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None  # only 0 is supported
-    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None  # only 0 is supported
-    logit_bias: dict[str, float] | None = None  # only empty is supported
+    presence_penalty: Float(ge=-2, le=2) | None = None  # only 0 is supported
+    frequency_penalty: Float(ge=-2, le=2) | None = None  # only 0 is supported
+    logit_bias: dict[str, Float()] | None = None  # only empty is supported
     user: str | None = None  # accepted and ignored
 
 
 class CompletionRequest(Sampling):
     prompt: str | Annotated[list[str], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
-    max_tokens: Annotated[int, Field(ge=1)] | None = 16
-    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
+    max_tokens: Int(ge=1) | None = 16
+    logprobs: Int(ge=0, le=5) | None = None
     echo: bool = False
     suffix: str | None = None  # not supported (400) unless empty
-    best_of: Annotated[int, Field(ge=1, le=256)] | None = None  # only best_of == n is supported
+    best_of: Int(ge=1, le=256) | None = None  # only best_of == n is supported
 
 
 class TextPart(Strict):
@@ -61,10 +73,10 @@ class Message(BaseModel):
 
 class ChatRequest(Sampling):
     messages: Annotated[list[Message], Field(min_length=1)]
-    max_tokens: Annotated[int, Field(ge=1)] | None = None  # deprecated alias of max_completion_tokens
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: Int(ge=1) | None = None  # deprecated alias of max_completion_tokens
+    max_completion_tokens: Int(ge=1) | None = None
     logprobs: bool = False
-    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    top_logprobs: Int(ge=0, le=20) | None = None
     tools: list[dict[str, Any]] | None = None  # not supported (400) unless empty
     tool_choice: str | dict[str, Any] | None = None  # not supported (400) unless "none"
     response_format: dict[str, Any] | None = None  # only {"type": "text"}
@@ -74,12 +86,12 @@ class ChatRequest(Sampling):
 class ImageRequest(Strict):
     model: str
     prompt: str | None = None  # text-to-image: the description; class-conditional GANs: a class name
-    n: Annotated[int, Field(ge=1, le=256)] = 1
+    n: Int(ge=1, le=256) = 1
     size: str | None = None  # "WxH": must be what the model makes (or "auto")
     response_format: Literal["b64_json", "url"] | None = None  # only b64_json (PNG)
     output_format: Literal["png"] | None = None
     seed: Seed | None = None  # genforge extra
-    label: int | str | None = None  # genforge extra: class index or name for class-conditional GANs
+    label: Int() | str | None = None  # genforge extra: class index or name for class-conditional GANs
     user: str | None = None
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Settings(BaseModel):
@@ -24,5 +24,24 @@ class Settings(BaseModel):
     max_tokens_limit: int = Field(4096, ge=1)  # largest max_tokens a request may ask for
     max_n: int = Field(16, ge=1, le=256)  # largest n (completions per prompt, images per request)
     max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies get 413
-    threads: int | None = Field(None, ge=1)  # torch CPU threads for the whole process (None = torch's default)
+    read_timeout: float = Field(30.0, gt=0)  # seconds a client has to send its request headers, and its body
+    max_connections: int = Field(1024, ge=1)  # open connections; more are answered 503
+    threads: int | None = Field(None, ge=1)  # torch CPU threads for the whole process (None = 1 on the CPU, where
+    #                                          one-token decoding steps are too small to split: measured faster)
+    stream_interval: float = Field(0.005, ge=0, le=1)  # seconds between stream chunks after the first token:
+    #                                          tokens made meanwhile go out together (fewer wake-ups and chunks)
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
+
+    @field_validator("api_key")
+    @classmethod
+    def _key(cls, key: str | None) -> str | None:
+        """A key a client can send: HTTP headers carry ASCII, and the server strips spaces around it."""
+        if key is None:
+            return None
+        if not key:
+            raise ValueError("the API key is empty (--api-key '' or GENFORGE_API_KEY=''); give a key, or none "
+                             "to serve without one")
+        if not (key.isascii() and key.isprintable()) or key != key.strip():
+            raise ValueError("the API key must be printable ASCII without spaces at its ends "
+                             "(clients send it in an HTTP header)")
+        return key

@@ -47,6 +47,8 @@ def name_sources(sources) -> dict[str, Any]:
     for src in sources:
         if isinstance(src, str) and "=" in src and not src.startswith("hf:"):
             name, src = src.split("=", 1)
+            if not name.strip() or not src:
+                raise ValueError(f"{name}={src}: NAME=RUN needs a model name and a run (e.g. tiny=runs/tiny)")
         elif isinstance(src, (str, Path)):
             name = model_name(src)
         else:
@@ -63,9 +65,12 @@ class ServerState:
         self.models: dict[str, Served] = {}
         self.engines: dict[str, Engine] = {}
         self.loading = True
-        self.load_error: str | None = None
+        self.load_error: str | None = None  # what clients see: the model and the kind of error, no paths
+        self.load_detail: str | None = None  # the full reason, for the server's log and exit message
+        self.on_failure = None  # called when loading fails (serve() stops the server)
 
     async def load(self):
+        name = None
         try:
             for name, src in self.sources.items():
                 if isinstance(src, (str, Path)):
@@ -82,9 +87,13 @@ class ServerState:
                                                queue_timeout=s.queue_timeout)
                     self.engines[name] = served.engine
                 self.models[name] = served
-        except Exception as e:  # reported by /health and every model route
-            self.load_error = f"{type(e).__name__}: {e}"
-            print(f"genforge serve: error: loading failed: {self.load_error}", flush=True)
+        except Exception as e:  # reported by /health and every model route (without file paths)
+            self.load_detail = f"loading model '{name}' failed: {type(e).__name__}: {e}"
+            self.load_error = (f"model '{name}' could not be loaded ({type(e).__name__}; the reason is in the "
+                               "server log)")
+            print(f"genforge serve: error: {self.load_detail}", flush=True)
+            if self.on_failure is not None:
+                self.on_failure()
         finally:
             self.loading = False
 

@@ -32,7 +32,7 @@ def losses(run):
 
 
 def task_for(path, **sections):
-    """A GANTask built the way train() builds it, without running the trainer."""
+    """A GANTask built the way train() builds it, bound to a Trainer that never runs."""
     cfg = config.resolve(gan.sections(), gan.PRESETS, None, overrides(path, **sections))
     from genforge.data import images
     from genforge.models.gan import build
@@ -41,8 +41,12 @@ def task_for(path, **sections):
     data = images.load(str(path), 28, 1)
     if cfg["gan"].conditional:
         cfg["model"] = config.update(cfg["model"], {"num_classes": data.num_classes}, "model")
+    from genforge.trainer import Trainer
     g, d = build(cfg["model"])
-    return gan.GANTask(g, d, None, data, None, None, cfg, make_runtime("cpu", "fp32", threads=1), RunDir("unused"))
+    rt, run = make_runtime("cpu", "fp32", threads=1), RunDir("unused")
+    task = gan.GANTask(g, d, None, data, None, None, cfg, rt, run)
+    Trainer(task, cfg["train"], run, rt)  # places the modules and binds the task (its batch generator)
+    return task
 
 
 @pytest.mark.parametrize("loss", ["nonsaturating", "wgan-gp"])

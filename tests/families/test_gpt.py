@@ -84,6 +84,55 @@ def test_ctrl_c_saves_and_exits_cleanly(corpus, tmp_path, monkeypatch):
     assert meta["step"] == 5
 
 
+def rows(run):
+    """metrics.jsonl without the timing fields (which differ between any two runs)."""
+    out = []
+    for line in run.file("metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        out.append({k: v for k, v in rec.items() if "seconds" not in k and not k.endswith("_per_s")})
+    return out
+
+
+def test_ctrl_c_then_resume_logs_exactly_the_uninterrupted_rows(corpus, tmp_path, monkeypatch):
+    """The losses behind the next train_loss are saved with 'last', and the rows logged after the checkpoint
+    a run resumes from are dropped (they are logged again), so the curve is the uninterrupted one."""
+    ov = overrides(corpus, schedule="constant")
+    full, _ = gpt.train(overrides=ov, out=tmp_path / "full", progress=False)
+    calls = {"n": 0}
+    real = gpt.GPTTask._loss
+
+    def interrupt(self):
+        calls["n"] += 1
+        if calls["n"] == 15:  # between evaluations (every 10 steps)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self)
+    monkeypatch.setattr(gpt.GPTTask, "_loss", interrupt)
+    part, res = gpt.train(overrides=ov, out=tmp_path / "part", progress=False)
+    assert res.stopped == "interrupted" and res.step == 15
+    monkeypatch.setattr(gpt.GPTTask, "_loss", real)
+    with open(part.file("metrics.jsonl"), "a") as f:  # as if the process died after logging step 16
+        f.write(json.dumps({"step": 16, "train/loss": 99.0}) + "\n")
+    gpt.train(overrides={"train": {"max_iters": 20}}, out=tmp_path / "part", resume=True, progress=False)
+    assert rows(part) == rows(full)
+    steps = [r["step"] for r in rows(part) if "train/loss" in r]
+    assert steps == sorted(set(steps)) == list(range(1, 21))
+
+
+def test_eval_row_is_logged_before_the_checkpoints(corpus, tmp_path, monkeypatch):
+    """A crash right after writing 'last' must not lose the evaluation's row."""
+    from genforge import trainer as trainer_mod
+    seen = []
+    real = trainer_mod.Trainer.save
+
+    def save(self, which):
+        text = self.run.file("metrics.jsonl").read_text()
+        seen.append((which, self.step, f'"step": {self.step}, "eval/' in text))
+        return real(self, which)
+    monkeypatch.setattr(trainer_mod.Trainer, "save", save)
+    gpt.train(overrides=overrides(corpus), out=tmp_path / "r", progress=False)
+    assert seen and all(logged for _, _, logged in seen), seen
+
+
 def test_early_stopping(corpus, tmp_path):
     ov = overrides(corpus, max_iters=200, eval_interval=2, patience=1, lr=0.5, warmup_iters=0, grad_clip=0.0)
     _, res = gpt.train(overrides=ov, out=tmp_path / "r", progress=False)

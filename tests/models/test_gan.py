@@ -135,6 +135,15 @@ def test_sample_is_seeded_and_restores_mode():
     assert torch.equal(a, b) and g.training
 
 
+@pytest.mark.parametrize("mode", [True, False])
+def test_sample_restores_mode_when_generating_fails(mode):
+    g = Generator(GANConfig(arch="dcgan", g_width=16, num_classes=3))
+    g.train(mode)
+    with pytest.raises(AssertionError, match="needs labels"):
+        g.sample(2, torch.Generator().manual_seed(0))  # a conditional generator without labels
+    assert g.training is mode and all(m.training is mode for m in g.modules())
+
+
 def test_standing_stats_match_the_generator_s_own_activations():
     torch.manual_seed(0)
     g = Generator(GANConfig(arch="dcgan", g_width=16, num_classes=3))

@@ -189,3 +189,90 @@ def test_exponential_race_sampling_follows_the_distribution():
     draws = torch.stack([sample_next(logits.expand(1000, 3), 1.0, None, None, g) for _ in range(10)]).flatten()
     freq = torch.bincount(draws, minlength=3).float() / draws.numel()
     assert torch.allclose(freq, torch.tensor([0.5, 0.3, 0.2]), atol=0.02)
+
+
+def test_tiny_top_p_and_temperature_are_greedy_not_nan():
+    logits = torch.tensor([[1.0, 3.0, 2.0], [0.5, -1.0, 4.0]])
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        assert sample_next(logits, 1.0, None, 1e-300, g).tolist() == [1, 2]  # 1e-300 is 0.0 in float32
+        assert sample_next(logits, 1e-40, None, None, g).tolist() == [1, 2]  # logits / 1e-40 would overflow
+
+
+def test_logits_processor_mask_restricts_every_step():
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    allowed = torch.zeros(37, dtype=torch.bool)
+    allowed[[3, 5, 30]] = True
+    g = torch.Generator().manual_seed(0)
+    out = model.generate(torch.zeros(2, 1, dtype=torch.long), 40, generator=g, logits_processor=allowed)
+    assert set(out[:, 1:].flatten().tolist()) <= {3, 5, 30}
+    with pytest.raises(ValueError, match="bool"):
+        model.generate(torch.zeros(1, 1, dtype=torch.long), 2, logits_processor=allowed.float())
+
+
+def test_logits_processor_function_sees_each_step_and_can_guide_row_groups():
+    """A function of (logits, step); returning B/2 rows keeps two copies of each sequence in step, as
+    classifier-free guidance needs (conditional rows first, unconditional second)."""
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    steps = []
+
+    def by_position(logits, step):  # even steps: token 1 only; odd steps: token 2 only
+        steps.append(step)
+        keep = torch.zeros_like(logits, dtype=torch.bool)
+        keep[:, 1 + step % 2] = True
+        return logits.masked_fill(~keep, float("-inf"))
+    out = model.generate(torch.zeros(1, 1, dtype=torch.long), 6, logits_processor=by_position)
+    assert out[0, 1:].tolist() == [1, 2, 1, 2, 1, 2] and steps == list(range(6))
+
+    seen = []
+
+    def guidance(logits, step):  # (2B, V) -> (B, V)
+        cond, uncond = logits.chunk(2)
+        seen.append(logits.size(0))
+        return uncond + 3.0 * (cond - uncond)
+    prompts = torch.tensor([[4, 5], [6, 7], [0, 0], [0, 0]])  # two prompts, then their unconditional copies
+    g = torch.Generator().manual_seed(1)
+    guided = model.generate(prompts, 30, generator=g, temperature=0.0, logits_processor=guidance)
+    assert guided.shape == (2, 32) and set(seen) == {4}
+    with torch.no_grad():  # greedy guided decoding, recomputed without a cache: same tokens
+        seq = prompts.clone()
+        for _ in range(30):
+            logits = model(seq)[0][:, -1]
+            cond, uncond = logits.chunk(2)
+            nxt = (uncond + 3.0 * (cond - uncond)).argmax(-1)
+            seq = torch.cat([seq, nxt.repeat(2)[:, None]], 1)
+    assert torch.equal(guided[:, 2:], seq[:2, 2:])
+
+
+@pytest.mark.parametrize("kw", VARIANTS)
+def test_one_token_path_under_bf16_autocast_stays_close_to_fp32(kw):
+    torch.manual_seed(0)
+    model = GPT(tiny(**kw)).eval()
+    x = torch.randint(0, 37, (2, 12))
+    full, _ = model(x)
+    cache = model.new_cache(2)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x[:, :4], cache=cache)
+        decode = model.one_token()
+        steps = torch.stack([decode(x[:, t], cache) for t in range(4, 12)], 1)
+    assert steps.dtype == torch.bfloat16 and (steps.float() - full[:, 4:]).abs().max() < 0.05
+
+
+def test_encoder_block_sees_both_directions_and_never_padding():
+    from genforge.models.gpt import Block
+    torch.manual_seed(0)
+    block = Block(tiny(), causal=False).eval()
+    x = torch.randn(1, 6, 32)
+    mask = torch.tensor([[True] * 4 + [False] * 2])[:, None, None, :]  # (B, 1, 1, T): 2 padding positions
+    y = block(x, mask=mask)
+    x2 = x.clone()
+    x2[:, 4:] = torch.randn(1, 2, 32)  # padding content must not matter
+    assert torch.allclose(block(x2, mask=mask)[:, :4], y[:, :4], atol=1e-6)
+    x3 = x.clone()
+    x3[:, 3] += 1.0  # a later real token changes earlier positions (not causal)
+    assert not torch.allclose(block(x3, mask=mask)[:, 0], y[:, 0], atol=1e-4)
+    causal = Block(tiny()).eval()
+    causal.load_state_dict(block.state_dict())
+    assert torch.allclose(causal(x3)[:, 0], causal(x)[:, 0], atol=1e-6)  # the decoder's does not look ahead

@@ -45,7 +45,10 @@ def test_failed_load_is_reported_not_a_crash(tmp_path):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         r = httpx.get(live.url + "/health")
-        assert r.status_code == 503 and "nothing" in r.json()["error"]["message"]
+        message = r.json()["error"]["message"]  # names the model, never a file path (/health needs no key)
+        assert r.status_code == 503 and "'missing'" in message and "FileNotFoundError" in message
+        assert str(tmp_path) not in message and "/" not in message
+        assert live.state.load_detail and str(tmp_path / "nothing") in live.state.load_detail
         assert httpx.get(live.url + "/v1/models").status_code == 503
     finally:
         live.stop()

@@ -42,12 +42,18 @@ def render(messages) -> str:
         content = m.content
         if isinstance(content, list):
             texts = []
-            for part in content:
+            for j, part in enumerate(content):
                 kind = part.get("type") if isinstance(part, dict) else part.type
+                where = f"messages.{i}.content.{j}"
                 if kind != "text":
-                    raise APIError(400, f"messages[{i}]: content parts of type {kind!r} are not supported "
+                    raise APIError(400, f"{where}: content parts of type {str(kind)[:40]!r} are not supported "
                                    "(text only)", param=f"messages.{i}.content", code="unsupported_parameter")
-                texts.append(part["text"] if isinstance(part, dict) else part.text)
+                text = part.get("text") if isinstance(part, dict) else part.text
+                if not isinstance(text, str):
+                    got = "missing" if text is None else f"a {type(text).__name__}"
+                    raise APIError(400, f"{where}.text: a text part needs `text`, a string (got {got})",
+                                   param=f"{where}.text")
+                texts.append(text)
             content = "".join(texts)
         parts.append(f"{ROLES[m.role]}: {content or ''}\n\n")
     return "".join(parts) + "Assistant:"
@@ -71,7 +77,8 @@ async def create_chat_completion(body: ChatRequest, request: Request):
     check_context(served, ids, "messages")
     max_tokens = body.max_completion_tokens or body.max_tokens or min(DEFAULT_MAX_TOKENS, state.settings.max_tokens_limit)
     params = sampling_params(body, max_tokens, (body.top_logprobs or 0) if body.logprobs else None, state.settings)
-    gen = Generation(served, [ids], body.n, params, stop_list(body.stop) + [TURN_STOP], state.metrics, ROUTE)
+    gen = Generation(served, [ids], body.n, params, stop_list(body.stop) + [TURN_STOP], state.metrics, ROUTE,
+                     state.settings.stream_interval if body.stream else 0.0)
     gen.start()
     head = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": served.name, "system_fingerprint": None}
 

@@ -61,7 +61,8 @@ async def create_completion(body: CompletionRequest, request: Request):
     if len(ids) * body.n > state.settings.max_n * 4:
         raise APIError(400, f"at most {state.settings.max_n * 4} completions (prompts x n) per request", param="n")
     params = sampling_params(body, body.max_tokens or 16, body.logprobs, state.settings)
-    gen = Generation(served, ids, body.n, params, stop_list(body.stop), state.metrics, ROUTE)
+    gen = Generation(served, ids, body.n, params, stop_list(body.stop), state.metrics, ROUTE,
+                     state.settings.stream_interval if body.stream else 0.0)
     gen.start()
     rid, created = new_id("cmpl"), int(time.time())
     head = {"id": rid, "object": "text_completion", "created": created, "model": served.name,

@@ -62,7 +62,7 @@ def class_label(pipe, body: ImageRequest) -> int | None:
     if isinstance(label, str):
         if label.lower() in lookup:
             return lookup[label.lower()]
-        if label.strip().lstrip("-").isdigit():
+        if re.fullmatch(r"-?[0-9]{1,18}", label.strip()):  # ASCII digits only ("²".isdigit() is True)
             label = int(label)
         elif param == "prompt" and len(found := named_classes(label, names)) == 1:
             return found[0]
@@ -70,7 +70,8 @@ def class_label(pipe, body: ImageRequest) -> int | None:
             raise APIError(400, f"prompt: names several classes ({', '.join(names[i] for i in found)}); "
                            "name one, or send it as `label`", param=param)
         else:
-            raise APIError(400, f"{param}: unknown class {label!r}; classes: {', '.join(names)}", param=param)
+            shown = label if len(label) <= 40 else label[:40] + "..."
+            raise APIError(400, f"{param}: unknown class {shown!r}; classes: {', '.join(names)}"[:1000], param=param)
     if not 0 <= label < pipe.num_classes:
         raise APIError(400, f"{param}: class index {label} is outside [0, {pipe.num_classes})", param=param)
     return label

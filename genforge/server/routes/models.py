@@ -1,29 +1,21 @@
 """GET /v1/models and /v1/models/{id}: the loaded runs (id = run name, owned_by = genforge).
 
 Each entry also says its `family` and what the playground needs (context length, image size,
-classes, labels).
+classes, labels), as the family answers it (`genforge.families.model_info`).
 """
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from ... import families
 from ..errors import APIError
 
 router = APIRouter(tags=["models"])
 
 
 def describe(served) -> dict:
-    pipe = served.pipeline
-    info = {"id": served.name, "object": "model", "created": served.created, "owned_by": "genforge",
-            "family": served.family}
-    if served.family == "gpt":
-        info["context_length"] = pipe.model.config.block_size
-    elif served.family in ("gan", "text2image"):
-        info.update(image_size=pipe.image_size, channels=pipe.channels,
-                    num_classes=getattr(pipe, "num_classes", 0), class_names=list(getattr(pipe, "class_names", [])))
-    elif served.family == "classifier":
-        info["labels"] = list(pipe.labels)
-    return info
+    return {"id": served.name, "object": "model", "created": served.created, "owned_by": "genforge",
+            "family": served.family, **families.model_info(served.pipeline)}
 
 
 @router.get("/v1/models")
