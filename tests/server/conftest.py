@@ -137,7 +137,8 @@ def server(tiny_run):
     live = LiveServer({"tiny": str(tiny_run), "digits": FakeGAN(8, 1, [str(i) for i in range(10)]),
                        "faces": FakeGAN(16, 3), "t2i": FakeText2Image(8, 3), "sentiment": FakeClassifier()},
                       api_key=KEY, cors_origins=["http://example.test"], max_tokens_limit=100_000,
-                      max_batch=8)
+                      max_batch=8, stream_interval=0.0)  # a chunk per token, as the tests inspect them (the
+    # default 5 ms interval merges tokens after the first: tests/server/test_generation.py)
     yield live
     live.stop()
 
