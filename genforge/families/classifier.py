@@ -12,9 +12,9 @@
 evaluated on the validation (and optional test) data, with metrics.json and plots in
 RUN/eval/<split>/. Before that, `calibrate` fits a temperature on the validation split (never the
 test split; `--fit.calibrate=false`: T = 1) into the best checkpoint's metadata, and every pipeline
-divides the logits by it. `--fit.l1` adds an L1 penalty (`l1_penalty`). `ClassifierPipeline` rebuilds everything from a checkpoint: `.classify(texts)`,
-`.evaluate(file)`; `sample_command`, `eval_command`, `next_steps` and `model_info` answer the CLI
-and the server.
+divides the logits by it. `--fit.l1` adds an L1 penalty (`l1_penalty`). `ClassifierPipeline`
+rebuilds everything from a checkpoint: `.classify(texts)`, `.evaluate(file)`; `sample_command`,
+`eval_command`, `next_steps` and `model_info` answer the CLI and the server.
 """
 from __future__ import annotations
 
