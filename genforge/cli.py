@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("runs", nargs="+", help="classifier run directories (same labels)")
     n.add_argument("--out", required=True, help="run directory for the ensemble")
     n.add_argument("--weights", help="comma-separated weights, one per run (default: equal)")
+    n.add_argument("--val", help="labelled validation data (not test data): fit a temperature on the combined "
+                   "probabilities (default: members' own temperatures only)")
 
     v = sub.add_parser("cv", help="k-fold cross-validation of a classifier (mean ± std of every metric)",
                        description="Stratified k-fold cross-validation; extra --section.key=value arguments "
@@ -233,7 +235,7 @@ def cmd_ensemble(args) -> int:
             raise ValueError(f"--weights {args.weights}: expected comma-separated numbers, e.g. 1,2") from None
         if not all(math.isfinite(w) for w in weights):
             raise ValueError(f"--weights {args.weights}: weights must be finite numbers")
-    run = classifier.ensemble(args.runs, args.out, weights)
+    run = classifier.ensemble(args.runs, args.out, weights, val_path=args.val)
     print(f"genforge: ensemble of {len(args.runs)} runs saved in {run.path}; try: genforge eval {run.path} --data FILE")
     return 0
 

@@ -67,15 +67,17 @@ def tiny(family, preset: str, data: str) -> dict:
     return ov
 
 
-def live_pipeline(name: str, task):
-    """The just-trained model as a pipeline, without a checkpoint (fp32, like `genforge.load`)."""
+def live_pipeline(name: str, task, calibration=None):
+    """The just-trained model as a pipeline, without a checkpoint (fp32, like `genforge.load`); a
+    classifier gets the temperature fitted after training (`calibration` of the checkpoint's meta)."""
     rt = make_runtime("cpu", "fp32")
     family = families.get(name)
     if name == "gpt":
         return family.GPTPipeline(task.model.eval(), task.tokenizer, task.meta(), rt)
     if name == "gan":
         return family.GANPipeline(task.sampler.eval(), task.meta(), rt)
-    return family.ClassifierPipeline(task.model.eval(), task.featurizer, task.labels, task.meta(), rt)
+    return family.ClassifierPipeline(task.model.eval(), task.featurizer, task.labels,
+                                     {**task.meta(), "calibration": calibration}, rt)
 
 
 def outputs(pipe):
@@ -110,7 +112,7 @@ def test_preset_trains_checkpoints_and_reloads(name, preset, tmp_path, monkeypat
     pipe = genforge.load(run.path)
     assert pipe.family == name and isinstance(pipe, CONTRACT[name])
     assert pipe.meta["step"] == 2 and pipe.meta["family"] == name
-    again, live = outputs(pipe), outputs(live_pipeline(name, task))
+    again, live = outputs(pipe), outputs(live_pipeline(name, task, pipe.meta.get("calibration")))
     expected = outputs(genforge.load(run.checkpoint("best")))
     if isinstance(again, np.ndarray):
         assert np.array_equal(again, live) and np.array_equal(again, expected)

@@ -4,15 +4,17 @@
     genforge train classifier --init-from runs/gpt-... --data reviews.csv     # GPT as the encoder
     genforge eval RUN --data imdb/test.jsonl.gz      genforge classify RUN "a wonderful film"
     genforge cv --folds 5 --data train.jsonl --preset nbbag
-    genforge ensemble RUN_A RUN_B --out runs/both [--weights 0.7,0.3]    # mean of probabilities
+    genforge ensemble RUN_A RUN_B --out runs/both [--weights 0.7,0.3] [--val val.jsonl]  # mean of probabilities
 
 `train()` reads the labelled data, splits off a stratified validation set, fits the featurizer
 (genforge/data/words.py), builds the model (genforge/models/classifier.py) and hands a
 `ClassifierTask` to the shared Trainer through `base.launch`; at the end the best checkpoint is
 evaluated on the validation (and optional test) data, with metrics.json and plots in
-RUN/eval/<split>/. `ClassifierPipeline` rebuilds everything from a checkpoint: `.classify(texts)`,
-`.evaluate(file)`; `sample_command`, `eval_command`, `next_steps` and `model_info` answer the CLI
-and the server.
+RUN/eval/<split>/. Before that, `calibrate` fits a temperature on the validation split (never the
+test split; `--fit.calibrate=false`: T = 1) into the best checkpoint's metadata, and every pipeline
+divides the logits by it. `--fit.l1` adds an L1 penalty (`l1_penalty`). `ClassifierPipeline`
+rebuilds everything from a checkpoint: `.classify(texts)`, `.evaluate(file)`; `sample_command`,
+`eval_command`, `next_steps` and `model_info` answer the CLI and the server.
 """
 from __future__ import annotations
 
@@ -27,12 +29,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .. import checkpoint, config
 from ..data.labelled import (Labelled, encode_labels, label_vocabulary, read_labelled, read_texts,
                              stratified_folds, stratified_split)
 from ..data.tokenizers import tokenizer_from_dict
 from ..data.words import BagFeatures, Featurizer
+from ..metrics import calibration
 from ..metrics import classification as cm
 from ..models.classifier import ClassifierConfig, TextClassifier, classification_loss, probabilities
 from ..models.gpt import GPTConfig
@@ -79,10 +83,14 @@ class FitConfig:
     select: Literal["loss", "accuracy", "last"] = "loss"  # best checkpoint / early stopping on; last = no selection
     evals_per_epoch: int = 1  # validation passes per epoch (sets train.eval_interval when epochs > 0)
     eval_batch: int = 256  # texts per batch when evaluating
+    calibrate: bool = True  # fit a temperature on the validation split after training (false: T = 1)
+    l1: float = 0.0  # L1 penalty weight: adds l1 * sum |w| over matrices and embeddings (never biases, norms)
 
     def validate(self):
         if self.epochs < 0 or self.eval_batch <= 0 or self.evals_per_epoch <= 0:
             raise ValueError("fit.epochs must be >= 0, fit.eval_batch and fit.evals_per_epoch positive")
+        if not (self.l1 >= 0 and math.isfinite(self.l1)):
+            raise ValueError(f"fit.l1 must be a finite number >= 0, got {self.l1}")
 
 
 def sections() -> dict[str, Any]:
@@ -183,7 +191,10 @@ class ClassifierTask(base.IntervalLosses):
         inputs = [t.to(self.rt.device) for t in self.train_x.batch(idx)]
         targets = self.train_y[idx].to(self.rt.device)
         _, loss = self.trainer.module("model")(*inputs, targets=targets, class_weight=self.class_weight)
-        self._recent.append(loss.item())
+        self._recent.append(loss.item())  # the data loss, comparable with val_loss
+        l1 = self.cfg["fit"].l1
+        if l1 > 0:
+            loss = loss + l1 * l1_penalty(self.model, inputs)
         return loss, {"loss": self._recent[-1]}
 
     def phases(self, step):
@@ -209,6 +220,19 @@ class ClassifierTask(base.IntervalLosses):
 
     def set_rng_state(self, state):
         self.order.set_state(state)
+
+
+def l1_penalty(model: TextClassifier, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """sum |w| over the weights L1 makes sense for: every matrix and embedding table (the NB bag's n-gram
+    weights, LSTM / attention / MLP / head matrices, token and position embeddings), never biases or
+    norm gains (1-D). The fastText bag's sparse n-gram table counts only the rows of this batch's
+    n-grams, as SparseAdam moves only those (lazy L1, and a sparse gradient)."""
+    sparse = model.body.emb.weight if model.config.arch == "bag" and model.config.embed_dim > 0 else None
+    total = sum(p.abs().sum() for p in model.parameters() if p.dim() >= 2 and p is not sparse)
+    if sparse is not None:
+        rows = F.embedding(inputs[0].unique(), sparse, sparse=True)  # (n ids, E), gradient stays sparse
+        total = total + rows.abs().sum()
+    return total
 
 
 def optimizers(model: TextClassifier, tc: TrainConfig) -> dict[str, torch.optim.Optimizer]:
@@ -301,7 +325,31 @@ def fit(cfg: dict[str, Any], run: RunDir, train_set: Labelled, val_set: Labelled
         return base.Build(task, banner, config={"labels": labels, "preset": preset, "init_from": init_from, **extra},
                           files={"featurizer.json": featurizer.to_dict()})
 
-    return base.launch(FAMILY, cfg, run, build, resume, progress)
+    result = base.launch(FAMILY, cfg, run, build, resume, progress)
+    if run.is_main and val_set is not None:
+        calibrate(run, val_set, cfg["fit"].calibrate, cfg["train"].device)
+    return result
+
+
+def calibrate(run: RunDir, val_set: Labelled, enabled: bool = True, device: str = "auto") -> float:
+    """Fit the temperature of the best checkpoint on the validation texts (never the test split) and
+    write it into that checkpoint's metadata (`calibration`), where every pipeline finds it."""
+    ckpt = find_checkpoint(run.path)
+    pipe = ClassifierPipeline.from_checkpoint(ckpt, device=device)
+    logits = pipe.scores(val_set.texts)
+    y = torch.from_numpy(encode_labels(val_set, pipe.labels))
+    t = calibration.fit_temperature(logits, y) if enabled else 1.0
+    info = {"method": "temperature" if enabled else "none", "temperature": t, "fitted_on": "validation",
+            "n": len(y), "val_nll": calibration.nll(logits, y), "val_nll_calibrated": calibration.nll(logits, y, t)}
+    tensors, meta = checkpoint.load(ckpt)
+    checkpoint.save(ckpt, tensors, {**meta, "calibration": info})
+    if enabled:
+        print(f"genforge: calibrated on {len(y):,} validation texts: temperature {t:.3f} (validation NLL "
+              f"{info['val_nll']:.4f} -> {info['val_nll_calibrated']:.4f}); saved in {ckpt}", file=sys.stderr)
+        if min(abs(math.log(t / b)) for b in calibration.BOUNDS) < 1e-3:
+            print(f"genforge: the temperature is at the end of its range {calibration.BOUNDS}: the validation "
+                  "split is likely too small or perfectly separated; --fit.calibrate=false keeps T = 1", file=sys.stderr)
+    return t
 
 
 def _resolve(preset, overrides, init_from, resume, run: RunDir) -> dict[str, Any]:
@@ -382,8 +430,19 @@ def cross_validate(preset: str | None = None, overrides: dict | None = None, fol
 # ----------------------------------------------------------------------------- inference
 
 
+def _temperature(meta: dict[str, Any]) -> float:
+    """The checkpoint's fitted temperature; 1 for checkpoints from before calibration existed."""
+    t = float((meta.get("calibration") or {}).get("temperature", 1.0))
+    if not (t > 0 and math.isfinite(t)):
+        raise ValueError(f"checkpoint metadata calibration.temperature must be a positive number, got {t}")
+    return t
+
+
 class ClassifierPipeline:
-    """A trained classifier with its featurizer: `classify(texts)`, `predict_proba`, `evaluate(file)`."""
+    """A trained classifier with its featurizer: `classify(texts)`, `predict_proba`, `evaluate(file)`.
+
+    Probabilities are calibrated: the head's logits are divided by the temperature fitted on the
+    validation split (`meta['calibration']`, T = 1 when absent) before the sigmoid / softmax."""
 
     family = FAMILY
 
@@ -391,6 +450,7 @@ class ClassifierPipeline:
                  runtime: Runtime, batch_size: int = 256):
         self.model, self.featurizer, self.labels, self.meta, self.rt = model, featurizer, labels, meta, runtime
         self.batch_size = batch_size
+        self.temperature = _temperature(meta)
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], meta: dict[str, Any], rt: Runtime) -> ClassifierPipeline:
@@ -411,19 +471,17 @@ class ClassifierPipeline:
         p = "module.model."
         return cls.from_state({k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}, meta, rt)
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """(N, num_classes) probabilities, columns in the order of `labels`."""
-        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
-            raise ValueError("texts must be a list of strings")
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise ValueError(f"texts[{i}] is {type(t).__name__}, not a string")
-            if not t.strip():
-                raise ValueError(f"texts[{i}] is empty; there is nothing to classify")
+    def scores(self, texts: list[str]) -> torch.Tensor:
+        """Uncalibrated logits (N, 1 if binary else K); `probabilities(scores / temperature)` are the outputs."""
+        _check_texts(texts)
+        return predict(self.model, self.featurizer.transform(list(texts)), self.rt, self.batch_size)
+
+    def predict_proba(self, texts: list[str], calibrated: bool = True) -> np.ndarray:
+        """(N, num_classes) probabilities, columns in the order of `labels` (raw with calibrated=False)."""
+        _check_texts(texts)
         if not texts:
             return np.zeros((0, len(self.labels)))
-        logits = predict(self.model, self.featurizer.transform(list(texts)), self.rt, self.batch_size)
-        return probabilities(logits).numpy()
+        return probabilities(self.scores(texts) / (self.temperature if calibrated else 1.0)).numpy()
 
     def classify(self, texts: list[str]) -> list[dict]:
         """[{'label': most likely class, 'probs': {class: probability}}] for each text."""
@@ -432,10 +490,15 @@ class ClassifierPipeline:
                 for p in probs]
 
     def evaluate_set(self, data: Labelled, out: Path | None = None) -> dict:
+        """Every metric of the calibrated probabilities, plus `ece_uncalibrated`, `log_loss_uncalibrated`
+        (the raw probabilities') and the `temperature`."""
         y = encode_labels(data, self.labels)
-        probs = self.predict_proba(data.texts)
+        s = self.scores(data.texts)
+        probs, raw = probabilities(s / self.temperature).numpy(), probabilities(s).numpy()
         metrics = cm.classification_metrics(y, probs, self.labels)
-        metrics["data"] = data.source
+        uncal = cm.classification_metrics(y, raw, self.labels)
+        metrics.update(ece_uncalibrated=uncal["ece"], log_loss_uncalibrated=uncal["log_loss"],
+                       temperature=self.temperature, data=data.source)
         if out is not None:
             out = Path(out)
             out.mkdir(parents=True, exist_ok=True)
@@ -464,13 +527,25 @@ class ClassifierPipeline:
         return n
 
 
+def _check_texts(texts) -> None:
+    if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+        raise ValueError("texts must be a list of strings")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise ValueError(f"texts[{i}] is {type(t).__name__}, not a string")
+        if not t.strip():
+            raise ValueError(f"texts[{i}] is empty; there is nothing to classify")
+
+
 class EnsemblePipeline(ClassifierPipeline):
-    """Several trained classifiers in one run: the weighted mean of their class probabilities."""
+    """Several trained classifiers in one run: the weighted mean of their (each calibrated) class
+    probabilities p; with validation data at `ensemble --val`, one more temperature on log p."""
 
     def __init__(self, members: list[ClassifierPipeline], weights: list[float], meta: dict[str, Any]):
         self.members, self.weights = members, weights
         self.labels, self.meta, self.rt = members[0].labels, meta, members[0].rt
         self.featurizer = members[0].featurizer
+        self.temperature = _temperature(meta)
 
     @classmethod
     def from_tensors(cls, tensors, meta, rt) -> EnsemblePipeline:
@@ -481,12 +556,21 @@ class EnsemblePipeline(ClassifierPipeline):
                                                           if k.startswith(p)}, member_meta, rt))
         return cls(members, meta["ensemble"]["weights"], meta)
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
+    def scores(self, texts: list[str]) -> torch.Tensor:
+        """log of the members' weighted mean probabilities (N, K): softmax of it / T is the output."""
+        p = sum(w * m.predict_proba(texts) for w, m in zip(self.weights, self.members))
+        return torch.from_numpy(np.log(np.clip(p, 1e-12, 1.0)))
+
+    def predict_proba(self, texts: list[str], calibrated: bool = True) -> np.ndarray:
+        if calibrated and self.temperature != 1.0:
+            return super().predict_proba(texts)
         return sum(w * m.predict_proba(texts) for w, m in zip(self.weights, self.members))
 
 
-def ensemble(runs: list[str], out: str, weights: list[float] | None = None) -> RunDir:
-    """Write one classifier run holding `runs` (same labels), averaged with `weights` (default equal)."""
+def ensemble(runs: list[str], out: str, weights: list[float] | None = None, val_path: str | None = None) -> RunDir:
+    """Write one classifier run holding `runs` (same labels), averaged with `weights` (default equal).
+    With `val_path` (labelled validation texts, never test data) a temperature is fitted on the combined
+    probabilities; without, they stay as combined (each member applies its own temperature)."""
     if len(runs) < 2:
         raise ValueError("an ensemble needs at least two runs")
     weights = list(weights) if weights else [1.0] * len(runs)
@@ -503,11 +587,23 @@ def ensemble(runs: list[str], out: str, weights: list[float] | None = None) -> R
         members.append({k: v for k, v in meta.items() if k not in ("format", "genforge_version", "aliases", "resume")})
         p = "module.model."
         tensors.update({f"module.member{i}.{k[len(p):]}": v for k, v in t.items() if k.startswith(p)})
+    info = {"members": members, "weights": weights, "runs": [str(r) for r in runs]}
+    meta = {"family": FAMILY, "labels": members[0]["labels"], "config": members[0]["config"], "ensemble": info}
+    if val_path:
+        d = members[0]["config"]["data"]
+        val = read_labelled(val_path, d["text_field"], d["label_field"], d.get("errors", "strict"))
+        pipe = EnsemblePipeline.from_tensors(tensors, meta, make_runtime("auto", "fp32"))
+        logits, y = pipe.scores(val.texts), torch.from_numpy(encode_labels(val, pipe.labels))
+        t = calibration.fit_temperature(logits, y)
+        meta["calibration"] = {"method": "temperature", "temperature": t, "fitted_on": str(val_path), "n": len(y),
+                               "val_nll": calibration.nll(logits, y), "val_nll_calibrated": calibration.nll(logits, y, t)}
+        print(f"genforge: ensemble calibrated on {len(y):,} texts of {val_path}: temperature {t:.3f}", file=sys.stderr)
+    else:
+        print("genforge: no --val data: the ensemble's combined probabilities are not calibrated again "
+              "(each member applies its own temperature)", file=sys.stderr)
     run = RunDir(out)
     run.create(resume=False)
-    info = {"members": members, "weights": weights, "runs": [str(r) for r in runs]}
-    checkpoint.save(run.checkpoint("best"), tensors, {"family": FAMILY, "labels": members[0]["labels"],
-                                                      "config": members[0]["config"], "ensemble": info})
+    checkpoint.save(run.checkpoint("best"), tensors, meta)
     run.write_json("config.json", {"family": FAMILY, "ensemble": {"runs": info["runs"], "weights": weights},
                                    "labels": members[0]["labels"]})
     return run
