@@ -152,6 +152,34 @@ def test_invalid_config_is_an_error_not_a_hang(tmp_path, corpus):
     assert "--train.grad_accum=2" in p.stderr  # the fix, named
 
 
+DIES = '''
+import os, sys
+import genforge.trainer as trainer
+from genforge.cli import main
+one_step = trainer.Trainer._one_step
+def dying(self):
+    if os.environ["RANK"] == "1" and self.step == 3:
+        os._exit(7)  # rank 1 dies mid-run, without a word
+    return one_step(self)
+trainer.Trainer._one_step = dying
+raise SystemExit(main(sys.argv[1:]))
+'''
+
+
+def test_a_rank_that_dies_is_reported_and_the_last_checkpoint_stays(tmp_path, corpus):
+    import genforge
+    script = tmp_path / "dies.py"
+    script.write_text(DIES)
+    run = tmp_path / "r"
+    cmd = TORCHRUN + [str(script), "train", "gpt", "--data", str(corpus), "--out", str(run), "--train.grad_accum=2",
+                      "--train.max_iters=10"] + TINY_GPT + ["--train.eval_interval=2"]
+    p = _run(cmd, _env(tmp_path), timeout=60)
+    assert p.returncode != 0
+    cause = p.stderr[p.stderr.index("Root Cause"):]
+    assert "rank      : 1" in cause and "exitcode  : 7" in cause  # torchrun names the rank that died
+    assert genforge.load(run, device="cpu").meta["step"] == 2  # the checkpoint before the death, whole
+
+
 def test_rendezvous_that_never_completes_names_the_timeout(tmp_path, corpus):
     with socket.socket() as s:  # a free port; the second rank never comes
         s.bind(("127.0.0.1", 0))
