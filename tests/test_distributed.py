@@ -5,7 +5,7 @@
 Each run is a real `python -m torch.distributed.run --standalone --nproc-per-node=2` launch with a
 timeout, so a hang fails the test instead of stalling the suite. The GPT run goes through a small
 wrapper (the same `genforge.cli.main` that `-m genforge` runs) that records, per rank, a digest of
-every batch drawn and of the final weights.
+every batch drawn (GPT) and of the final weights.
 """
 import json
 import os
@@ -41,7 +41,7 @@ def fit_and_record(self):
     result = fit(self)
     h = hashlib.sha256()
     for name, m in sorted(self.task.modules.items()):
-        for k, v in sorted(m.state_dict().items()):
+        for k, v in sorted(m.named_parameters()):  # BatchNorm statistics stay per rank (rank 0's are saved)
             h.update(v.detach().cpu().numpy().tobytes())
     with open(os.path.join(os.environ["RECORD"], f"rank{rank}.json"), "w") as f:
         json.dump({"batches": seen, "weights": h.hexdigest()}, f)
@@ -116,13 +116,19 @@ def test_gpt_two_processes_then_resume(tmp_path, corpus):
 def test_gan_two_processes(tmp_path):
     import genforge
     run = tmp_path / "gan"
-    cmd = TORCHRUN + ["-m", "genforge", "train", "gan", "--preset", "mlp", "--data", "", "--out", str(run),
+    record = tmp_path / "record"
+    record.mkdir()
+    script = tmp_path / "recorder.py"
+    script.write_text(RECORDER)
+    cmd = TORCHRUN + [str(script), "train", "gan", "--preset", "mlp", "--data", "", "--out", str(run),
                       "--model.mlp_hidden=[32,32]", "--model.image_size=8", "--train.max_iters=8",
                       "--train.eval_interval=4", "--train.log_interval=2", "--train.batch_size=8",
                       "--train.grad_accum=2", "--train.dtype=fp32", "--train.samples=false",
                       "--gan.monitor_samples=0", "--no-progress"]
-    p = _run(cmd, _env(tmp_path))
+    p = _run(cmd, _env(tmp_path, RECORD=str(record)))
     assert p.returncode == 0, p.stderr[-3000:]
+    r0, r1 = (json.loads((record / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["weights"] == r1["weights"]  # G, D and the EMA G: the same on both ranks
     rows = _rows(run)
     _no_duplicates(rows)
     assert [r["step"] for r in rows if "eval/train_g_loss" in r] == [4, 8]
