@@ -102,6 +102,21 @@ class Runtime:
         """A block rank 0 runs before the other ranks (e.g. one that writes a cache the others then read)."""
         return _main_first(self)
 
+    def same_on_every_rank(self, what: str, text: str) -> None:
+        """A DistributedError unless `text` (e.g. the resolved config as JSON) is the same on every rank."""
+        if not self.distributed:
+            return
+        import hashlib
+        import torch.distributed as dist
+        digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little", signed=True)
+        mine = torch.tensor([digest], dtype=torch.int64)
+        every = [torch.zeros_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(every, mine)
+        differ = [r for r, t in enumerate(every) if int(t) != int(every[0])]
+        if differ:
+            raise DistributedError(f"{what} differs between rank 0 and rank(s) {', '.join(map(str, differ))}: "
+                                   "every process must run the same command (same flags and files)")
+
     def close(self) -> None:
         """Leave the process group (every rank, at the end of training)."""
         import torch.distributed as dist

@@ -186,6 +186,19 @@ def test_a_rank_that_dies_is_reported_and_the_last_checkpoint_stays(tmp_path, co
     assert genforge.load(run, device="cpu").meta["step"] == 2  # the checkpoint before the death, whole
 
 
+def test_configs_that_differ_across_ranks_are_an_error(tmp_path, corpus):
+    script = tmp_path / "differs.py"  # rank 1 gets one more flag than rank 0
+    script.write_text("import os, sys\nfrom genforge.cli import main\n"
+                      "extra = ['--train.lr=0.5'] if os.environ['RANK'] == '1' else []\n"
+                      "raise SystemExit(main(sys.argv[1:] + extra))\n")
+    cmd = TORCHRUN + [str(script), "train", "gpt", "--data", str(corpus), "--out", str(tmp_path / "r"),
+                      "--train.grad_accum=2", "--train.max_iters=5"] + TINY_GPT
+    p = _run(cmd, _env(tmp_path), timeout=60)
+    assert p.returncode != 0
+    assert "the training config differs between rank 0 and rank(s) 1" in p.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_rendezvous_that_never_completes_names_the_timeout(tmp_path, corpus):
     with socket.socket() as s:  # a free port; the second rank never comes
         s.bind(("127.0.0.1", 0))

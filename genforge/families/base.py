@@ -18,6 +18,7 @@ Protocols are what `genforge.load` returns, per kind, and what the CLI and the s
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ def launch(family: str, cfg: dict[str, Any], run: RunDir, build: Callable[[Runti
     rt = make_runtime(tc.device, tc.dtype, tc.threads, distributed=True)
     try:
         micro_steps(tc.grad_accum, rt.world_size)  # before any work: a recipe that cannot split is an error
+        rt.same_on_every_rank("the training config", json.dumps(config.to_dict(cfg), sort_keys=True, default=str))
         run.is_main = rt.is_main
         seed_everything(tc.seed)
         with rt.main_first():
