@@ -117,10 +117,14 @@ class Runtime:
             raise DistributedError(f"{what} differs between rank 0 and rank(s) {', '.join(map(str, differ))}: "
                                    "every process must run the same command (same flags and files)")
 
-    def close(self) -> None:
-        """Leave the process group (every rank, at the end of training)."""
+    def close(self, together: bool = True) -> None:
+        """Leave the process group at the end of training: `together` (a run that ended well) after a
+        barrier, so no rank tears the group down while rank 0 still evaluates or writes; after an error
+        at once (the other ranks may be gone)."""
         import torch.distributed as dist
         if self.distributed and dist.is_initialized():
+            if together:
+                dist.barrier()
             dist.destroy_process_group()
 
     def autocast(self):

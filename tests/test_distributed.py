@@ -149,6 +149,21 @@ def test_classifier_two_processes(tmp_path, reviews):
     assert any("eval/val_accuracy" in r for r in rows) and (run / "eval" / "val").is_dir()
 
 
+def test_time_budget_and_nan_stop_every_rank_at_the_same_step(tmp_path, corpus):
+    base = TORCHRUN + ["-m", "genforge", "train", "gpt", "--data", str(corpus), "--train.grad_accum=2"] + TINY_GPT
+    # each rank's clock differs; rank 0's budget decision is everyone's, so no rank waits for the others
+    p = _run(base + ["--out", str(tmp_path / "t"), "--train.max_iters=1000000", "--train.max_seconds=1",
+                     "--train.eval_interval=1000000"], _env(tmp_path), timeout=60)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "genforge: stopped (time_budget)" in p.stdout
+    # a loss that turns NaN: both ranks stop at the same step, with the same one-line error
+    p = _run(base + ["--out", str(tmp_path / "n"), "--train.max_iters=50", "--train.lr=1e4",
+                     "--train.warmup_iters=0", "--train.grad_clip=0"], _env(tmp_path), timeout=60)
+    assert p.returncode != 0
+    errors = [line for line in p.stderr.splitlines() if line.startswith("genforge: error: training diverged")]
+    assert len(errors) == 2 and errors[0] == errors[1], p.stderr[-3000:]
+
+
 def test_invalid_config_is_an_error_not_a_hang(tmp_path, corpus):
     cmd = TORCHRUN + ["-m", "genforge", "train", "gpt", "--data", str(corpus), "--out", str(tmp_path / "r"),
                       "--train.grad_accum=3", "--train.max_iters=5"] + TINY_GPT

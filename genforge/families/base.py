@@ -95,9 +95,12 @@ def launch(family: str, cfg: dict[str, Any], run: RunDir, build: Callable[[Runti
                 if rt.distributed else f"{tc.batch_size} x {tc.grad_accum}"
             print(f"genforge: {built.banner}; global batch {tc.batch_size * tc.grad_accum} ({per}); "
                   f"run: {run.path}", file=sys.stderr)
-        return trainer.fit()
-    finally:
-        rt.close()
+        result = trainer.fit()
+    except BaseException:
+        rt.close(together=False)
+        raise
+    rt.close()
+    return result
 
 
 class EpochOrder:
