@@ -164,13 +164,16 @@ def cmd_train(args, rest: list[str]) -> int:
         overrides.setdefault("data", {})["errors"] = args.errors
     run, result = family.train(preset=args.preset, overrides=overrides, out=args.out, resume=args.resume,
                                init_from=args.init_from, progress=not args.no_progress)
+    code = 0 if result.stopped != "interrupted" else 130
+    if not run.is_main:  # under torchrun, rank 0 reports
+        return code
     metric = family.METRICS.get(result.metric, result.metric)
     best = f", best {metric} {result.best:.4f}" if result.best is not None else ""
     print(f"genforge: stopped ({result.stopped}) at step {result.step} after {result.seconds:.0f}s{best}")
     print(f"genforge: run saved in {run.path}  (config.json, checkpoints/, metrics.jsonl, loss.png, tb/)")
     steps = family.next_steps(run.path) + [f"tensorboard --logdir {run.path / 'tb'}"]
     print(f"  next: {'   |   '.join(steps)}")
-    return 0 if result.stopped != "interrupted" else 130
+    return code
 
 
 def cmd_sample(args) -> int:

@@ -8,4 +8,8 @@ class TrainingDiverged(RuntimeError):
     """The loss or gradient became NaN/inf; the message names the step and the last good checkpoint."""
 
 
-USER_ERRORS = (ValueError, OSError, NotImplementedError, TrainingDiverged)
+class DistributedError(RuntimeError):
+    """A multi-process (torchrun) run could not form its process group; the message names the timeout."""
+
+
+USER_ERRORS = (ValueError, OSError, NotImplementedError, TrainingDiverged, DistributedError)

@@ -2,6 +2,13 @@
 
 This is the one place that knows about devices and distributed ranks. Everything that writes
 to disk asks `runtime.is_main` first, so a multi-process launch (torchrun) writes each file once.
+
+    torchrun --standalone --nproc-per-node=2 -m genforge train gpt --data input.txt
+
+A run is distributed iff WORLD_SIZE > 1 (torchrun sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and
+MASTER_PORT): `make_runtime(distributed=True)` then joins the process group (gloo on the CPU, nccl on
+CUDA) within GENFORGE_DIST_TIMEOUT seconds (default 1800, also the limit of every collective), and on
+the CPU gives each local process cores / local processes threads; `close()` leaves the group.
 """
 from __future__ import annotations
 
@@ -9,8 +16,11 @@ import contextlib
 import os
 import random
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
+
+from .errors import DistributedError
 
 
 def cpu_supports_bf16() -> bool:
@@ -84,20 +94,114 @@ class Runtime:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def main_first(self):
+        """A block rank 0 runs before the other ranks (e.g. one that writes a cache the others then read)."""
+        return _main_first(self)
+
+    def same_on_every_rank(self, what: str, text: str) -> None:
+        """A DistributedError unless `text` (e.g. the resolved config as JSON) is the same on every rank."""
+        if not self.distributed:
+            return
+        import hashlib
+        import torch.distributed as dist
+        digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little", signed=True)
+        mine = torch.tensor([digest], dtype=torch.int64)
+        every = [torch.zeros_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(every, mine)
+        differ = [r for r, t in enumerate(every) if int(t) != int(every[0])]
+        if differ:
+            raise DistributedError(f"{what} differs between rank 0 and rank(s) {', '.join(map(str, differ))}: "
+                                   "every process must run the same command (same flags and files)")
+
+    def close(self, together: bool = True) -> None:
+        """Leave the process group at the end of training: `together` (a run that ended well) after a
+        barrier, so no rank tears the group down while rank 0 still evaluates or writes; after an error
+        at once (the other ranks may be gone)."""
+        import torch.distributed as dist
+        if self.distributed and dist.is_initialized():
+            if together:
+                dist.barrier()
+            dist.destroy_process_group()
+
     def autocast(self):
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
 
-def make_runtime(device: str = "auto", dtype: str = "auto", threads: int = 0) -> Runtime:
-    """Build the runtime from train-config fields. threads=0 keeps torch's default."""
+@contextlib.contextmanager
+def _main_first(rt: Runtime):
+    import torch.distributed as dist
+    if rt.distributed and not rt.is_main:
+        dist.barrier()
+    yield
+    if rt.distributed and rt.is_main:
+        dist.barrier()
+
+
+def dist_timeout() -> float:
+    """GENFORGE_DIST_TIMEOUT: seconds to form the process group and to wait in any collective."""
+    raw = os.environ.get("GENFORGE_DIST_TIMEOUT", "1800")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"GENFORGE_DIST_TIMEOUT={raw!r}: expected a positive number of seconds")
+    return value
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected an integer (as torchrun sets it)") from None
+
+
+def _join_group(dev: torch.device, rank: int, world: int) -> None:
+    """Join the process group of WORLD_SIZE ranks (torchrun's env:// rendezvous), or fail naming the timeout."""
+    import torch.distributed as dist
+    if dist.is_initialized():
+        return
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        if name not in os.environ:
+            raise ValueError(f"WORLD_SIZE={world} but {name} is not set: launch with torchrun "
+                             "(torchrun --standalone --nproc-per-node=N -m genforge train ...)")
+    timeout = dist_timeout()
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    try:
+        dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout))
+    except Exception as e:  # a store or connect timeout, a refused connection, ...
+        where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+        raise DistributedError(f"rank {rank}: the {world}-process group ({backend}, rendezvous at {where}) did not "
+                           f"form within GENFORGE_DIST_TIMEOUT={timeout:g}s: {type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+def make_runtime(device: str = "auto", dtype: str = "auto", threads: int = 0, distributed: bool = False) -> Runtime:
+    """Build the runtime from train-config fields. threads=0 keeps torch's default (under torchrun:
+    cores / local processes). `distributed` (training) joins the process group when WORLD_SIZE > 1;
+    without it (sampling, evaluation, serving) the runtime is rank 0 of 1."""
+    world = _env_int("WORLD_SIZE", 1) if distributed else 1
+    rank = _env_int("RANK", 0) if world > 1 else 0
+    if world > 1 and not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} is not in [0, WORLD_SIZE={world})")
+    dev = pick_device(device)
     if threads > 0:
         torch.set_num_threads(threads)
-    rank = int(os.environ.get("RANK", 0))
-    world = int(os.environ.get("WORLD_SIZE", 1))
+    elif world > 1 and dev.type == "cpu":  # torchrun sets OMP_NUM_THREADS=1; share the cores instead
+        local = max(1, _env_int("LOCAL_WORLD_SIZE", 1))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores // local))
     if world > 1:
-        raise NotImplementedError(
-            "multi-process training (WORLD_SIZE>1) is not supported yet; run one process")
-    dev = pick_device(device)
+        if dev.type == "cuda":
+            if dev.index is None:  # one GPU per local rank
+                dev = torch.device("cuda", _env_int("LOCAL_RANK", 0))
+            torch.cuda.set_device(dev)
+        _join_group(dev, rank, world)
     return Runtime(device=dev, dtype=pick_dtype(dtype, dev), rank=rank, world_size=world)

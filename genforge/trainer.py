@@ -13,9 +13,17 @@ last checkpoints (atomic), resume, early stopping, time budget, Ctrl-C, and logg
 Inside its loss functions a task calls `self.trainer.module(name)` (the placed module, compiled
 or wrapped as configured) and draws batches with `self.trainer.generator`; `task.modules` stay
 the plain modules that checkpoints hold and evaluation uses.
+
+Under torchrun (Runtime.distributed) every trained module is wrapped in DistributedDataParallel,
+gradients are averaged only on the last micro-step, and each rank runs grad_accum / world_size
+micro-steps, so the global batch (batch_size x grad_accum) is the recipe's on any world size. Rank 0
+alone evaluates (on the plain modules), logs and writes checkpoints; the logged training losses are
+averaged over the ranks, and every stop decision (max_iters, time budget, early stopping, stop_at,
+NaN, Ctrl-C) is taken by all ranks at the same step.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -128,6 +136,22 @@ class Result:
     metric: str | None = None  # the evaluation metric `best` refers to (the task's select_metric)
 
 
+def micro_steps(grad_accum: int, world_size: int) -> int:
+    """Micro-steps per optimizer step on each rank: train.grad_accum (the recipe's, on one process)
+    divided by the world size, so the global batch stays batch_size x grad_accum."""
+    if grad_accum % world_size:
+        raise ValueError(f"train.grad_accum={grad_accum} is not divisible by the world size {world_size}: the "
+                         f"global batch is batch_size x grad_accum, split over the processes; pass "
+                         f"--train.grad_accum={world_size * max(1, grad_accum // world_size)} (or a multiple "
+                         f"of {world_size})")
+    return grad_accum // world_size
+
+
+def _dist():
+    import torch.distributed as dist
+    return dist
+
+
 class Trainer:
     def __init__(self, task: Task, cfg: TrainConfig, run: RunDir, runtime: Runtime, progress: bool = True):
         self.task, self.cfg, self.run, self.rt = task, cfg, run, runtime
@@ -139,9 +163,13 @@ class Trainer:
         self.train_cpu_seconds = 0.0  # CPU time of this process in training steps (all its threads)
         self._step_clock, self._cpu_clock = time.perf_counter(), time.process_time()
         self._stop_requested = False
-        self.placed = {name: self._place(m) for name, m in task.modules.items()}
-        # the batch generator: one stream for every draw of the task's data (seed + rank, later)
+        self.accum = micro_steps(cfg.grad_accum, runtime.world_size)
+        self.wrapped: dict[str, torch.nn.Module] = {}  # the DistributedDataParallel wrappers, by module name
+        self.placed = {name: self._place(name, m) for name, m in task.modules.items()}
+        # the batch generator: one stream for every draw of the task's data, seeded seed + rank
         self.generator = torch.Generator().manual_seed(cfg.seed + runtime.rank)
+        if runtime.rank:  # the other ranks' dropout and noise differ from rank 0's (their weights do not)
+            torch.manual_seed(cfg.seed + runtime.rank)
         task.bind(self)
         for opt in task.optimizers.values():
             for g in opt.param_groups:
@@ -149,17 +177,80 @@ class Trainer:
 
     # ------------------------------------------------------------------ placement
 
-    def _place(self, module: torch.nn.Module) -> torch.nn.Module:
-        """Move to the device; a trained module (any parameter that needs gradients) is compiled when
-        train.compile is set. The one place a data-parallel wrapper will go."""
+    def _place(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
+        """Move to the device; a trained module (any parameter that needs gradients) is wrapped in
+        DistributedDataParallel under torchrun (its weights broadcast from rank 0), then compiled when
+        train.compile is set."""
         module.to(self.rt.device)  # in place: the optimizers' parameters stay the module's
-        if self.cfg.compile and any(p.requires_grad for p in module.parameters()):
-            return torch.compile(module)
-        return module
+        if not any(p.requires_grad for p in module.parameters()):
+            return module
+        placed = module
+        if self.rt.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+            ids = [self.rt.device.index] if self.rt.device.type == "cuda" else None
+            placed = self.wrapped[name] = DistributedDataParallel(module, device_ids=ids)
+        if self.cfg.compile:
+            placed = torch.compile(placed)
+        return placed
 
     def module(self, name: str) -> torch.nn.Module:
-        """The task's module `name` as training calls it (compiled or wrapped as configured)."""
+        """The task's module `name` as training calls it (compiled or wrapped as configured). A wrapped
+        module whose parameters are all frozen at the moment (a GAN's D in the G phase) comes plain:
+        it has no gradients to average."""
+        if name in self.wrapped and not any(p.requires_grad for p in self.task.modules[name].parameters()):
+            return self.task.modules[name]
         return self.placed[name]
+
+    def _no_sync(self, sync: bool):
+        """Gradient averaging off for a micro-step that is not the last of the accumulation."""
+        stack = contextlib.ExitStack()
+        if not sync:
+            for ddp in self.wrapped.values():
+                stack.enter_context(ddp.no_sync())
+        return stack
+
+    # ------------------------------------------------------------------ collectives (distributed only)
+
+    def _any_rank(self, flags: list[bool]) -> list[bool]:
+        """Each flag, true where it is true on any rank."""
+        t = torch.tensor([float(f) for f in flags])
+        _dist().all_reduce(t, op=_dist().ReduceOp.MAX)
+        return [bool(v) for v in t.tolist()]
+
+    def _from_main(self, code: int) -> int:
+        """Rank 0's value of `code`, on every rank."""
+        t = torch.tensor([code], dtype=torch.int64)
+        _dist().broadcast(t, src=0)
+        return int(t.item())
+
+    def _mean_over_ranks(self, tree):
+        """The mean over ranks of every number in a (nested) dict/list of floats, the same shape on each rank."""
+        leaves: list[float] = []
+
+        def flatten(x):
+            if isinstance(x, dict):
+                for k in sorted(x):
+                    flatten(x[k])
+            elif isinstance(x, (list, tuple)):
+                for v in x:
+                    flatten(v)
+            else:
+                leaves.append(float(x))
+
+        def rebuild(x, it):
+            if isinstance(x, dict):
+                out = {k: rebuild(x[k], it) for k in sorted(x)}  # consumed in flatten's order
+                return {k: out[k] for k in x}
+            if isinstance(x, (list, tuple)):
+                return [rebuild(v, it) for v in x]
+            return next(it)
+
+        flatten(tree)
+        if not leaves:
+            return tree
+        t = torch.tensor(leaves, dtype=torch.float64)
+        _dist().all_reduce(t)
+        return rebuild(tree, iter((t / self.rt.world_size).tolist()))
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -204,11 +295,15 @@ class Trainer:
             checkpoint.restore_optimizer(opt, f"optim.{name}", tensors, meta["resume"]["optimizers"][name])
         own = {"rng.torch", "rng.data"}
         task_state = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.") and k not in own}
-        if task_state:
-            self.task.set_rng_state(task_state)
-        self.generator.set_state(tensors["rng.data"])
-        torch.set_rng_state(tensors["rng.torch"])
         self.step, self.best = meta["step"], meta.get("best")
+        if self.rt.rank == 0:  # the checkpoint holds rank 0's streams; rank 0 (or one process) continues them
+            if task_state:
+                self.task.set_rng_state(task_state)
+            self.generator.set_state(tensors["rng.data"])
+            torch.set_rng_state(tensors["rng.torch"])
+        else:  # the other ranks start fresh streams of their own, seeded from the rank and the step
+            self.generator.manual_seed(self.cfg.seed + self.rt.rank + 1_000_003 * self.step)
+            torch.manual_seed(self.cfg.seed + self.rt.rank + 1_000_003 * self.step)
         self.train_seconds = meta.get("train_seconds", 0.0)
         self.train_cpu_seconds = meta.get("train_cpu_seconds", 0.0)
         self.bad_evals = meta["resume"]["bad_evals"]
@@ -228,14 +323,20 @@ class Trainer:
             opt_name = opt_names[0]
             for opt in opts:
                 opt.zero_grad(set_to_none=True)
-            for _ in range(self.cfg.grad_accum):
-                with self.rt.autocast():
-                    loss, extra = loss_fn()
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(self._diverged_message(f"{opt_name} loss is {loss.item()}"))
-                (loss / self.cfg.grad_accum).backward()
+            bad = None
+            for i in range(self.accum):
+                with self._no_sync(i == self.accum - 1):
+                    with self.rt.autocast():
+                        loss, extra = loss_fn()
+                    if not torch.isfinite(loss):
+                        bad = bad or f"{opt_name} loss is {loss.item()}"
+                        if not self.rt.distributed:
+                            raise TrainingDiverged(self._diverged_message(bad))
+                    (loss / self.accum).backward()  # every rank runs every backward (its gradient average)
                 for k, v in extra.items():
-                    logs[k] = logs.get(k, 0.0) + v / self.cfg.grad_accum
+                    logs[k] = logs.get(k, 0.0) + v / self.accum
+            if self.rt.distributed and self._any_rank([bad is not None])[0]:
+                raise TrainingDiverged(self._diverged_message(bad or f"{opt_name} loss is not finite on another rank"))
             params = [p for opt in opts for g in opt.param_groups for p in g["params"] if p.grad is not None]
             if self.cfg.grad_clip > 0 and params:
                 norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
@@ -263,8 +364,21 @@ class Trainer:
                 "Try a lower --train.lr or --train.grad_clip=1.0")
 
     def _evaluate(self) -> dict[str, float]:
+        """Every rank calls it; rank 0 alone evaluates, logs and saves (the others get {})."""
         self.train_seconds += time.perf_counter() - self._step_clock
         self.train_cpu_seconds += time.process_time() - self._cpu_clock
+        metrics: dict[str, float] = {}
+        if self.rt.distributed and hasattr(self.task, "interval_state"):  # train_loss over all ranks' batches
+            state = self._mean_over_ranks(self.task.interval_state())
+            if not self.rt.is_main:
+                state = {k: type(v)() for k, v in state.items()}  # forgotten here: rank 0 logs it
+            self.task.set_interval_state(state)
+        if self.rt.is_main:
+            metrics = self._evaluate_main()
+        self._step_clock, self._cpu_clock = time.perf_counter(), time.process_time()
+        return metrics
+
+    def _evaluate_main(self) -> dict[str, float]:
         metrics = {**self.task.evaluate(), "train_seconds": self.train_seconds,
                    "train_cpu_seconds": self.train_cpu_seconds}
         self.task.on_eval(self.step, self.monitor)
@@ -286,7 +400,6 @@ class Trainer:
             self.save("best")  # no selection metric (e.g. GANs): newest is 'best'
         self.save("last")
         self.monitor.plot()
-        self._step_clock, self._cpu_clock = time.perf_counter(), time.process_time()
         return metrics
 
     def request_stop(self) -> None:
@@ -319,6 +432,8 @@ class Trainer:
                 self.step += 1
                 self.monitor.advance()
                 if self.step % cfg.log_interval == 0 or self.step == cfg.max_iters:
+                    if self.rt.distributed:  # the logged losses are the mean over the ranks' batches
+                        logs = self._mean_over_ranks(logs)
                     now = time.perf_counter()
                     rate = (self.step - last_step) * self.task.items_per_step / max(now - last_time, 1e-9)
                     last_time, last_step = now, self.step
@@ -326,17 +441,25 @@ class Trainer:
                     self.monitor.status(logs, rate, self.task.item_name)
                 if self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters:
                     metrics = self._evaluate()
-                    if cfg.patience and self.bad_evals >= cfg.patience:
-                        stopped = "early_stopping"
-                        break
+                    code = 0
                     key = self.task.select_metric
-                    if cfg.stop_at is not None and key in metrics and metrics[key] <= cfg.stop_at:
-                        stopped = "target_reached"
+                    if cfg.patience and self.bad_evals >= cfg.patience:
+                        code = 1
+                    elif cfg.stop_at is not None and key in metrics and metrics[key] <= cfg.stop_at:
+                        code = 2
+                    if self.rt.distributed:  # rank 0 evaluated: its decision is everyone's
+                        code = self._from_main(code)
+                    if code:
+                        stopped = "early_stopping" if code == 1 else "target_reached"
                         break
-                if cfg.max_seconds and self._elapsed() >= cfg.max_seconds:
+                out_of_time = bool(cfg.max_seconds) and self._elapsed() >= cfg.max_seconds
+                stop_requested = self._stop_requested
+                if self.rt.distributed:  # any rank's Ctrl-C or budget stops all of them at this step
+                    out_of_time, stop_requested = self._any_rank([out_of_time, stop_requested])
+                if out_of_time:
                     stopped = "time_budget"
                     break
-                if self._stop_requested:
+                if stop_requested:
                     stopped = "interrupted"
                     break
             if stopped in ("time_budget", "interrupted") and self.step % cfg.eval_interval:

@@ -18,6 +18,7 @@ Protocols are what `genforge.load` returns, per kind, and what the CLI and the s
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ import torch
 from .. import checkpoint, config
 from ..run import RunDir, find_checkpoint
 from ..runtime import Runtime, make_runtime, seed_everything
-from ..trainer import Result, Task, Trainer
+from ..trainer import Result, Task, Trainer, micro_steps
 
 # ----------------------------------------------------------------------------- training set-up
 
@@ -67,22 +68,39 @@ def launch(family: str, cfg: dict[str, Any], run: RunDir, build: Callable[[Runti
 
     `build` may change `cfg` (e.g. the vocabulary size, or steps from epochs): what it leaves there
     is what config.json and the trainer get.
+
+    Under torchrun (WORLD_SIZE > 1) every rank runs this; rank 0 builds first (its caches are the
+    others' to read), alone creates the run folder and writes its files, and every rank restores on
+    --resume from the checkpoint rank 0 wrote.
     """
     tc = cfg["train"]
-    rt = make_runtime(tc.device, tc.dtype, tc.threads)
-    run.is_main = rt.is_main
-    seed_everything(tc.seed)
-    built = build(rt)
-    run.create(resume)
-    run.write_json("config.json", {"family": family, "config": config.to_dict(cfg), **built.config})
-    for name, doc in built.files.items():
-        run.write_json(name, doc)
-    trainer = Trainer(built.task, cfg["train"], run, rt, progress=progress)
-    if resume:
-        trainer.restore(run.checkpoint("last"))
-    if rt.is_main:
-        print(f"genforge: {built.banner}; run: {run.path}", file=sys.stderr)
-    return trainer.fit()
+    rt = make_runtime(tc.device, tc.dtype, tc.threads, distributed=True)
+    try:
+        micro_steps(tc.grad_accum, rt.world_size)  # before any work: a recipe that cannot split is an error
+        rt.same_on_every_rank("the training config", json.dumps(config.to_dict(cfg), sort_keys=True, default=str))
+        run.is_main = rt.is_main
+        seed_everything(tc.seed)
+        with rt.main_first():
+            built = build(rt)
+            run.create(resume)
+            run.write_json("config.json", {"family": family, "config": config.to_dict(cfg), **built.config})
+            for name, doc in built.files.items():
+                run.write_json(name, doc)
+        tc = cfg["train"]
+        trainer = Trainer(built.task, tc, run, rt, progress=progress)
+        if resume:
+            trainer.restore(run.checkpoint("last"))
+        if rt.is_main:
+            per = f"{tc.batch_size} x {tc.grad_accum // rt.world_size} x {rt.world_size} processes" \
+                if rt.distributed else f"{tc.batch_size} x {tc.grad_accum}"
+            print(f"genforge: {built.banner}; global batch {tc.batch_size * tc.grad_accum} ({per}); "
+                  f"run: {run.path}", file=sys.stderr)
+        result = trainer.fit()
+    except BaseException:
+        rt.close(together=False)
+        raise
+    rt.close()
+    return result
 
 
 class EpochOrder:
