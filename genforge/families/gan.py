@@ -137,6 +137,7 @@ class GANTask(base.IntervalLosses):
         self.scorer, self.test = scorer, test
         self.select_metric = "feature_fd" if scorer is not None and test is not None else None
         self._stats_fresh = False  # the EMA generator's BatchNorm statistics are its own (standing_stats)
+        self._shared_scorer: TrainingImageScorer | None = None  # built on first evaluation
         self._recent: dict[str, list[float]] = {}
         self.class_names = list(data.class_names)
 
@@ -240,7 +241,7 @@ class GANTask(base.IntervalLosses):
 
     def _image_scorer(self) -> TrainingImageScorer:
         """The shared evaluate-while-training scorer, built once (it caches the test images' features)."""
-        if getattr(self, "_shared_scorer", None) is None:
+        if self._shared_scorer is None:
             self._shared_scorer = TrainingImageScorer(self._generate, self.scorer, self.test, self.g.config.num_classes,
                                                       self.gc.monitor_samples, self.cfg["train"].seed)
         return self._shared_scorer
