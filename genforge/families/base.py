@@ -220,6 +220,25 @@ class ClassificationPipeline(Protocol):
                  label_field: str | None = None, out: str | Path | None = None) -> dict: ...
 
 
+@runtime_checkable
+class TextToImagePipeline(Protocol):
+    """A text-to-image model: `generate(prompt, n)` -> uint8 (n, H, W, C); same seed, same images.
+
+    `prompt` is one caption for all n images, or a list of n captions (one per image); `guidance`
+    (classifier-free guidance scale, where the model has it), `temperature` and `top_k` default to
+    the run's settings when None. An empty prompt is a ValueError naming `prompt`, so is one longer
+    than `text_len` words; a prompt with no known word gives unconditional images and a warning.
+    """
+    family: str
+    meta: dict[str, Any]
+    image_size: int
+    channels: int
+    text_len: int  # the caption context, in words
+
+    def generate(self, prompt: str | list[str], n: int = 1, seed: int | None = None, guidance: float | None = None,
+                 temperature: float | None = None, top_k: int | None = None) -> np.ndarray: ...
+
+
 def image_info(pipe: ImageGenerationPipeline) -> dict[str, Any]:
     """What the server's model list says about an image generator."""
     return {"image_size": pipe.image_size, "channels": pipe.channels, "num_classes": getattr(pipe, "num_classes", 0),
@@ -228,6 +247,8 @@ def image_info(pipe: ImageGenerationPipeline) -> dict[str, Any]:
 
 def contract_info(pipe) -> dict[str, Any]:
     """Model-list fields of a pipeline whose family is not registered (a stand-in): by its contract."""
+    if isinstance(pipe, TextToImagePipeline):
+        return {"image_size": pipe.image_size, "channels": pipe.channels, "text_len": pipe.text_len}
     if isinstance(pipe, ImageGenerationPipeline):
         return image_info(pipe)
     if isinstance(pipe, ClassificationPipeline):

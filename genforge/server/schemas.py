@@ -92,6 +92,7 @@ class ImageRequest(Strict):
     output_format: Literal["png"] | None = None
     seed: Seed | None = None  # genforge extra
     label: Int() | str | None = None  # genforge extra: class index or name for class-conditional GANs
+    guidance: Float(ge=0.0, le=100.0) | None = None  # extra: text-to-image
     user: str | None = None
 
 

@@ -18,7 +18,7 @@ from ..engine import Engine, engine_for
 from .errors import APIError
 from .settings import Settings
 
-TEXT, IMAGE, CLASSIFY = ("gpt",), ("gan", "text2image"), ("classifier",)
+TEXT, IMAGE, CLASSIFY = ("gpt",), ("gan", "text2image", "captiongan"), ("classifier",)
 
 
 @dataclass

@@ -47,9 +47,11 @@ class FakeGAN:
 
 
 class FakeText2Image(FakeGAN):
+    """The TextToImagePipeline contract: generate(prompt, n, seed, guidance, temperature, top_k)."""
     family = "text2image"
+    text_len = 8
 
-    def generate(self, n, seed=None, labels=None, prompt=None):
+    def generate(self, prompt, n=1, seed=None, guidance=None, temperature=None, top_k=None):
         assert prompt, "text-to-image needs a prompt"
         self.calls.append((n, seed, prompt))
         return np.full((n, self.image_size, self.image_size, self.channels), len(prompt) % 256, dtype=np.uint8)

@@ -18,6 +18,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from PIL import Image
 
+from ...families.base import TextToImagePipeline
 from ..errors import APIError
 from ..schemas import ImageRequest
 from ..state import IMAGE
@@ -91,13 +92,15 @@ async def create_images(body: ImageRequest, request: Request):
     if body.size not in (None, "auto", native):
         raise APIError(400, f"size: model '{served.name}' makes {native} images, not {body.size}", param="size")
     kwargs = {"n": body.n, "seed": None if body.seed is None else body.seed % 2**63}
-    if served.family == "text2image":
-        if not body.prompt:
+    if isinstance(pipe, TextToImagePipeline):
+        if not body.prompt or not body.prompt.strip():
             raise APIError(400, "prompt: a text-to-image model needs a prompt", param="prompt")
-        kwargs["prompt"] = body.prompt
+        kwargs.update(prompt=body.prompt, guidance=body.guidance)
         if body.label is not None:
             raise APIError(400, "label: text-to-image models take a prompt, not a label", param="label")
     else:
+        if body.guidance is not None:
+            raise APIError(400, "guidance: only text-to-image models take a guidance scale", param="guidance")
         label = class_label(pipe, body)
         kwargs["labels"] = label
 
@@ -105,7 +108,8 @@ async def create_images(body: ImageRequest, request: Request):
         try:
             return pipe.generate(**kwargs)
         except ValueError as e:
-            raise APIError(400, str(e), param="label" if "label" in str(e) else None) from None
+            param = next((p for p in ("prompt", "label", "guidance") if str(e).startswith(p)), None)
+            raise APIError(400, str(e), param=param or ("label" if "label" in str(e) else None)) from None
 
     async with served.lock:
         images = await anyio.to_thread.run_sync(run)
