@@ -8,7 +8,8 @@ Three parts, each against a baseline:
   with what its caption asked for, per attribute and all-attributes-correct, separately for
   captions in the training phrasings ("train"), in the held-out phrasings ("held_out") and, for the
   shapes set, for the colour+kind combinations never trained on ("held_out_combos"). The baseline
-  is the judge's own accuracy on real test images ("judge_accuracy").
+  is the judge's own accuracy on real test images ("judge_accuracy"); "judge_fit" is False (and
+  a warning says so) when any of it is below JUDGE_FIT: then caption accuracy says little.
 - quality: feature-FD / KID / precision / recall of the training-phrasing images, overall and per
   class, with the real-data floor beside each (metrics/protocol.score).
 - memorisation: the RMS pixel distance (0..1) of each generated image to its nearest training image,
@@ -16,6 +17,8 @@ Three parts, each against a baseline:
   training image than 99% of real test images are.
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
@@ -26,6 +29,7 @@ from ..data.images import ImageSet
 from . import judges, protocol
 
 PIPELINE_FIELDS = ("generate", "image_size", "channels", "text_len", "meta", "family")
+JUDGE_FIT = 0.98  # a judge reading real test images less well than this, per attribute, is not fit to judge
 MIN_PER_CLASS = 10  # fewer generated images of a class than this: no per-class scores
 
 
@@ -106,8 +110,12 @@ def evaluate_text2image(pipe, n: int = 1000, seed: int = 0, data: str | None = N
     combos = image_data.load("shapes", pipe.image_size, pipe.channels, "held_out_combos") \
         if src.path == "shapes" else None
     want = (n, pipe.image_size, pipe.image_size, pipe.channels)
+    fit = all(v is not None and v >= JUDGE_FIT for v in judge.accuracy.values())
+    if not fit:
+        warnings.warn(f"{src.path}: the judge {judge.id} reads real test images below {JUDGE_FIT:.0%} on some "
+                      f"attribute ({judge.accuracy}); its caption accuracy says little", stacklevel=2)
     report: dict = {"data": src.path, "n": n, "judge": judge.id, "judge_accuracy": judge.accuracy,
-                    "caption_accuracy": {}}
+                    "judge_fit": fit, "caption_accuracy": {}}
     generated = {}
     for name, (prompts, wanted, classes) in requests(src.path, test, combos, n, seed).items():
         fake = pipe.generate(prompts, n=n, seed=seed)

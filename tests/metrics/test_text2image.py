@@ -47,7 +47,7 @@ def test_shapes_judge_and_evaluation_of_a_faithful_pipeline_and_of_noise(small_s
     assert set(good["caption_accuracy"]) == {"train", "held_out", "held_out_combos"}
     for split, acc in good["caption_accuracy"].items():
         assert acc["all"] >= 0.9 and min(acc.values()) >= 0.9, (split, acc)
-    assert good["judge_accuracy"] == judge.accuracy
+    assert good["judge_accuracy"] == judge.accuracy and good["judge_fit"] == (min(judge.accuracy.values()) >= 0.98)
     bad = text2image.evaluate_text2image(FakePipe("shapes", 32, 3, noise(32, 3), feature_steps=10), n=120, kid_subsets=5,
                                          judge_steps=JUDGE_STEPS)
     for split, acc in bad["caption_accuracy"].items():
@@ -71,6 +71,7 @@ def test_labelled_evaluation_with_the_feature_network_as_judge(one_thread):
     good = text2image.evaluate_text2image(FakePipe("digits", 8, 1, draw), n=100, kid_subsets=5)
     assert set(good["caption_accuracy"]) == {"train", "held_out"}
     floor = good["judge_accuracy"]["class"]
+    assert good["judge_fit"] == (floor >= 0.98)
     assert floor > 0.8 and all(a["class"] >= floor - 0.1 for a in good["caption_accuracy"].values())
     assert good["memorisation"]["copies"] > 0.9  # it copies training images, and the score says so
     assert set(good["per_class"]) == set(train.class_names)
