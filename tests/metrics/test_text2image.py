@@ -48,8 +48,8 @@ def test_shapes_judge_and_evaluation_of_a_faithful_pipeline_and_of_noise(small_s
     for split, acc in good["caption_accuracy"].items():
         assert acc["all"] >= 0.9 and min(acc.values()) >= 0.9, (split, acc)
     assert good["judge_accuracy"] == judge.accuracy and good["judge_fit"] == (min(judge.accuracy.values()) >= 0.98)
-    bad = text2image.evaluate_text2image(FakePipe("shapes", 32, 3, noise(32, 3), feature_steps=10), n=120, kid_subsets=5,
-                                         judge_steps=JUDGE_STEPS)
+    noisy = FakePipe("shapes", 32, 3, noise(32, 3), feature_steps=10)
+    bad = text2image.evaluate_text2image(noisy, n=120, kid_subsets=5, judge_steps=JUDGE_STEPS)
     for split, acc in bad["caption_accuracy"].items():
         assert acc["all"] <= 0.05 and acc["colour"] <= 0.5 and acc["shape"] <= 0.6, (split, acc)
     q, b = good["quality"], bad["quality"]
