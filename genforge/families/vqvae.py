@@ -64,9 +64,10 @@ def sections() -> dict[str, Any]:
 
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # 28x28 -> 7x7 and 32x32 -> 8x8 codes (model.image_size), 512 EMA codes of 16 dimensions
+    # 28x28 grey -> 7x7 codes (any multiple of 4 via model.image_size), 512 EMA codes of 16 dimensions
     "conv": {},
-    "conv-fsq": {"model": {"quantizer": "fsq", "fsq_levels": (8, 5, 5, 5)}},
+    "conv-rgb32": {"model": {"image_size": 32, "channels": 3}},  # e.g. the shapes set: 8x8 codes
+    "conv-fsq": {"model": {"quantizer": "fsq", "fsq_levels": (8, 5, 5, 5)}},  # 1000 codes, no codebook
     # article 002: Linear encoder -> LeakyReLU(0.2) -> Dropout(0.3) -> z -> mirrored decoder, BCE;
     # z (16 x 16 dimensions) is quantised as 16 codes
     "ae002": {"model": {"arch": "mlp", "width": 512, "groups": 16, "leak": 0.2, "dropout": 0.3, "loss": "bce"},
