@@ -111,6 +111,11 @@ class Splits:
     labels: list[str]
 
 
+def source(ref: str, what: str) -> str:
+    """A data path or data-set name; 'shapes' (drawn by genforge/data/shapes.py) goes to the loader as it is."""
+    return ref if ref == "shapes" else resolve_dataset(ref, what)
+
+
 def relabel(data: image_data.ImageSet, labels: list[str], what: str) -> image_data.ImageSet:
     """`data` with its labels as indices into `labels`, matched by class name."""
     if data.labels is None:
@@ -127,7 +132,7 @@ def relabel(data: image_data.ImageSet, labels: list[str], what: str) -> image_da
 
 def splits(dc: ImageClassifierDataConfig, mc: ImageClassifierConfig) -> Splits:
     """The real training (`fraction` subset), validation and test images, and the extra images."""
-    path = resolve_dataset(dc.path, "data.path")
+    path = source(dc.path, "data.path")
 
     def load(p: str, split: str, test_fraction: float) -> image_data.ImageSet:
         return image_data.load(p, mc.image_size, mc.channels, split, test_fraction, dc.seed, dc.max_bad)
@@ -144,7 +149,7 @@ def splits(dc: ImageClassifierDataConfig, mc: ImageClassifierConfig) -> Splits:
     if dc.fraction < 1.0:  # the first `fraction` of each class's seeded permutation: nested across fractions
         _, keep = stratified_split(full.labels[train_idx], dc.fraction, dc.seed)
         train_idx = train_idx[keep]
-    extra = relabel(load(resolve_dataset(dc.extra, "data.extra"), "train", 0.0), labels, "data.extra") \
+    extra = relabel(load(source(dc.extra, "data.extra"), "train", 0.0), labels, "data.extra") \
         if dc.extra else None
     return Splits(full.subset(train_idx, f"{full.source} (train)"), val, test, extra, labels)
 
@@ -374,7 +379,7 @@ class ImageClassifierPipeline:
         """Every metric on the `split` of the labelled images at `path` (split as in training: the source's
         own test split, else the run's seeded hold-out); classes are matched to the run's by name."""
         d = self.meta["config"]["data"]
-        data = image_data.load(resolve_dataset(path, "--data"), self.image_size, self.channels, split,
+        data = image_data.load(source(path, "--data"), self.image_size, self.channels, split,
                                d["test_fraction"], d["seed"], d["max_bad"])
         return self.evaluate_set(relabel(data, self.labels, "--data"), out)
 
