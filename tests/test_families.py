@@ -30,6 +30,7 @@ CAPS = {
                    "data": {"buckets": 4096, "max_len": 32, "vocab_size": 2000}},
     "vqvae": {"model": {"width": 8, "res_blocks": 1, "groups": 4, "codebook_size": 16, "code_dim": 4},
               "vq": {"monitor_images": 8, "grid_pairs": 2}},
+    "imageclf": {"model": {"width": 4, "hidden": 8}},
 }
 # two optimizer steps, one evaluation (at step 2: the best checkpoint is the final model), no extras
 STEPS = {
@@ -37,10 +38,12 @@ STEPS = {
     "gan": {"train": {"batch_size": 8, "max_iters": 2, "eval_interval": 2}, "gan": {"monitor_samples": 0}},
     "classifier": {"train": {"batch_size": 16, "max_iters": 2, "eval_interval": 2}, "fit": {"epochs": 0}},
     "vqvae": {"train": {"batch_size": 8, "max_iters": 2, "eval_interval": 2}},
+    "imageclf": {"train": {"batch_size": 16, "max_iters": 2, "eval_interval": 2}, "fit": {"epochs": 0}},
 }
 # the vqvae is no generator: an image tokenizer (images <-> codes)
 CONTRACT = {"gpt": base.TextGenerationPipeline, "gan": base.ImageGenerationPipeline,
-            "classifier": base.ClassificationPipeline, "vqvae": base.ImageTokenizerPipeline}
+            "classifier": base.ClassificationPipeline, "vqvae": base.ImageTokenizerPipeline,
+            "imageclf": base.ImageClassificationPipeline}
 CASES = [(name, preset) for name in families.FAMILIES for preset in families.get(name).PRESETS]
 
 
@@ -48,7 +51,7 @@ def write_data(name: str, tmp_path) -> str:
     if name == "gpt":
         (tmp_path / "corpus.txt").write_text(TEXT)
         return str(tmp_path / "corpus.txt")
-    if name in ("gan", "vqvae"):
+    if name in ("gan", "vqvae", "imageclf"):
         images, labels = make_digit_like()
         np.savez(tmp_path / "bars.npz", images=images, labels=labels)
         return str(tmp_path / "bars.npz")
@@ -82,6 +85,8 @@ def live_pipeline(name: str, task, calibration=None):
         return family.GANPipeline(task.sampler.eval(), task.meta(), rt)
     if name == "vqvae":
         return family.VQVAEPipeline(task.model.eval(), task.meta(), rt)
+    if name == "imageclf":
+        return family.ImageClassifierPipeline(task.model.eval(), {**task.meta(), "calibration": calibration}, rt)
     return family.ClassifierPipeline(task.model.eval(), task.featurizer, task.labels,
                                      {**task.meta(), "calibration": calibration}, rt)
 
@@ -96,6 +101,8 @@ def outputs(pipe):
         images = make_digit_like(4, size=pipe.image_size)[0][..., None].repeat(pipe.channels, -1)  # (4, S, S, C)
         codes = pipe.encode(images)
         return np.concatenate([codes.reshape(4, -1), pipe.decode(codes).reshape(4, -1)], 1)
+    if isinstance(pipe, base.ImageClassificationPipeline):
+        return pipe.predict_proba(make_digit_like(n=4, seed=1)[0][..., None])
     return pipe.predict_proba(["superb wonderful film", "awful boring dull"])
 
 

@@ -13,7 +13,8 @@ import importlib
 from typing import Any
 
 FAMILIES = {"gpt": "genforge.families.gpt", "gan": "genforge.families.gan",
-            "classifier": "genforge.families.classifier", "vqvae": "genforge.families.vqvae"}
+            "classifier": "genforge.families.classifier", "vqvae": "genforge.families.vqvae",
+            "imageclf": "genforge.families.imageclf"}
 
 
 def get(name: str):
