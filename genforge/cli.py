@@ -10,6 +10,7 @@
     genforge eval runs/gan-...     genforge eval --samples DIR|FILE.npz --ref mnist
     genforge train classifier --data imdb/train.jsonl.gz --preset nbbag --out runs/imdb
     genforge classify runs/imdb "A wonderful film."      genforge cv --folds 5 --data train.jsonl
+    genforge synth runs/cdcgan --n 1000 --out synth/mnist [--judge RUN --min-confidence 0.9] [--dedup 0.05]
 
 Heavy imports (torch, ...) happen inside the subcommands, so `genforge --help` is instant. What
 differs between families (sampling, evaluation, the hints after training) is answered by the
@@ -136,6 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="least time between stream chunks after the first token; tokens made meanwhile go "
                    "out together (default 0.005; 0 = a chunk per token)")
 
+    y = sub.add_parser("synth", help="make a labelled synthetic data set from a generator run (writes manifest.json)")
+    y.add_argument("run", help="a conditional GAN, text-to-image or label-conditioned GPT run")
+    y.add_argument("--out", required=True, help="folder for the set and its manifest.json (new or empty)")
+    y.add_argument("--n", type=int, default=100, help="samples per class (before filtering)")
+    y.add_argument("--per-class", help="counts per class instead of --n, e.g. 'cat=100,dog=50'")
+    y.add_argument("--seed", type=int, default=0, help="random seed (class k is drawn with seed + k)")
+    y.add_argument("--temperature", type=float, help="sampling temperature (GPT, text-to-image)")
+    y.add_argument("--guidance", type=float, help="classifier-free guidance scale (text-to-image)")
+    y.add_argument("--max-new-tokens", type=_positive_int, default=200, help="tokens per generated text (GPT)")
+    y.add_argument("--judge", "--filter-judge", dest="judge", help="classifier run: keep only samples it assigns "
+                   "to their intended label with probability >= --min-confidence")
+    y.add_argument("--min-confidence", type=float, default=0.5, help="judge threshold (with --judge)")
+    y.add_argument("--label-from", help="classifier run labelling an unconditional generator's samples")
+    y.add_argument("--dedup", type=float, help="drop near-copies of training items: RMS pixel distance below "
+                   "this (images, [0, 1] units), or word 4-gram overlap above this share (texts)")
+    y.add_argument("--format", choices=["folder", "npz", "jsonl"], help="folder of class folders of PNGs (images' "
+                   "default), one .npz, or JSONL (texts)")
+    y.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic set in --out")
+    y.add_argument("--device", default="auto")
+
     d = sub.add_parser("data", help="data sets")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     g = dsub.add_parser("get", help="download a public data set (sha256-checked)")
@@ -258,6 +279,20 @@ def cmd_cv(args, rest: list[str]) -> int:
     return 0
 
 
+def cmd_synth(args) -> int:
+    from . import synth
+    per_class = synth.parse_per_class(args.per_class) if args.per_class else None
+    doc = synth.make(args.run, args.out, n=args.n, per_class=per_class, seed=args.seed, temperature=args.temperature,
+                     guidance=args.guidance, max_new_tokens=args.max_new_tokens, judge=args.judge,
+                     min_confidence=args.min_confidence, label_from=args.label_from, dedup=args.dedup,
+                     fmt=args.format, overwrite=args.overwrite, command=["genforge", *sys.argv[1:]],
+                     device=args.device)
+    c = doc["counts"]
+    print(f"genforge: {c['total']:,} synthetic samples in {args.out} (kept per class {c['kept']}; dropped "
+          f"{c['dropped'] or 'none'}); manifest: {args.out}/manifest.json")
+    return 0
+
+
 def cmd_data(args) -> int:
     from .data import download
     folder = download.get(args.name, directory=args.dir, mirror=args.mirror)
@@ -310,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "cv":
             return cmd_cv(args, rest)
         return {"sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "demo": cmd_demo,
-                "serve": cmd_serve, "classify": cmd_classify, "ensemble": cmd_ensemble}[args.command](args)
+                "serve": cmd_serve, "classify": cmd_classify, "ensemble": cmd_ensemble,
+                "synth": cmd_synth}[args.command](args)
     except KeyboardInterrupt:
         print("\ngenforge: interrupted", file=sys.stderr)
         return 130
