@@ -16,7 +16,7 @@ from typing import Any
 
 from .checkpoint import CheckpointError, read_meta
 
-REQUIRED = {"gpt": ("tokenizer",), "classifier": ("labels", "featurizer")}  # beyond config.model
+REQUIRED = {"gpt": ("tokenizer",), "classifier": ("labels", "featurizer"), "imageclf": ("labels",)}  # beyond config.model
 
 
 def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
@@ -80,10 +80,11 @@ def checkpoint_meta(meta: dict[str, Any], path: str | os.PathLike) -> None:
         if vocab != size:
             raise CheckpointError(f"{path}: the tokenizer has {size} tokens but config.model.vocab_size is "
                                   f"{vocab}; the metadata does not describe this model")
-    if family == "classifier":
+    if family in ("classifier", "imageclf"):
         labels = meta["labels"]
         if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels)):
             raise CheckpointError(f"{path}: `labels` must be a list of at least two class names")
+    if family == "classifier":
         if not isinstance(meta["featurizer"], dict):
             raise CheckpointError(f"{path}: `featurizer` is {_kind(meta['featurizer'])}, not an object")
 

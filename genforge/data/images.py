@@ -97,6 +97,23 @@ def _to_array(img, size: int, channels: int) -> np.ndarray:
     return arr[..., None] if channels == 1 else arr
 
 
+MAX_PIXELS = 4096 * 4096  # larger images are refused before they are decoded (a small PNG can expand to gigabytes)
+
+
+def decode(blob: bytes, size: int, channels: int, where: str) -> np.ndarray:
+    """One encoded image (PNG, JPEG, ...) -> uint8 (size, size, channels), resized and converted like
+    the training images; anything that is not a readable image is a ValueError naming `where`."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        img = Image.open(io.BytesIO(blob))
+        if img.width * img.height > MAX_PIXELS:
+            raise ValueError(f"{where}: {img.width}x{img.height} pixels, more than the {MAX_PIXELS:,} accepted")
+        img.load()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{where}: not a readable image ({type(e).__name__})") from None
+    return _to_array(img, size, channels)
+
+
 # ----------------------------------------------------------------------------- IDX
 
 

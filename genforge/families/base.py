@@ -221,6 +221,22 @@ class ClassificationPipeline(Protocol):
 
 
 @runtime_checkable
+class ImageClassificationPipeline(Protocol):
+    """An image classifier: `classify(images uint8 (N, H, W, C))` -> [{'label', 'probs'}]; probabilities in
+    `labels` order. Images must be image_size x image_size x channels (`read_images` decodes and resizes)."""
+    family: str
+    meta: dict[str, Any]
+    labels: list[str]
+    image_size: int
+    channels: int
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray: ...  # (N, len(labels))
+    def classify(self, images: np.ndarray) -> list[dict]: ...
+    def read_images(self, blobs: list[bytes], names: list[str]) -> np.ndarray: ...  # encoded files -> uint8
+    def evaluate(self, path: str, split: str = "test", out: str | Path | None = None) -> dict: ...
+
+
+@runtime_checkable
 class TextToImagePipeline(Protocol):
     """A text-to-image model: `generate(prompt, n)` -> uint8 (n, H, W, C); same seed, same images.
 
@@ -251,6 +267,8 @@ def contract_info(pipe) -> dict[str, Any]:
         return {"image_size": pipe.image_size, "channels": pipe.channels, "text_len": pipe.text_len}
     if isinstance(pipe, ImageGenerationPipeline):
         return image_info(pipe)
+    if isinstance(pipe, ImageClassificationPipeline):
+        return {"labels": list(pipe.labels), "image_size": pipe.image_size, "channels": pipe.channels}
     if isinstance(pipe, ClassificationPipeline):
         return {"labels": list(pipe.labels)}
     if isinstance(pipe, TextGenerationPipeline):

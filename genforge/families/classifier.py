@@ -33,17 +33,16 @@ import torch.nn.functional as F
 
 from .. import checkpoint, config
 from ..data.labelled import (Labelled, encode_labels, label_vocabulary, read_labelled, read_texts,
-                             stratified_folds, stratified_split)
+                             stratified_split)
 from ..data.tokenizers import tokenizer_from_dict
 from ..data.words import BagFeatures, Featurizer
 from ..metrics import calibration
-from ..metrics import classification as cm
 from ..models.classifier import ClassifierConfig, TextClassifier, classification_loss, probabilities
 from ..models.gpt import GPTConfig
 from ..run import RunDir, find_checkpoint
 from ..runtime import Runtime, make_runtime
 from ..trainer import Result, Trainer, TrainConfig
-from . import base
+from . import base, classify
 
 FAMILY = "classifier"
 DESCRIPTION = "text classifiers: LSTM, fastText- and NB-style bags, transformers, GPT encoders"
@@ -312,11 +311,9 @@ def fit(cfg: dict[str, Any], run: RunDir, train_set: Labelled, val_set: Labelled
             counts = train_x.counts(y.numpy(), len(labels), featurizer.num_ids)
             model.body.set_nb_ratios(torch.from_numpy(counts), m.nb_alpha)
 
-        fitc: FitConfig = cfg["fit"]
-        if fitc.epochs > 0 and not resume:  # epochs -> steps and evaluations
-            per_epoch = math.ceil(len(y) / (tc.batch_size * tc.grad_accum))
-            cfg["train"] = tc = dataclasses.replace(tc, max_iters=max(1, round(fitc.epochs * per_epoch)),
-                                                    eval_interval=max(1, per_epoch // fitc.evals_per_epoch))
+        if not resume:  # epochs -> steps and evaluations
+            classify.epochs_to_steps(cfg, len(y))
+            tc = cfg["train"]
         banner = (f"{m.arch} classifier with {model.num_params() / 1e6:.2f}M parameters, {len(labels)} classes "
                   f"({', '.join(labels[:6])}{', ...' if len(labels) > 6 else ''}), {len(y):,} train / "
                   f"{len(val_y) if val_y is not None else 0:,} val texts, {featurizer.kind} features "
@@ -336,20 +333,8 @@ def calibrate(run: RunDir, val_set: Labelled, enabled: bool = True, device: str 
     write it into that checkpoint's metadata (`calibration`), where every pipeline finds it."""
     ckpt = find_checkpoint(run.path)
     pipe = ClassifierPipeline.from_checkpoint(ckpt, device=device)
-    logits = pipe.scores(val_set.texts)
     y = torch.from_numpy(encode_labels(val_set, pipe.labels))
-    t = calibration.fit_temperature(logits, y) if enabled else 1.0
-    info = {"method": "temperature" if enabled else "none", "temperature": t, "fitted_on": "validation",
-            "n": len(y), "val_nll": calibration.nll(logits, y), "val_nll_calibrated": calibration.nll(logits, y, t)}
-    tensors, meta = checkpoint.load(ckpt)
-    checkpoint.save(ckpt, tensors, {**meta, "calibration": info})
-    if enabled:
-        print(f"genforge: calibrated on {len(y):,} validation texts: temperature {t:.3f} (validation NLL "
-              f"{info['val_nll']:.4f} -> {info['val_nll_calibrated']:.4f}); saved in {ckpt}", file=sys.stderr)
-        if min(abs(math.log(t / b)) for b in calibration.BOUNDS) < 1e-3:
-            print(f"genforge: the temperature is at the end of its range {calibration.BOUNDS}: the validation "
-                  "split is likely too small or perfectly separated; --fit.calibrate=false keeps T = 1", file=sys.stderr)
-    return t
+    return classify.calibrate_checkpoint(ckpt, pipe.scores(val_set.texts), y, enabled, "texts")
 
 
 def _resolve(preset, overrides, init_from, resume, run: RunDir) -> dict[str, Any]:
@@ -404,38 +389,18 @@ def cross_validate(preset: str | None = None, overrides: dict | None = None, fol
     full = _read(data.path, data, "training")
     labels = label_vocabulary(full.labels, full.source)
     y = encode_labels(full, labels)
-    seed = cfg0["train"].seed
-    results = []
-    for k, test_idx in enumerate(stratified_folds(y, folds, seed)):
-        rest = np.setdiff1d(np.arange(len(y)), test_idx)
+
+    def run_fold(k: int, train_idx, val_idx, test_idx) -> dict:
         cfg = _resolve(preset, overrides, init_from, False, RunDir(root))
-        val_set = None
-        if data.val_fraction > 0:
-            tr, va = stratified_split(y[rest], data.val_fraction, seed + k)
-            train_set, val_set = full.subset(rest[tr]), full.subset(rest[va])
-        else:
-            train_set = full.subset(rest)
+        val_set = full.subset(val_idx) if val_idx is not None else None
         run = RunDir(root / f"fold{k + 1}")
-        fit(cfg, run, train_set, val_set, init_from=init_from, progress=progress, preset=preset)
+        fit(cfg, run, full.subset(train_idx), val_set, init_from=init_from, progress=progress, preset=preset)
         pipe = ClassifierPipeline.from_checkpoint(run.path, device=cfg["train"].device)
-        metrics = pipe.evaluate_set(full.subset(test_idx), out=run.file("eval") / "heldout")
-        print(f"genforge: fold {k + 1}/{folds}: accuracy {metrics['accuracy']:.4f}, "
-              f"macro F1 {metrics['macro']['f1']:.4f}", file=sys.stderr)
-        results.append(metrics)
-    summary = {"folds": folds, "labels": labels, "summary": cm.summarize(results), "per_fold": results}
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "cv.json").write_text(json.dumps(summary, indent=2))
-    return summary
+        return pipe.evaluate_set(full.subset(test_idx), out=run.file("eval") / "heldout")
+
+    return classify.cross_validate(y, folds, cfg0["train"].seed, data.val_fraction, root, labels, run_fold)
 
 # ----------------------------------------------------------------------------- inference
-
-
-def _temperature(meta: dict[str, Any]) -> float:
-    """The checkpoint's fitted temperature; 1 for checkpoints from before calibration existed."""
-    t = float((meta.get("calibration") or {}).get("temperature", 1.0))
-    if not (t > 0 and math.isfinite(t)):
-        raise ValueError(f"checkpoint metadata calibration.temperature must be a positive number, got {t}")
-    return t
 
 
 class ClassifierPipeline:
@@ -450,7 +415,7 @@ class ClassifierPipeline:
                  runtime: Runtime, batch_size: int = 256):
         self.model, self.featurizer, self.labels, self.meta, self.rt = model, featurizer, labels, meta, runtime
         self.batch_size = batch_size
-        self.temperature = _temperature(meta)
+        self.temperature = classify.temperature(meta)
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], meta: dict[str, Any], rt: Runtime) -> ClassifierPipeline:
@@ -493,19 +458,7 @@ class ClassifierPipeline:
         """Every metric of the calibrated probabilities, plus `ece_uncalibrated`, `log_loss_uncalibrated`
         (the raw probabilities') and the `temperature`."""
         y = encode_labels(data, self.labels)
-        s = self.scores(data.texts)
-        probs, raw = probabilities(s / self.temperature).numpy(), probabilities(s).numpy()
-        metrics = cm.classification_metrics(y, probs, self.labels)
-        uncal = cm.classification_metrics(y, raw, self.labels)
-        metrics.update(ece_uncalibrated=uncal["ece"], log_loss_uncalibrated=uncal["log_loss"],
-                       temperature=self.temperature, data=data.source)
-        if out is not None:
-            out = Path(out)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-            cm.plot_roc(y, probs, self.labels, out / "roc.png")
-            cm.plot_confusion(metrics["confusion_matrix"], self.labels, out / "confusion.png")
-        return metrics
+        return classify.report(y, self.scores(data.texts), self.temperature, self.labels, out, data=data.source)
 
     def evaluate(self, path: str, errors: str = "strict", text_field: str | None = None,
                  label_field: str | None = None, out: str | Path | None = None) -> dict:
@@ -545,7 +498,7 @@ class EnsemblePipeline(ClassifierPipeline):
         self.members, self.weights = members, weights
         self.labels, self.meta, self.rt = members[0].labels, meta, members[0].rt
         self.featurizer = members[0].featurizer
-        self.temperature = _temperature(meta)
+        self.temperature = classify.temperature(meta)
 
     @classmethod
     def from_tensors(cls, tensors, meta, rt) -> EnsemblePipeline:
