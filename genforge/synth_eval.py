@@ -38,13 +38,11 @@ from .data.labelled import encode_labels, label_vocabulary, read_labelled, strat
 
 def real_subsets(y: np.ndarray, fractions: list[float], val_fraction: float, seed: int
                  ) -> tuple[np.ndarray, dict[float, np.ndarray]]:
-    """(validation indices, {fraction: training indices}): stratified, disjoint from validation,
-    nested across fractions (every class keeps at least one example), the same for the same seed."""
+    """(validation indices, {fraction: training indices}): a stratified validation share, then from the
+    rest a stratified `fraction` of every class (at least one), the rule of imageclf's data.fraction:
+    disjoint from validation, nested across fractions, the same for the same seed."""
     pool, val = stratified_split(y, val_fraction, seed)
-    order = {c: np.random.default_rng([seed, int(c)]).permutation(pool[y[pool] == c]) for c in np.unique(y)}
-    subsets = {f: np.sort(np.concatenate([idx[:max(1, int(round(f * len(idx))))] for idx in order.values()]))
-               for f in fractions}
-    return val, subsets
+    return val, {f: pool if f >= 1 else pool[stratified_split(y[pool], f, seed)[1]] for f in fractions}
 
 
 def _stage(folder: Path, fn) -> dict:
@@ -67,82 +65,93 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def _test_accuracy(run: Path) -> float:
-    return float(json.loads((run / "eval" / "test" / "metrics.json").read_text())["accuracy"])
-
-
 # ----------------------------------------------------------------------------- the two routes
 
 
 class Images:
-    """MNIST-like image sets: a conditional GAN makes the data, an image classifier (imageclf) learns it."""
+    """Image sets: a conditional GAN makes the data, an image classifier (imageclf) learns it.
+
+    The classifier takes the real set itself with data.fraction / data.seed / data.val_fraction;
+    the generator is trained on the very images `imageclf.splits` picks for that configuration."""
     generator, fmt = "gan", "npz"
 
-    def __init__(self, data: str, size: int, channels: int):
+    def __init__(self, data: str, size: int, channels: int, val_fraction: float, clf_overrides: dict):
         from .data import images as image_data
-        self.size, self.channels = size, channels
-        self.train = image_data.load(data, size, channels, "train")
-        self.test = image_data.load(data, size, channels, "test")
-        self.y, self.names = self.train.labels, self.train.class_names
-        if self.y is None:
+        self.data, self.size, self.channels, self.val_fraction = data, size, channels, val_fraction
+        self.clf_overrides = clf_overrides
+        if image_data.load(data, size, channels, "test").labels is None:
             raise ValueError(f"--data {data}: synth-eval needs a labelled image set")
 
-    def write(self, idx, path: Path) -> str:
-        np.savez(path, images=self.train.images[idx], labels=self.y[idx], class_names=np.array(self.names))
-        return str(path)
-
-    def write_test(self, root: Path) -> str:
-        np.savez(root / "test.npz", images=self.test.images, labels=self.test.labels, class_names=np.array(self.names))
-        return str(root / "test.npz")
+    def real(self, seed: int, fraction: float, preset: str | None, fdir: Path) -> tuple[str, dict[str, int], dict]:
+        """(the generator's data file, real images per class, the classifier's data overrides)."""
+        from .families import imageclf
+        ov = {"data": {"path": self.data, "fraction": fraction, "seed": seed, "val_fraction": self.val_fraction},
+              "model": {"image_size": self.size, "channels": self.channels}}
+        cfg = config.resolve(imageclf.sections(), imageclf.PRESETS, preset or imageclf.DEFAULT_PRESET,
+                             _merge(ov, self.clf_overrides))
+        train = imageclf.splits(cfg["data"], cfg["model"]).train
+        np.savez(fdir / "real.npz", images=train.images, labels=train.labels, class_names=np.array(train.class_names))
+        counts = {c: int((train.labels == k).sum()) for k, c in enumerate(train.class_names)}
+        return str(fdir / "real.npz"), counts, ov["data"]
 
     def gen_overrides(self, real: str) -> dict:
         return {"data": {"path": real, "test_fraction": 0.0}, "gan": {"monitor_samples": 0},
                 "model": {"image_size": self.size, "channels": self.channels}}
 
-    def mix(self, real: str | None, synth: str | None, ratio_take: dict[str, int] | None, path: Path) -> tuple:
-        """(data.path, extra overrides) of a classifier run on real data plus the first samples of the pool."""
+    def mix(self, real: dict, synth: str | None, take: dict[str, int] | None, ratio: float | None,
+            path: Path) -> dict:
+        """The classifier's data overrides: real only, synthetic only (extra_weight 1) or both (R extra per real
+        image: extra_weight R / (1 + R) unless --extra-weight is given)."""
         if synth is None:
-            return real, {}
+            return real
         pool = np.load(synth)
-        take = _first_per_class(pool["labels"], pool["class_names"].tolist(), ratio_take)
-        np.savez(path, images=pool["images"][take], labels=pool["labels"][take], class_names=pool["class_names"])
-        if real is None:
-            return str(path), {}
-        return real, {"extra": str(path)}
+        keep = _first_per_class(pool["labels"], pool["class_names"].tolist(), take)
+        np.savez(path, images=pool["images"][keep], labels=pool["labels"][keep], class_names=pool["class_names"])
+        return {**real, "extra": str(path), "extra_weight": 1.0 if ratio is None else ratio / (1 + ratio)}
+
+    def accuracy(self, run: Path) -> float:
+        return float(json.loads((run / "eval.json").read_text())["test_accuracy"])
 
     def clf_family(self, name: str) -> tuple[str, str | None]:
         return "imageclf", (None if name == "default" else name)
 
 
 class Texts:
-    """Labelled texts: a label-conditioned GPT makes the data, text classifiers (nbbag, ...) learn it."""
+    """Labelled texts: a label-conditioned GPT makes the data, text classifiers (nbbag, ...) learn it,
+    validated on a real stratified share and tested on --test."""
     generator, fmt = "gpt", "jsonl"
 
-    def __init__(self, data: str, test: str):
+    def __init__(self, data: str, test: str, val_fraction: float):
         if not test:
             raise ValueError("synth-eval text: --test FILE (labelled real test data) is required")
-        self.train, self.test_path = read_labelled(data), test
-        self.names = label_vocabulary(self.train.labels, self.train.source)
-        self.y = encode_labels(self.train, self.names)
+        self.data, self.test, self.val_fraction = read_labelled(data), test, val_fraction
+        self.names = label_vocabulary(self.data.labels, self.data.source)
+        self.y = encode_labels(self.data, self.names)
 
-    def write(self, idx, path: Path) -> str:
-        _jsonl(path, [(self.train.texts[i], self.train.labels[i]) for i in idx])
-        return str(path)
-
-    def write_test(self, root: Path) -> str:
-        return self.test_path
+    def real(self, seed: int, fraction: float, preset: str | None, fdir: Path) -> tuple[str, dict[str, int], dict]:
+        val, subsets = real_subsets(self.y, [fraction], self.val_fraction, seed)
+        for name, idx in (("val", val), ("real", subsets[fraction])):
+            _jsonl(fdir / f"{name}.jsonl", [(self.data.texts[i], self.data.labels[i]) for i in idx])
+        counts = {c: int((self.y[subsets[fraction]] == k).sum()) for k, c in enumerate(self.names)}
+        return str(fdir / "real.jsonl"), counts, {"path": str(fdir / "real.jsonl"),
+                                                   "val_path": str(fdir / "val.jsonl"), "test_path": self.test}
 
     def gen_overrides(self, real: str) -> dict:
         return {"data": {"path": real, "label_field": "label"}}
 
-    def mix(self, real: str | None, synth: str | None, ratio_take: dict[str, int] | None, path: Path) -> tuple:
-        rows = [] if real is None else [(r["text"], r["label"]) for r in map(json.loads, open(real, encoding="utf-8"))]
-        if synth is not None:
-            made = [json.loads(line) for line in open(synth, encoding="utf-8")]
-            take = _first_per_class(np.array([self.names.index(r["label"]) for r in made]), self.names, ratio_take)
-            rows += [(made[i]["text"], made[i]["label"]) for i in take]
-        _jsonl(path, rows)
-        return str(path), {}
+    def mix(self, real: dict, synth: str | None, take: dict[str, int] | None, ratio: float | None,
+            path: Path) -> dict:
+        """The classifier's data overrides: the real file, the synthetic one, or both in one file."""
+        if synth is None:
+            return real
+        rows = [] if ratio is None else [(r["text"], r["label"]) for r in map(json.loads, open(real["path"]))]
+        made = [json.loads(line) for line in open(synth, encoding="utf-8")]
+        keep = _first_per_class(np.array([self.names.index(r["label"]) for r in made]), self.names, take)
+        _jsonl(path, rows + [(made[i]["text"], made[i]["label"]) for i in keep])
+        return {**real, "path": str(path)}
+
+    def accuracy(self, run: Path) -> float:
+        return float(json.loads((run / "eval" / "test" / "metrics.json").read_text())["accuracy"])
 
     def clf_family(self, name: str) -> tuple[str, str | None]:
         return "classifier", (None if name == "default" else name)  # default: nbbag
@@ -178,22 +187,16 @@ def run(route: str, data: str, out: str, fractions=(0.01, 0.1, 1.0), ratios=(1.0
         raise ValueError(f"--fractions must be in (0, 1], got {fractions}")
     if not ratios or not all(r > 0 for r in ratios) or not seeds:
         raise ValueError(f"--ratios must be positive and --seeds not empty, got {ratios}, {seeds}")
-    src = Images(data, size, channels) if route == "images" else Texts(data, test)
+    src = Images(data, size, channels, val_fraction, clf_overrides or {}) if route == "images" \
+        else Texts(data, test, val_fraction)
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
-    test_path = src.write_test(root)
     gen_preset = gen_preset or ("cdcgan" if route == "images" else None)
     rows = []
     for seed in seeds:
-        val_idx, subsets = real_subsets(src.y, fractions, val_fraction, seed)
-        sdir = root / f"seed{seed}"
-        sdir.mkdir(exist_ok=True)
-        val = src.write(val_idx, sdir / f"val.{src.fmt}")
         for f in fractions:
-            fdir = sdir / f"real{f:g}"
-            fdir.mkdir(exist_ok=True)
-            real = src.write(subsets[f], fdir / f"real.{src.fmt}")
-            counts = {c: int((src.y[subsets[f]] == k).sum()) for k, c in enumerate(src.names)}
+            fdir = root / f"seed{seed}" / f"real{f:g}"
+            fdir.mkdir(parents=True, exist_ok=True)
+            real, counts, real_data = src.real(seed, f, src.clf_family(classifiers[0])[1], fdir)
 
             def train_gen(fdir=fdir, real=real):
                 ov = _merge(src.gen_overrides(real), {"train": {"seed": seed, "max_seconds": gen_seconds}})
@@ -208,29 +211,28 @@ def run(route: str, data: str, out: str, fractions=(0.01, 0.1, 1.0), ratios=(1.0
                 gen, str(fdir / "synth" / "set"), per_class=pc, seed=seed, fmt=src.fmt, command=["synth-eval"],
                 **(synth_options or {})))
             pool = str(fdir / "synth" / "set" / made["files"][0])
-            regimes = [("real", real, None, None), ("synthetic", None, pool, None)] + [
-                (f"real+synthetic x{r:g}", real, pool, {c: int(round(r * n)) for c, n in counts.items()})
-                for r in ratios]
+            regimes = [("real", None, None, None), ("synthetic", pool, None, None)] + [
+                (f"real+synthetic x{r:g}", pool, {c: int(round(r * n)) for c, n in counts.items()}, r) for r in ratios]
             for clf in classifiers:
                 family, preset = src.clf_family(clf)
-                for regime, real_part, synth_part, take in regimes:
+                for regime, synth_part, take, ratio in regimes:
                     cdir = fdir / clf / regime.replace(" ", "_").replace("+", "_")
 
-                    def train_clf(cdir=cdir, real_part=real_part, synth_part=synth_part, take=take):
-                        path, extra = src.mix(real_part, synth_part, take, cdir / f"train.{src.fmt}")
-                        if extra and extra_weight is not None:
-                            extra["extra_weight"] = extra_weight
-                        ov = {"data": {"path": path, "val_path": val, "test_path": test_path, **extra},
-                              "train": {"seed": seed, "max_seconds": clf_seconds}}
-                        run_dir, _ = families.get(family).train(preset=preset, overrides=_merge(ov, clf_overrides or {}),
-                                                                out=cdir / "run", progress=progress)
-                        return {"run": str(run_dir.path), "accuracy": _test_accuracy(run_dir.path), "data": path, **extra}
+                    def train_clf(cdir=cdir, synth_part=synth_part, take=take, ratio=ratio):
+                        dov = src.mix(real_data, synth_part, take, ratio, cdir / f"train.{src.fmt}")
+                        if synth_part and ratio and extra_weight is not None and route == "images":
+                            dov["extra_weight"] = extra_weight
+                        ov = _merge({"data": dov, "train": {"seed": seed, "max_seconds": clf_seconds}}, clf_overrides or {})
+                        run_dir, _ = families.get(family).train(preset=preset, overrides=ov, out=cdir / "run",
+                                                                progress=progress)
+                        return {"run": str(run_dir.path), "accuracy": src.accuracy(run_dir.path), "data": dov}
 
                     res = _stage(cdir, train_clf)
                     rows.append({"seed": seed, "fraction": f, "classifier": clf, "regime": regime,
-                                 "accuracy": res["accuracy"], "n_real": int(sum(counts.values())) if real_part else 0,
+                                 "accuracy": res["accuracy"], "n_real": 0 if regime == "synthetic" else sum(counts.values()),
+                                 "n_synthetic": 0 if regime == "real" else sum((take or pool_counts).values()),
                                  "generator": gen, "run": res["run"]})
-    report = {"route": route, "data": data, "test": test_path, "fractions": fractions, "ratios": ratios,
+    report = {"route": route, "data": data, "test": test or "the data set's test split", "fractions": fractions, "ratios": ratios,
               "seeds": seeds, "classifiers": list(classifiers), "generator": {"family": src.generator,
               "preset": gen_preset, "seconds": gen_seconds, "init_from": gen_init}, "clf_seconds": clf_seconds,
               "rows": rows, "summary": summarize(rows)}

@@ -36,12 +36,18 @@ def test_summary_pairs_gains_by_seed():
     assert "| c | synthetic | 0.1 | 70.00 ± 10.00 | +10.00 ± 0.00 |" in table
 
 
-GEN = ["model.g_width=8", "model.d_width=4", "model.z_dim=16", "train.batch_size=8", "train.max_iters=3",
+GEN = ["gan.ema=0", "model.g_width=8", "model.d_width=4", "model.z_dim=16", "train.batch_size=8", "train.max_iters=3",
        "train.eval_interval=3", "train.samples=false", "train.dtype=fp32", "train.threads=1"]
-CLF = ["train.batch_size=8", "train.max_iters=3", "train.eval_interval=3", "train.dtype=fp32", "train.threads=1"]
+CLF = ["fit.epochs=0", "model.width=4", "model.hidden=8", "train.batch_size=8", "train.max_iters=3",
+       "train.eval_interval=3", "train.dtype=fp32", "train.threads=1"]
 
 
-def test_end_to_end_on_a_toy_image_set_writes_consistent_json_table_and_plot(tmp_path, capsys):
+def test_end_to_end_on_a_toy_image_set_writes_consistent_json_table_and_plot(tmp_path, monkeypatch):
+    from genforge.families import imageclf
+    from genforge.metrics import classification
+    from genforge.monitor import Monitor
+    for owner, name in ((classification, "plot_roc"), (classification, "plot_confusion"), (Monitor, "plot")):
+        monkeypatch.setattr(owner, name, lambda *a, **k: None)  # the runs' own plots: most of a tiny run's time
     images, labels = make_digit_like(n=64)
     np.savez(tmp_path / "bars.npz", images=images, labels=labels)
     out = tmp_path / "se"
@@ -56,14 +62,22 @@ def test_end_to_end_on_a_toy_image_set_writes_consistent_json_table_and_plot(tmp
     for s in report["summary"]:
         accs = [r["accuracy"] for r in report["rows"] if (r["regime"], r["fraction"]) == (s["regime"], s["fraction"])]
         assert s["mean"] == pytest.approx(np.mean(accs)) and 0 <= s["mean"] <= 1
-    for seed in (0, 1):  # the generator and every regime see the same real subset
+    for seed in (0, 1):  # the generator and every regime with real data see the same real subset
         fdir = out / f"seed{seed}" / "real0.5"
         gen_cfg = json.loads((fdir / "gen" / "run" / "config.json").read_text())["config"]
         assert gen_cfg["data"]["path"] == str(fdir / "real.npz")
-        stages = {r: json.loads((fdir / "default" / r / "stage.json").read_text())
-                  for r in ("real", "synthetic", "real_synthetic_x1")}
-        assert stages["real"]["data"] == stages["real_synthetic_x1"]["data"] == str(fdir / "real.npz")
-        assert "extra" in stages["real_synthetic_x1"] and "extra" not in stages["synthetic"]
+        real = np.load(fdir / "real.npz")
+        cfg = imageclf._resolve(None, {"data": {"path": str(tmp_path / "bars.npz"), "fraction": 0.5, "seed": seed}},
+                                None, False)
+        assert np.array_equal(real["images"], imageclf.splits(cfg["data"], cfg["model"]).train.images)
+        counts = np.bincount(real["labels"])
+        assert len(counts) == 4 and counts.max() - counts.min() <= 1 and 24 <= counts.sum() <= 28  # stratified half
+        ev = {r: json.loads((fdir / "default" / r / "run" / "eval.json").read_text())
+              for r in ("real", "synthetic", "real_synthetic_x1")}
+        assert ev["real"]["n_train_real"] == ev["real_synthetic_x1"]["n_train_real"] == len(real["labels"])
+        assert ev["real"]["fraction"] == 0.5 and ev["real"]["n_train_extra"] == 0
+        assert ev["synthetic"]["n_train_real"] == 0 and ev["synthetic"]["extra_weight"] == 1.0
+        assert ev["real_synthetic_x1"]["n_train_extra"] == len(real["labels"]) and ev["real_synthetic_x1"]["extra_weight"] == 0.5
     first = (out / "seed0" / "real1" / "gen" / "stage.json").stat().st_mtime_ns
     assert cli.main(args) == 0  # resumed: finished stages are not run again
     assert (out / "seed0" / "real1" / "gen" / "stage.json").stat().st_mtime_ns == first
