@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=_positive_int, default=None,
                    help="images to generate (GAN; default 64, or a row of 8 per class for a conditional grid)")
     s.add_argument("--out", help="output PNG (GAN; default samples.png), or .npz for the raw images")
-    s.add_argument("--label", type=int, default=None, help="class to generate (conditional GAN)")
+    s.add_argument("--label", default=None,
+                   help="class to generate: a conditional GAN's class index, a label-conditioned GPT's label")
     s.add_argument("--interpolate", action="store_true", help="latent interpolation strips instead of a grid (GAN)")
 
     e = sub.add_parser("eval", help="evaluate a trained run on a data set")

@@ -94,6 +94,11 @@ def tokenizer_size(d, where: str) -> int:
     if not isinstance(d, dict):
         raise CheckpointError(f"{where} is {_kind(d)}, not an object")
     kind = d.get("kind")
+    if kind == "labelled":
+        labels = d.get("labels")
+        if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+            raise CheckpointError(f"{where}: `labels` must be a non-empty list of label names")
+        return tokenizer_size(d.get("base"), f"{where}.base") + 1 + len(labels)
     if kind == "char":
         chars = d.get("chars")
         if not isinstance(chars, str) or len(set(chars)) < 2:

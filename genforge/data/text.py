@@ -3,6 +3,9 @@
 A corpus is streamed in chunks of whole lines (never read whole), encoded with a progress bar and
 written to `<cache>/tokens/<hash>.bin`, keyed by the corpus bytes and the tokenizer, so a second
 run on the same data starts instantly and a corpus larger than RAM trains with bounded memory.
+
+With a label field (`genforge train gpt --data reviews.jsonl --data.label_field=label`) every JSONL
+row becomes [label token][text tokens][end token] in the stream (see tokenizers.LabelledTokenizer).
 """
 from __future__ import annotations
 
@@ -19,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .labelled import _label, label_vocabulary
 from .rows import json_lines
-from .tokenizers import Tokenizer
+from .tokenizers import LabelledTokenizer, Tokenizer
 
 CHUNK_BYTES = 1 << 20
 
@@ -104,13 +108,37 @@ def _lines(path: Path, errors: str) -> Iterator[str]:
             offset += len(raw)
 
 
-def _jsonl_docs(path: Path, field: str, errors: str) -> Iterator[str]:
+def _jsonl_rows(path: Path, field: str, errors: str) -> Iterator[tuple[str, dict, str]]:
+    """(where, row, text) per row of a JSONL file."""
     for where, obj in json_lines(_lines(path, errors), path):
         if not isinstance(obj, dict) or field not in obj:
             raise ValueError(f"{where}: no field '{field}' (set --data.text_field)")
         if not isinstance(obj[field], str):
             raise ValueError(f"{where}: field '{field}' is not a string")
-        yield obj[field]
+        yield where, obj, obj[field]
+
+
+def _jsonl_docs(path: Path, field: str, errors: str) -> Iterator[str]:
+    return (text for _, _, text in _jsonl_rows(path, field, errors))
+
+
+def iter_labelled(path: str | os.PathLike, text_field: str, label_field: str,
+                  errors: str = "strict") -> Iterator[tuple[str, str]]:
+    """(text, label) per row of a JSONL corpus; a row without the label field is an error naming it."""
+    for file in corpus_files(path):
+        if _kind(file) != "jsonl":
+            raise ValueError(f"{file}: --data.label_field={label_field} needs JSONL rows; a text file has no labels")
+        for where, obj, text in _jsonl_rows(file, text_field, errors):
+            if label_field not in obj:
+                raise ValueError(f"{where}: no field '{label_field}' (fields: {', '.join(obj)}); "
+                                 "set --data.label_field")
+            yield text, _label(obj[label_field], where, label_field)
+
+
+def corpus_labels(path: str | os.PathLike, text_field: str, label_field: str, errors: str = "strict") -> list[str]:
+    """The corpus's labels, sorted (numerically when all are integers)."""
+    found = {label for _, label in iter_labelled(path, text_field, label_field, errors)}
+    return label_vocabulary(list(found), str(path)) if len(found) > 1 else sorted(found)
 
 
 def iter_corpus(path: str | os.PathLike, text_field: str = "text", errors: str = "strict",
@@ -166,13 +194,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _pieces(path, tokenizer: Tokenizer, text_field: str, errors: str,
+            label_field: str | None) -> Iterator[tuple[list[int], str]]:
+    """(token ids, text) in corpus order: chunks with end-of-text between documents, or, with a label
+    field, [label][text][end] per row."""
+    if label_field:
+        assert isinstance(tokenizer, LabelledTokenizer), "a label field needs a LabelledTokenizer"
+        for text, label in iter_labelled(path, text_field, label_field, errors):
+            yield [tokenizer.label_ids[label], *tokenizer.base.encode(text, str(path)), tokenizer.eot_id], text
+        return
+    for chunk in iter_corpus(path, text_field, errors, boundaries=tokenizer.eot_id is not None):
+        yield ([tokenizer.eot_id], "") if chunk is None else (tokenizer.encode(chunk, where=str(path)), chunk)
+
+
 def encode_corpus(path: str | os.PathLike, tokenizer: Tokenizer, text_field: str = "text",
-                  errors: str = "strict", progress: bool = True) -> np.memmap:
+                  errors: str = "strict", progress: bool = True, label_field: str | None = None) -> np.memmap:
     """Encode a corpus to a cached token file and return it memory-mapped (read-only)."""
     from tqdm import tqdm
-    sep_needed = tokenizer.eot_id is not None
     tok_json = json.dumps(tokenizer.to_dict(), sort_keys=True)
-    key = fingerprint(path, f"{tok_json}|{text_field}|{errors}|v1")
+    labelled = f"|label:{label_field}" if label_field else ""
+    key = fingerprint(path, f"{tok_json}|{text_field}|{errors}{labelled}|v1")
     out = cache_dir() / "tokens" / f"{key}.bin"
     dtype = np.uint16 if tokenizer.vocab_size <= 65536 else np.uint32
     if out.exists():
@@ -185,12 +226,11 @@ def encode_corpus(path: str | os.PathLike, tokenizer: Tokenizer, text_field: str
     try:
         with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc="encoding corpus",
                                           disable=not progress or not sys.stderr.isatty(), leave=False) as bar:
-            for chunk in iter_corpus(path, text_field, errors, boundaries=sep_needed):
-                ids = [tokenizer.eot_id] if chunk is None else tokenizer.encode(chunk, where=str(path))
+            for ids, text in _pieces(path, tokenizer, text_field, errors, label_field):
                 arr = np.asarray(ids, dtype=dtype)
                 f.write(arr.tobytes())
                 n += len(arr)
-                bar.update(0 if chunk is None else len(chunk.encode("utf-8", errors="replace")))
+                bar.update(len(text.encode("utf-8", errors="replace")))
         if n == 0:
             raise ValueError(f"{path}: the corpus is empty")
         os.replace(tmp, out)

@@ -4,16 +4,21 @@
 - `BPETokenizer`: byte-level BPE trained on the corpus with Hugging Face `tokenizers`, or loaded
   from a GPT-2-format directory. Byte-level means every string encodes; nothing is out of vocab.
 
-Both serialise to a JSON-able dict (`to_dict` / `tokenizer_from_dict`), which is stored in the run
+- `LabelledTokenizer`: either of them plus special tokens after its vocabulary, for label-conditioned
+  GPTs (`--data.label_field`): an end-of-document token, then one token per class label.
+
+All serialise to a JSON-able dict (`to_dict` / `tokenizer_from_dict`), which is stored in the run
 directory and inside every checkpoint.
 """
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 EOT = "<|endoftext|>"
+END = "<|end|>"  # a labelled tokenizer's end of document; its labels are written <|label:NAME|>
 
 
 class CharTokenizer:
@@ -106,11 +111,55 @@ class BPETokenizer:
         return {"kind": self.kind, "tokenizer": json.loads(self.tok.to_str())}
 
 
-Tokenizer = CharTokenizer | BPETokenizer
+class LabelledTokenizer:
+    """A base tokenizer plus special tokens after its vocabulary: the end of a document (id V), then
+    one per label (ids V+1 ...). Text that spells a marker (`<|end|>`, `<|label:NAME|>`) encodes to
+    its special token, and decode writes special tokens back as markers, so prompts and completions
+    of a served labelled run can name them."""
+
+    def __init__(self, base: CharTokenizer | BPETokenizer, labels: list[str]):
+        if not labels or len(set(labels)) != len(labels):
+            raise ValueError(f"a labelled tokenizer needs distinct labels, got {labels!r}")
+        self.base, self.labels, self.kind = base, list(labels), base.kind
+        self.eot_id = base.vocab_size  # the end-of-document token
+        self.label_ids = {name: base.vocab_size + 1 + i for i, name in enumerate(self.labels)}
+        self.markers = [END] + [f"<|label:{name}|>" for name in self.labels]  # markers[id - base.vocab_size]
+        self._split = re.compile("(" + "|".join(map(re.escape, self.markers)) + ")")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.base.vocab_size + len(self.markers)
+
+    def encode(self, text: str, where: str = "text") -> list[int]:
+        ids: list[int] = []
+        for i, piece in enumerate(self._split.split(text)):  # odd pieces are markers
+            if i % 2:
+                ids.append(self.base.vocab_size + self.markers.index(piece))
+            elif piece:
+                ids.extend(self.base.encode(piece, where))
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        out, run, V = [], [], self.base.vocab_size
+        for i in ids:
+            if i < V:
+                run.append(i)
+            else:
+                out += [self.base.decode(run), self.markers[i - V]]
+                run = []
+        return "".join(out) + self.base.decode(run)
+
+    def to_dict(self) -> dict:
+        return {"kind": "labelled", "base": self.base.to_dict(), "labels": self.labels}
+
+
+Tokenizer = CharTokenizer | BPETokenizer | LabelledTokenizer
 
 
 def tokenizer_from_dict(d: dict) -> Tokenizer:
     kind = d.get("kind")
+    if kind == "labelled":
+        return LabelledTokenizer(tokenizer_from_dict(d["base"]), d["labels"])
     if kind == "char":
         return CharTokenizer(d["chars"])
     if kind == "bpe":

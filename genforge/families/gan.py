@@ -424,6 +424,11 @@ def next_steps(run: Path) -> list[str]:
 def sample_command(pipe: GANPipeline, args: argparse.Namespace) -> int:
     """`genforge sample RUN`: an 8x8 grid (or interpolation strips) as PNG, or the raw images as .npz."""
     out = args.out or "samples.png"
+    if args.label is not None:
+        try:
+            args.label = int(args.label)
+        except ValueError:
+            raise ValueError(f"--label {args.label!r}: a GAN's label is a class index (an integer)") from None
     grid = not (out.endswith(".npz") or args.interpolate)
     args.n = args.n or (8 * min(pipe.num_classes, 20) if grid and pipe.num_classes and args.label is None else 64)
     if out.endswith(".npz"):

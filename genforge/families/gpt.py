@@ -3,10 +3,13 @@
     genforge train gpt --data input.txt [--preset small] [--model.n_layer=4 ...]
     genforge train gpt --init-from RUN|hf:DIR --data other.txt     # fine-tune
     genforge sample RUN --prompt "ROMEO:"    genforge eval RUN --data FILE
+    genforge train gpt --data reviews.jsonl --data.label_field=label   # label-conditioned
+    genforge sample RUN --label pos --num-samples 3
 
 `train()` resolves the config, builds tokenizer, token cache, model and optimizers, and hands a
 `GPTTask` to the shared Trainer through `base.launch`. `GPTPipeline` rebuilds everything from a
-checkpoint alone; `sample_command`, `eval_command`, `next_steps` and `model_info` are the family's
+checkpoint alone; a label-conditioned run (docs/label-conditioned-gpt.md) samples a label's texts
+with `generate_labelled`. `sample_command`, `eval_command`, `next_steps` and `model_info` are the family's
 answers to the CLI and the server (the `base.Family` contract).
 """
 from __future__ import annotations
@@ -24,8 +27,8 @@ from typing import Any, Literal
 import torch
 
 from .. import checkpoint, config
-from ..data.text import TokenSplit, check_corpus, encode_corpus, iter_corpus, split_tokens
-from ..data.tokenizers import StreamDecoder, Tokenizer, tokenizer_from_dict, train_tokenizer
+from ..data.text import TokenSplit, check_corpus, corpus_labels, encode_corpus, iter_corpus, split_tokens
+from ..data.tokenizers import LabelledTokenizer, StreamDecoder, Tokenizer, tokenizer_from_dict, train_tokenizer
 from ..models.gpt import GPT, GPTConfig, check_sampling
 from ..run import RunDir
 from ..runtime import Runtime, make_runtime
@@ -45,6 +48,7 @@ class TextDataConfig:
     val_fraction: float = 0.1  # the last fraction of the corpus is held out for validation
     text_field: str = "text"  # JSONL field holding the text
     errors: Literal["strict", "replace"] = "strict"  # invalid UTF-8: fail (with byte offset) or replace
+    label_field: str = ""  # JSONL field of a class label: each row trains as [label token][text][end token]
 
     def validate(self):
         if not 0.0 <= self.val_fraction < 1.0:
@@ -181,7 +185,8 @@ class GPTTask(base.IntervalLosses):
         (self.run.file("samples") / f"step{step:06d}.txt").write_text(text)
 
     def meta(self) -> dict[str, Any]:
-        return {"family": FAMILY, "config": config.to_dict(self.cfg), "tokenizer": self.tokenizer.to_dict()}
+        labels = {"labels": self.tokenizer.labels} if isinstance(self.tokenizer, LabelledTokenizer) else {}
+        return {"family": FAMILY, "config": config.to_dict(self.cfg), "tokenizer": self.tokenizer.to_dict(), **labels}
 
 
 @torch.no_grad()
@@ -222,6 +227,23 @@ def _init_source(init_from: str) -> tuple[GPTConfig, dict[str, torch.Tensor], To
     return cfg, tensors, tokenizer_from_dict(meta["tokenizer"]), str(ckpt)
 
 
+def with_labels(tokenizer: Tokenizer, labels: list[str]) -> LabelledTokenizer:
+    """The tokenizer with label tokens; an already labelled one keeps its labels' ids and adds the new ones."""
+    if isinstance(tokenizer, LabelledTokenizer):
+        return LabelledTokenizer(tokenizer.base, tokenizer.labels + [x for x in labels if x not in tokenizer.labels])
+    return LabelledTokenizer(tokenizer, labels)
+
+
+def grow_vocab(state: dict[str, torch.Tensor], model: GPT) -> dict[str, torch.Tensor]:
+    """--init-from a run with fewer tokens (a plain run, trained now with labels): the embedding and the head
+    gain rows for the new special tokens, initialised as the model initialised its own."""
+    own = model.state_dict()
+    for k in ("wte.weight", "lm_head.weight"):
+        if k in state and len(state[k]) < len(own[k]):
+            state[k] = torch.cat([state[k], own[k][len(state[k]):]])  # (V_new, C)
+    return state
+
+
 def train(preset: str | None = None, overrides: dict | None = None, out: str | None = None,
           resume: bool = False, init_from: str | None = None, progress: bool = True) -> tuple[RunDir, Result]:
     """Train (or fine-tune, or resume) a GPT; returns the run directory and the result."""
@@ -252,12 +274,15 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
             tokenizer = train_tokenizer(data.tokenizer,
                                         lambda: (c for c in iter_corpus(data.path, data.text_field, data.errors)),
                                         data.vocab_size)
+        if data.label_field and not resume:
+            tokenizer = with_labels(tokenizer, corpus_labels(data.path, data.text_field, data.label_field, data.errors))
         cfg["model"] = dataclasses.replace(cfg["model"], vocab_size=tokenizer.vocab_size)
-        tokens = encode_corpus(data.path, tokenizer, data.text_field, data.errors, progress=progress)
+        tokens = encode_corpus(data.path, tokenizer, data.text_field, data.errors, progress=progress,
+                               label_field=data.label_field or None)
         train_split, val_split = split_tokens(tokens, data.val_fraction, cfg["model"].block_size)
         model = GPT(cfg["model"])
         if init_state is not None:
-            checkpoint.load_module(model, init_state, source)
+            checkpoint.load_module(model, grow_vocab(init_state, model), source)
         banner = (f"GPT with {model.num_params() / 1e6:.2f}M parameters, vocab {tokenizer.vocab_size} "
                   f"({tokenizer.kind}), {len(train_split.tokens):,} train / "
                   f"{len(val_split.tokens) if val_split else 0:,} val tokens, device {rt.device}, "
@@ -299,6 +324,47 @@ class GPTPipeline:
     @property
     def context_length(self) -> int:
         return self.model.config.block_size
+
+    @property
+    def labels(self) -> list[str]:
+        """The class labels of a label-conditioned run; [] for a plain GPT."""
+        return self.tokenizer.labels if isinstance(self.tokenizer, LabelledTokenizer) else []
+
+    def labelled_ids(self, label: str, n: int, max_new_tokens: int, temperature: float = 0.8,
+                     top_k: int | None = None, top_p: float | None = None, seed: int | None = None) -> list[list[int]]:
+        """Token ids of n sampled documents of `label`: [label token, text..., end token] (no end token when
+        max_new_tokens ran out). Sampling follows [end][label], a document's start in the training stream, and
+        label tokens are masked out of every sampled position."""
+        label = str(label)
+        if label not in self.labels:
+            known = (f"this run's labels are {', '.join(map(repr, self.labels))}" if self.labels else
+                     "this GPT run has no labels (train it with --data.label_field)")
+            raise ValueError(f"label {label!r}: {known}")
+        if n <= 0:
+            raise ValueError(f"n must be positive, got {n}")
+        check_sampling(max_new_tokens, temperature, top_k, top_p)
+        end, first = self.tokenizer.eot_id, self.tokenizer.label_ids[label]
+        allowed = torch.arange(self.tokenizer.vocab_size) <= end  # text tokens and the end token; labels come after
+        gen = torch.Generator(device=self.rt.device)
+        gen.manual_seed(seed if seed is not None else torch.seed())
+        idx = torch.tensor([[end, first]] * n, device=self.rt.device)  # (n, 2)
+        docs = [[first] for _ in range(n)]
+        with self.rt.autocast():
+            for nxt in self.model.stream(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                         generator=gen, logits_processor=allowed):
+                for doc, t in zip(docs, nxt.tolist()):
+                    if doc[-1] != end:
+                        doc.append(t)
+                if all(doc[-1] == end for doc in docs):
+                    break
+        return docs
+
+    def generate_labelled(self, label: str, n: int, max_new_tokens: int, temperature: float = 0.8,
+                          top_k: int | None = None, top_p: float | None = None, seed: int | None = None) -> list[str]:
+        """n texts of `label`, without the label and end tokens; an unknown label is a ValueError."""
+        docs = self.labelled_ids(label, n, max_new_tokens, temperature, top_k, top_p, seed)
+        end = self.tokenizer.eot_id
+        return [self.tokenizer.decode(d[1:-1] if d[-1] == end else d[1:]) for d in docs]
 
     def encode_prompt(self, prompt: str) -> list[int]:
         ids = self.tokenizer.encode(prompt, where="prompt")
@@ -355,7 +421,16 @@ def next_steps(run: Path) -> list[str]:
 
 
 def sample_command(pipe: GPTPipeline, args: argparse.Namespace) -> int:
-    """`genforge sample RUN`: each sample streamed to stdout after its prompt."""
+    """`genforge sample RUN`: each sample streamed to stdout after its prompt; with --label, a labelled
+    run's texts of that label, one after another."""
+    if args.label is not None:
+        if args.prompt:
+            raise ValueError("--label with --prompt: a labelled sample starts from its label token; give one of them")
+        texts = pipe.generate_labelled(args.label, args.num_samples, args.max_new_tokens, args.temperature,
+                                       args.top_k, args.top_p, args.seed)
+        for i, text in enumerate(texts):
+            print(f"--- sample {i + 1}/{len(texts)} (label {args.label})\n{text}")
+        return 0
     kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
               top_p=args.top_p, seed=args.seed)
     check_sampling(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
@@ -382,4 +457,4 @@ def eval_command(args: argparse.Namespace) -> int:
 
 
 def model_info(pipe: GPTPipeline) -> dict[str, Any]:
-    return {"context_length": pipe.context_length}
+    return {"context_length": pipe.context_length, **({"labels": pipe.labels} if pipe.labels else {})}
