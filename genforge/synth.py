@@ -13,7 +13,7 @@ a text-to-image run (`generate(prompts)`, one caption template filled in per ima
 label-conditioned GPT (`generate_labelled(label, n)`). Images are written as class folders of
 PNGs or one .npz (images, labels, class_names); texts as JSONL {text, label}; genforge's loaders
 (data/images.load, data/labelled.read_labelled) read them back. Two filters run in order, each
-drop counted per reason and per class: a judge classifier (an image or a text classifier run)
+drop counted per reason and per class (empty texts too): a judge classifier (an image or a text classifier run)
 keeps samples it assigns to their intended label with probability >= min_confidence; `dedup`
 drops near-copies of the generator's training items (images: RMS pixel distance in [0, 1] units
 below the threshold; texts: share of the sample's word 4-grams found in one training text above
@@ -283,6 +283,9 @@ def make(run: str, out: str, n: int | None = 100, per_class: dict[str, int] | No
 
     keep = np.ones(len(labels), bool)
     dropped: dict[str, dict[str, int]] = {}
+    if kind == "text":  # a text that ended at once (or is only white space) is no example
+        keep = np.array([bool(t.strip()) for t in samples])
+        dropped["empty"] = _tally(~keep, labels, names)
     if judge_pipe is not None:
         ok = judge_keep(judge_pipe.predict_proba(samples), labels, judge_columns(list(judge_pipe.labels), names, judge),
                         min_confidence)

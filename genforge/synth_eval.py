@@ -99,15 +99,15 @@ class Images:
                 "model": {"image_size": self.size, "channels": self.channels}}
 
     def mix(self, real: dict, synth: str | None, take: dict[str, int] | None, ratio: float | None,
-            path: Path) -> dict:
+            path: Path) -> tuple[dict, int]:
         """The classifier's data overrides: real only, synthetic only (extra_weight 1) or both (R extra per real
         image: extra_weight R / (1 + R) unless --extra-weight is given)."""
         if synth is None:
-            return real
+            return real, 0
         pool = np.load(synth)
         keep = _first_per_class(pool["labels"], pool["class_names"].tolist(), take)
         np.savez(path, images=pool["images"][keep], labels=pool["labels"][keep], class_names=pool["class_names"])
-        return {**real, "extra": str(path), "extra_weight": 1.0 if ratio is None else ratio / (1 + ratio)}
+        return {**real, "extra": str(path), "extra_weight": 1.0 if ratio is None else ratio / (1 + ratio)}, len(keep)
 
     def accuracy(self, run: Path) -> float:
         return float(json.loads((run / "eval.json").read_text())["test_accuracy"])
@@ -140,15 +140,15 @@ class Texts:
         return {"data": {"path": real, "label_field": "label"}}
 
     def mix(self, real: dict, synth: str | None, take: dict[str, int] | None, ratio: float | None,
-            path: Path) -> dict:
+            path: Path) -> tuple[dict, int]:
         """The classifier's data overrides: the real file, the synthetic one, or both in one file."""
         if synth is None:
-            return real
+            return real, 0
         rows = [] if ratio is None else [(r["text"], r["label"]) for r in map(json.loads, open(real["path"]))]
         made = [json.loads(line) for line in open(synth, encoding="utf-8")]
         keep = _first_per_class(np.array([self.names.index(r["label"]) for r in made]), self.names, take)
         _jsonl(path, rows + [(made[i]["text"], made[i]["label"]) for i in keep])
-        return {**real, "path": str(path)}
+        return {**real, "path": str(path)}, len(keep)
 
     def accuracy(self, run: Path) -> float:
         return float(json.loads((run / "eval" / "test" / "metrics.json").read_text())["accuracy"])
@@ -219,18 +219,19 @@ def run(route: str, data: str, out: str, fractions=(0.01, 0.1, 1.0), ratios=(1.0
                     cdir = fdir / clf / regime.replace(" ", "_").replace("+", "_")
 
                     def train_clf(cdir=cdir, synth_part=synth_part, take=take, ratio=ratio):
-                        dov = src.mix(real_data, synth_part, take, ratio, cdir / f"train.{src.fmt}")
+                        dov, n_synth = src.mix(real_data, synth_part, take, ratio, cdir / f"train.{src.fmt}")
                         if synth_part and ratio and extra_weight is not None and route == "images":
                             dov["extra_weight"] = extra_weight
                         ov = _merge({"data": dov, "train": {"seed": seed, "max_seconds": clf_seconds}}, clf_overrides or {})
                         run_dir, _ = families.get(family).train(preset=preset, overrides=ov, out=cdir / "run",
                                                                 progress=progress)
-                        return {"run": str(run_dir.path), "accuracy": src.accuracy(run_dir.path), "data": dov}
+                        return {"run": str(run_dir.path), "accuracy": src.accuracy(run_dir.path), "data": dov,
+                                "n_synthetic": n_synth}
 
                     res = _stage(cdir, train_clf)
                     rows.append({"seed": seed, "fraction": f, "classifier": clf, "regime": regime,
                                  "accuracy": res["accuracy"], "n_real": 0 if regime == "synthetic" else sum(counts.values()),
-                                 "n_synthetic": 0 if regime == "real" else sum((take or pool_counts).values()),
+                                 "n_synthetic": res["n_synthetic"],
                                  "generator": gen, "run": res["run"]})
     report = {"route": route, "data": data, "test": test or "the data set's test split", "fractions": fractions, "ratios": ratios,
               "seeds": seeds, "classifiers": list(classifiers), "generator": {"family": src.generator,

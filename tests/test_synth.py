@@ -171,7 +171,8 @@ def test_text_set_from_a_label_conditioned_gpt(fakes, tmp_path):
     with pytest.warns(UserWarning, match="synthetic"):
         data = read_labelled(out / "data.jsonl")
     assert sorted(set(data.labels)) == ["bad", "good"] and len(data) == 7  # 'good ... number 0' is a training copy
-    assert doc["counts"]["dropped"] == {"judge": {"bad": 0, "good": 0}, "dedup": {"bad": 0, "good": 1}}
+    assert doc["counts"]["dropped"] == {"empty": {"bad": 0, "good": 0}, "judge": {"bad": 0, "good": 0},
+                                        "dedup": {"bad": 0, "good": 1}}
     assert "a good film number 0 with the same old plot again" not in data.texts
     assert doc["format"] == "jsonl" and doc["generator"]["kind"] == "text"
 
@@ -231,3 +232,23 @@ def test_cli_synth(cgan, tmp_path, capsys):
     assert "8 synthetic samples" in capsys.readouterr().out
     assert cli.main(["synth", str(cgan), "--n", "-1", "--out", str(tmp_path / "d")]) == 2
     assert "--n must be a positive" in capsys.readouterr().err
+
+
+def test_text_set_from_a_real_label_conditioned_gpt(tmp_path):
+    from genforge.families import gpt
+    from tests.conftest import make_reviews
+    rows = [{**r, "label": ["neg", "pos"][r["label"]]} for r in make_reviews(40)]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ov = {"model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 32},
+          "data": {"path": str(tmp_path / "r.jsonl"), "label_field": "label"},
+          "train": {"batch_size": 4, "max_iters": 2, "eval_interval": 2, "dtype": "fp32", "samples": False,
+                    "threads": 1, "device": "cpu"}}
+    run, _ = gpt.train(overrides=ov, out=tmp_path / "gpt", progress=False)
+    doc = synth.make(str(run.path), str(tmp_path / "t"), per_class={"pos": 3, "neg": 2}, max_new_tokens=8,
+                     temperature=1.0, dedup=0.99)
+    with pytest.warns(UserWarning, match="synthetic"):
+        data = read_labelled(tmp_path / "t" / "data.jsonl")
+    assert sorted(data.labels) == ["neg"] * doc["counts"]["kept"]["neg"] + ["pos"] * doc["counts"]["kept"]["pos"]
+    assert doc["counts"]["generated"] == {"neg": 2, "pos": 3} and doc["options"]["max_new_tokens"] == 8
+    with pytest.raises(ValueError, match="--format folder needs an image generator"):
+        synth.make(str(run.path), str(tmp_path / "f"), n=1, fmt="folder")

@@ -42,12 +42,17 @@ CLF = ["fit.epochs=0", "model.width=4", "model.hidden=8", "train.batch_size=8", 
        "train.eval_interval=3", "train.dtype=fp32", "train.threads=1"]
 
 
-def test_end_to_end_on_a_toy_image_set_writes_consistent_json_table_and_plot(tmp_path, monkeypatch):
-    from genforge.families import imageclf
+@pytest.fixture
+def no_run_plots(monkeypatch):
+    """The runs' own plots (loss, ROC, confusion) are most of a tiny run's time; the protocol's plot stays."""
     from genforge.metrics import classification
     from genforge.monitor import Monitor
     for owner, name in ((classification, "plot_roc"), (classification, "plot_confusion"), (Monitor, "plot")):
-        monkeypatch.setattr(owner, name, lambda *a, **k: None)  # the runs' own plots: most of a tiny run's time
+        monkeypatch.setattr(owner, name, lambda *a, **k: None)
+
+
+def test_end_to_end_on_a_toy_image_set_writes_consistent_json_table_and_plot(tmp_path, no_run_plots):
+    from genforge.families import imageclf
     images, labels = make_digit_like(n=64)
     np.savez(tmp_path / "bars.npz", images=images, labels=labels)
     out = tmp_path / "se"
@@ -82,6 +87,27 @@ def test_end_to_end_on_a_toy_image_set_writes_consistent_json_table_and_plot(tmp
     assert cli.main(args) == 0  # resumed: finished stages are not run again
     assert (out / "seed0" / "real1" / "gen" / "stage.json").stat().st_mtime_ns == first
     assert json.loads((out / "results.json").read_text())["summary"] == report["summary"]
+
+
+def test_end_to_end_text_route_with_a_label_conditioned_gpt_and_nbbag(tmp_path, no_run_plots):
+    from tests.conftest import make_reviews
+    for name, n, seed in (("train", 60, 0), ("test", 20, 1)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in make_reviews(n, seed)))
+    gen = {"model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 32},
+           "train": {"batch_size": 4, "max_iters": 2, "eval_interval": 2, "samples": False, "dtype": "fp32", "threads": 1}}
+    report = synth_eval.run("text", str(tmp_path / "train.jsonl"), str(tmp_path / "se"), fractions=[0.5], ratios=[2],
+                            seeds=[0], test=str(tmp_path / "test.jsonl"), gen_overrides=gen, gen_seconds=5,
+                            clf_seconds=5, clf_overrides={"fit": {"epochs": 1}, "data": {"buckets": 4096}},
+                            synth_options={"max_new_tokens": 12})
+    fdir = tmp_path / "se" / "seed0" / "real0.5"
+    real = [json.loads(line) for line in open(fdir / "real.jsonl")]
+    val = [json.loads(line) for line in open(fdir / "val.jsonl")]
+    assert len(real) == 28 and len(val) == 6 and not {r["text"] for r in real} & {r["text"] for r in val}
+    mixed = [json.loads(line) for line in open(fdir / "default" / "real_synthetic_x2" / "train.jsonl")]
+    made = json.loads((fdir / "synth" / "set" / "manifest.json").read_text())["counts"]  # empty texts are dropped
+    assert made["generated"] == {"0": 28, "1": 28} and len(mixed) == 28 + made["total"] and mixed[:28] == real
+    assert [r["regime"] for r in report["rows"]] == ["real", "synthetic", "real+synthetic x2"]
+    assert all(0 <= r["accuracy"] <= 1 for r in report["rows"]) and report["rows"][2]["n_synthetic"] == made["total"]
 
 
 def test_bad_input(tmp_path):
