@@ -263,14 +263,14 @@ def make(run: str, out: str, n: int | None = 100, per_class: dict[str, int] | No
         raise ValueError(f"--format {fmt} needs {need}; {run} is a {pipe.family!r} run")
     judge_pipe = inference.load(judge, device=device) if judge else None
     if judge_pipe is not None:
-        _check_judge(judge_pipe, kind, judge)
+        _check_judge(judge_pipe, kind, judge, pipe)
     names = class_names(pipe, kind, run)
     if not names:
         if label_from is None:
             raise ValueError(f"{run}: a {pipe.family!r} run that is not conditional (no labels to assign); train a "
                              "conditional one (e.g. --preset cdcgan, --data.label_field) or pass --label-from JUDGE")
         labeller = inference.load(label_from, device=device)
-        _check_judge(labeller, kind, label_from)
+        _check_judge(labeller, kind, label_from, pipe)
         names = list(labeller.labels)
         warnings.warn(f"{run} is not conditional: labels are {label_from}'s predictions, as good as that classifier",
                       stacklevel=2)
@@ -328,14 +328,18 @@ def make(run: str, out: str, n: int | None = 100, per_class: dict[str, int] | No
     return doc
 
 
-def _check_judge(pipe, kind: str, where: str) -> None:
-    """A judge (or --label-from) must be a classifier of the generator's kind: images or texts."""
+def _check_judge(pipe, kind: str, where: str, gen) -> None:
+    """A judge (or --label-from) must be a classifier of the generator's kind: texts, or images of its size."""
     if not hasattr(pipe, "predict_proba") or not hasattr(pipe, "labels"):
         raise ValueError(f"{where}: a {pipe.family!r} run; a judge must be a classifier run")
     image_judge = pipe.family != "classifier"
     if image_judge != (kind != "text"):
         want = "a text classifier run" if kind == "text" else "an image classifier run (imageclf)"
         raise ValueError(f"{where}: a {pipe.family!r} run; this generator's samples need {want}")
+    made = (getattr(gen, "image_size", None), getattr(gen, "channels", None))
+    if kind != "text" and (pipe.image_size, pipe.channels) != made:
+        raise ValueError(f"{where}: the classifier reads {pipe.image_size}x{pipe.image_size}x{pipe.channels} images, "
+                         f"the generator makes {made[0]}x{made[0]}x{made[1]}")
 
 
 def _checkpoint(run: str) -> Path:

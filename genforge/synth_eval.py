@@ -282,6 +282,8 @@ def plot(report: dict, path: Path) -> None:
         ax.errorbar([s["fraction"] for s in pts], [s["mean"] for s in pts], yerr=[s["std"] for s in pts],
                     marker="o", capsize=3, label=label)
     ax.set_xscale("log")
+    ax.set_xticks(report["fractions"], [f"{f:.0%}" for f in report["fractions"]])
+    ax.minorticks_off()
     ax.set_xlabel("fraction of the real training data")
     ax.set_ylabel("test accuracy (real test set)")
     ax.set_title(f"synth-eval: {report['route']}, {len(report['seeds'])} seeds")

@@ -53,7 +53,7 @@ class FakeGAN:
 
 class FakeImageJudge:
     """Assigns class round(mean / 60) with probability 0.95, unless the image is odd-valued (then 0.6)."""
-    family, labels, meta = "imageclf", ["0", "1", "2"], {}
+    family, labels, meta, image_size, channels = "imageclf", ["0", "1", "2"], {}, 8, 1
 
     def predict_proba(self, images):
         m = images.reshape(len(images), -1).mean(1)
@@ -220,6 +220,8 @@ def test_bad_input(fakes, tmp_path):
         synth.make(runs["gpt"], str(tmp_path / "b"), n=2, fmt="npz")
     with pytest.raises(ValueError, match="need an image classifier run|needs an image classifier run"):
         synth.make(runs["gan"], str(tmp_path / "b"), n=2, judge=runs["tjudge"])
+    with pytest.raises(ValueError, match="reads 8x8x1 images, the generator makes 8x8x3"):
+        synth.make(runs["t2i"], str(tmp_path / "b"), n=2, judge=runs["judge"], prompts=[["r"], ["b"]])
     with pytest.raises(ValueError, match="a judge must be a classifier"):
         synth.make(runs["gan"], str(tmp_path / "b"), n=2, judge=runs["gan"])
     with pytest.raises(ValueError, match="CLASS=COUNT"):
