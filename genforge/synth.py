@@ -30,7 +30,6 @@ import time
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -192,6 +191,36 @@ def _training_items(pipe, kind: str, where: str):
                            **src.fields).images
 
 
+def apply_filters(pipe, kind: str, run: str, samples, labels: np.ndarray, names: list[str], judge_pipe, judge: str | None,
+                  min_confidence: float, dedup: float | None) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
+    """(boolean keep mask (N,), {reason: {class: dropped}}): empty texts, then the judge, then near-copies;
+    each filter sees only the samples the ones before it kept."""
+    keep = np.ones(len(labels), bool)
+    dropped: dict[str, dict[str, int]] = {}
+
+    def drop(reason: str, bad_among_kept: np.ndarray) -> None:
+        mask = np.zeros(len(labels), bool)
+        mask[np.flatnonzero(keep)[bad_among_kept]] = True
+        dropped[reason] = _tally(mask, labels, names)
+        keep[mask] = False
+
+    if kind == "text":  # a text that ended at once (or is only white space) is no example
+        drop("empty", np.array([not t.strip() for t in samples], bool))
+    if judge_pipe is not None:
+        sel = np.flatnonzero(keep)
+        probs = judge_pipe.predict_proba(_pick(samples, sel, kind))
+        drop("judge", ~judge_keep(probs, labels[sel], judge_columns(list(judge_pipe.labels), names, judge),
+                                  min_confidence))
+    if dedup is not None:
+        train, kept = _training_items(pipe, kind, run), _pick(samples, np.flatnonzero(keep), kind)
+        drop("dedup", ngram_overlap(kept, train) > dedup if kind == "text" else nearest_distance(kept, train) < dedup)
+    return keep, dropped
+
+
+def _pick(samples, idx: np.ndarray, kind: str):
+    return [samples[i] for i in idx] if kind == "text" else samples[idx]
+
+
 # ----------------------------------------------------------------------------- writing
 
 
@@ -281,35 +310,14 @@ def make(run: str, out: str, n: int | None = 100, per_class: dict[str, int] | No
         counts = class_counts(names, n, per_class)
         samples, labels = generate(pipe, kind, counts, names, seed, temperature, guidance, max_new_tokens, prompts)
 
-    keep = np.ones(len(labels), bool)
-    dropped: dict[str, dict[str, int]] = {}
-    if kind == "text":  # a text that ended at once (or is only white space) is no example
-        keep = np.array([bool(t.strip()) for t in samples])
-        dropped["empty"] = _tally(~keep, labels, names)
-    if judge_pipe is not None:
-        ok = judge_keep(judge_pipe.predict_proba(samples), labels, judge_columns(list(judge_pipe.labels), names, judge),
-                        min_confidence)
-        dropped["judge"] = _tally(keep & ~ok, labels, names)
-        keep &= ok
-    if dedup is not None:
-        train = _training_items(pipe, kind, run)
-        sel = np.flatnonzero(keep)
-        if kind == "text":
-            dup = ngram_overlap([samples[i] for i in sel], train) > dedup
-        else:
-            dup = nearest_distance(samples[sel], train) < dedup
-        mask = np.zeros(len(labels), bool)
-        mask[sel[dup]] = True
-        dropped["dedup"] = _tally(mask, labels, names)
-        keep &= ~mask
+    keep, dropped = apply_filters(pipe, kind, run, samples, labels, names, judge_pipe, judge, min_confidence, dedup)
     generated = _tally(np.ones(len(labels), bool), labels, names)
     kept = _tally(keep, labels, names)
     if not keep.any():
         raise ValueError(f"the filters kept nothing: generated {generated}, dropped {dropped}; lower "
                          "--min-confidence or --dedup")
     idx = np.flatnonzero(keep)
-    samples = [samples[i] for i in idx] if kind == "text" else samples[idx]
-    files = write(out_dir, fmt, samples, labels[idx], names)
+    files = write(out_dir, fmt, _pick(samples, idx, kind), labels[idx], names)
     ckpt = _checkpoint(run)
     doc = {"synthetic": True, "generator": {"run": str(run), "family": pipe.family, "kind": kind,
                                             "checkpoint": str(ckpt), "sha256": sha256_of(ckpt)},

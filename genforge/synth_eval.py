@@ -260,7 +260,11 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 def table(report: dict) -> str:
     """The summary as a markdown table: accuracy mean ± std over seeds and the gain over real only."""
+    g = report["generator"]
+    init = f", pre-trained: started from {g['init_from']}" if g.get("init_from") else ""
     lines = [f"# synth-eval: {report['route']} ({report['data']}), seeds {report['seeds']}", "",
+             f"Generator: {g['family']} (preset {g['preset'] or 'default'}, {g['seconds']:g} s per run{init}), trained "
+             "on the real subset of its row only; classifiers validated and tested on real data.", "",
              "| classifier | regime | real fraction | accuracy (mean ± std) | gain over real only (mean ± std) |",
              "|---|---|---|---|---|"]
     for s in report["summary"]:

@@ -32,7 +32,9 @@ def test_summary_pairs_gains_by_seed():
     real, syn = synth_eval.summarize(rows)
     assert real["regime"] == "real" and real["mean"] == pytest.approx(0.6) and real["std"] == pytest.approx(0.1)
     assert syn["gain_mean"] == pytest.approx(0.1) and syn["gain_std"] == pytest.approx(0.0)
-    table = synth_eval.table({"route": "images", "data": "d", "seeds": [0, 1], "summary": [real, syn]})
+    table = synth_eval.table({"route": "images", "data": "d", "seeds": [0, 1], "summary": [real, syn],
+                              "generator": {"family": "gpt", "preset": None, "seconds": 5, "init_from": "runs/u"}})
+    assert "started from runs/u" in table
     assert "| c | synthetic | 0.1 | 70.00 ± 10.00 | +10.00 ± 0.00 |" in table
 
 
