@@ -61,8 +61,8 @@ def class_names(pipe, kind: str, where: str) -> list[str]:
     """The classes a generator can be asked for; [] when it is not conditional."""
     if kind == "gan":
         return list(pipe.class_names) if pipe.num_classes else []
-    if kind == "t2i":
-        return list(pipe.meta.get("class_names") or [])
+    if kind == "t2i":  # the run's own, else those of the labelled set it was trained on
+        return list(pipe.meta.get("class_names") or _train_images(pipe, where).class_names)
     return list(getattr(pipe, "labels", []))
 
 
@@ -184,11 +184,15 @@ def _training_items(pipe, kind: str, where: str):
         if not dcfg.get("path"):
             raise ValueError(f"--dedup: {where}'s config names no data.path to compare against")
         return read_labelled(dcfg["path"], dcfg.get("text_field", "text"), None).texts
+    return _train_images(pipe, f"--dedup: {where}").images
+
+
+def _train_images(pipe, where: str):
+    """The train split of an image run's data set (its config's data.path), as an ImageSet."""
     from .data import images as image_data
     from .metrics.protocol import run_data
-    src = run_data(pipe, where=f"--dedup: {where}")
-    return image_data.load(src.path, pipe.image_size, pipe.channels, "train", src.test_fraction, src.seed,
-                           **src.fields).images
+    src = run_data(pipe, where=where)
+    return image_data.load(src.path, pipe.image_size, pipe.channels, "train", src.test_fraction, src.seed, **src.fields)
 
 
 def apply_filters(pipe, kind: str, run: str, samples, labels: np.ndarray, names: list[str], judge_pipe, judge: str | None,

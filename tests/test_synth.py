@@ -85,8 +85,8 @@ class FakeTextJudge:
 class FakeT2I:
     family, image_size, channels, text_len = "text2image", 8, 3, 8
 
-    def __init__(self):
-        self.meta, self.calls = {"class_names": ["red", "blue"]}, []
+    def __init__(self, data):
+        self.meta, self.calls = {"config": {"data": {"path": data, "test_fraction": 0.0}}}, []
 
     def generate(self, prompt, n=1, seed=None, guidance=None, temperature=None, top_k=None):
         self.calls.append((list(prompt), guidance))
@@ -99,8 +99,10 @@ def fakes(tmp_path, monkeypatch):
     texts = tmp_path / "train.jsonl"
     texts.write_text("".join(json.dumps({"text": t, "label": "good"}) + "\n"
                              for t in ["a good film number 0 with the same old plot again"]))
+    colours = tmp_path / "colours.npz"  # the text-to-image run's training set: its class names
+    np.savez(colours, images=np.zeros((2, 8, 8, 3), np.uint8), labels=[0, 1], class_names=["red", "blue"])
     pipes = {"gan": FakeGAN(), "uncond": FakeGAN(0), "judge": FakeImageJudge(), "gpt": FakeGPT(str(texts)),
-             "tjudge": FakeTextJudge(), "t2i": FakeT2I()}
+             "tjudge": FakeTextJudge(), "t2i": FakeT2I(str(colours))}
     runs = {name: fake_run(tmp_path / name) for name in pipes}
     real = inference.load
     monkeypatch.setattr(inference, "load", lambda p, **kw: next((pipes[k] for k, v in runs.items() if v == str(p)),
