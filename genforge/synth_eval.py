@@ -15,7 +15,8 @@ fraction, each stage through the families' Python train() APIs, everything kept 
     gen/      the generator, trained on that fraction's real subset only (the classifier's data),
               images: a conditional GAN (preset cdcgan); texts: a label-conditioned GPT;
     synth/    `synth.make`: max(ratios) x the real count of every class;
-    CLF/REGIME/  one classifier per regime and classifier preset, validated and tested on real data:
+    CLF/REGIME/  one classifier per regime and classifier preset (its training file beside it, CLF/REGIME.npz
+              or .jsonl, where it is made), validated and tested on real data:
               real (real only), synthetic (trained on synthetic only: the Classification Accuracy
               Score) and real+synthetic xR (R synthetic samples per real one).
 A stage that finished holds stage.json and is not run again, so an interrupted evaluation resumes
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,15 @@ def _stage(folder: Path, fn) -> dict:
     result = fn()
     done.write_text(json.dumps(result, indent=2))
     return result
+
+
+def _train(family, preset: str | None, seconds: float, user: dict, progress: bool, overrides: dict, seed: int,
+           out: Path, init_from: str | None = None) -> dict:
+    """One family's train() under the stage's time budget and seed; the user's overrides go last."""
+    ov = _merge(_merge(overrides, {"train": {"seed": seed, "max_seconds": seconds}}), user)
+    run_dir, _ = family.train(preset=preset, overrides=ov, out=out, progress=progress,
+                              **({"init_from": init_from} if init_from else {}))
+    return {"run": str(run_dir.path)}
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -191,52 +202,39 @@ def run(route: str, data: str, out: str, fractions=(0.01, 0.1, 1.0), ratios=(1.0
         else Texts(data, test, val_fraction)
     root = Path(out)
     gen_preset = gen_preset or ("cdcgan" if route == "images" else None)
+    gen_stage = partial(_train, families.get(src.generator), gen_preset, gen_seconds, gen_overrides or {}, progress,
+                        init_from=gen_init)
     rows = []
     for seed in seeds:
         for f in fractions:
             fdir = root / f"seed{seed}" / f"real{f:g}"
             fdir.mkdir(parents=True, exist_ok=True)
             real, counts, real_data = src.real(seed, f, src.clf_family(classifiers[0])[1], fdir)
-
-            def train_gen(fdir=fdir, real=real):
-                ov = _merge(src.gen_overrides(real), {"train": {"seed": seed, "max_seconds": gen_seconds}})
-                run_dir, _ = families.get(src.generator).train(preset=gen_preset, overrides=_merge(ov, gen_overrides or {}),
-                                                               out=fdir / "gen" / "run", init_from=gen_init,
-                                                               progress=progress)
-                return {"run": str(run_dir.path)}
-
-            gen = _stage(fdir / "gen", train_gen)["run"]
+            gen = _stage(fdir / "gen", partial(gen_stage, src.gen_overrides(real), seed, fdir / "gen" / "run"))["run"]
             pool_counts = {c: max(1, int(round(max(ratios) * n))) for c, n in counts.items() if n}
-            made = _stage(fdir / "synth", lambda fdir=fdir, gen=gen, pc=pool_counts: synth.make(
-                gen, str(fdir / "synth" / "set"), per_class=pc, seed=seed, fmt=src.fmt, command=["synth-eval"],
-                **(synth_options or {})))
+            made = _stage(fdir / "synth", partial(synth.make, gen, str(fdir / "synth" / "set"), per_class=pool_counts,
+                                                  seed=seed, fmt=src.fmt, command=["synth-eval"], **(synth_options or {})))
             pool = str(fdir / "synth" / "set" / made["files"][0])
+            # (regime, synthetic pool, synthetic samples per class, synthetic-to-real ratio)
             regimes = [("real", None, None, None), ("synthetic", pool, None, None)] + [
                 (f"real+synthetic x{r:g}", pool, {c: int(round(r * n)) for c, n in counts.items()}, r) for r in ratios]
             for clf in classifiers:
                 family, preset = src.clf_family(clf)
+                clf_stage = partial(_train, families.get(family), preset, clf_seconds, clf_overrides or {}, progress)
                 for regime, synth_part, take, ratio in regimes:
                     cdir = fdir / clf / regime.replace(" ", "_").replace("+", "_")
-
-                    def train_clf(cdir=cdir, synth_part=synth_part, take=take, ratio=ratio):
-                        dov, n_synth = src.mix(real_data, synth_part, take, ratio, cdir / f"train.{src.fmt}")
-                        if synth_part and ratio and extra_weight is not None and route == "images":
-                            dov["extra_weight"] = extra_weight
-                        ov = _merge({"data": dov, "train": {"seed": seed, "max_seconds": clf_seconds}}, clf_overrides or {})
-                        run_dir, _ = families.get(family).train(preset=preset, overrides=ov, out=cdir / "run",
-                                                                progress=progress)
-                        return {"run": str(run_dir.path), "accuracy": src.accuracy(run_dir.path), "data": dov,
-                                "n_synthetic": n_synth}
-
-                    res = _stage(cdir, train_clf)
+                    dov, n_synth = src.mix(real_data, synth_part, take, ratio, cdir.with_name(cdir.name + f".{src.fmt}"))
+                    if synth_part and ratio and extra_weight is not None and route == "images":
+                        dov["extra_weight"] = extra_weight
+                    res = _stage(cdir, partial(clf_stage, {"data": dov}, seed, cdir / "run"))
                     rows.append({"seed": seed, "fraction": f, "classifier": clf, "regime": regime,
-                                 "accuracy": res["accuracy"], "n_real": 0 if regime == "synthetic" else sum(counts.values()),
-                                 "n_synthetic": res["n_synthetic"],
-                                 "generator": gen, "run": res["run"]})
-    report = {"route": route, "data": data, "test": test or "the data set's test split", "fractions": fractions, "ratios": ratios,
-              "seeds": seeds, "classifiers": list(classifiers), "generator": {"family": src.generator,
-              "preset": gen_preset, "seconds": gen_seconds, "init_from": gen_init}, "clf_seconds": clf_seconds,
-              "rows": rows, "summary": summarize(rows)}
+                                 "accuracy": src.accuracy(Path(res["run"])), "n_real": 0 if regime == "synthetic"
+                                 else sum(counts.values()), "n_synthetic": n_synth, "generator": gen,
+                                 "run": res["run"], "data": dov})
+    report = {"route": route, "data": data, "test": test or "the data set's test split", "fractions": fractions,
+              "ratios": ratios, "seeds": seeds, "classifiers": list(classifiers),
+              "generator": {"family": src.generator, "preset": gen_preset, "seconds": gen_seconds, "init_from": gen_init},
+              "clf_seconds": clf_seconds, "rows": rows, "summary": summarize(rows)}
     (root / "results.json").write_text(json.dumps(report, indent=2))
     (root / "table.md").write_text(table(report))
     plot(report, root / "plot.png")

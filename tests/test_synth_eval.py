@@ -105,7 +105,7 @@ def test_end_to_end_text_route_with_a_label_conditioned_gpt_and_nbbag(tmp_path, 
     real = [json.loads(line) for line in open(fdir / "real.jsonl")]
     val = [json.loads(line) for line in open(fdir / "val.jsonl")]
     assert len(real) == 28 and len(val) == 6 and not {r["text"] for r in real} & {r["text"] for r in val}
-    mixed = [json.loads(line) for line in open(fdir / "default" / "real_synthetic_x2" / "train.jsonl")]
+    mixed = [json.loads(line) for line in open(fdir / "default" / "real_synthetic_x2.jsonl")]
     made = json.loads((fdir / "synth" / "set" / "manifest.json").read_text())["counts"]  # empty texts are dropped
     assert made["generated"] == {"0": 28, "1": 28} and len(mixed) == 28 + made["total"] and mixed[:28] == real
     assert [r["regime"] for r in report["rows"]] == ["real", "synthetic", "real+synthetic x2"]
