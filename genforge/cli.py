@@ -10,6 +10,7 @@
     genforge eval runs/gan-...     genforge eval --samples DIR|FILE.npz --ref mnist
     genforge train classifier --data imdb/train.jsonl.gz --preset nbbag --out runs/imdb
     genforge classify runs/imdb "A wonderful film."      genforge cv --folds 5 --data train.jsonl
+    genforge train imageclf --data mnist      genforge classify runs/imageclf-... digit.png
     genforge synth runs/cdcgan --n 1000 --out synth/mnist [--judge RUN --min-confidence 0.9] [--dedup 0.05]
     genforge synth-eval images --data ../shared/datasets/mnist --out runs/se --fractions 0.01,0.1,1
 
@@ -89,9 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--text-field", help="JSONL key / CSV column of the text (default: as in training)")
     e.add_argument("--label-field", help="classifiers: JSONL key / CSV column of the label")
 
-    c = sub.add_parser("classify", help="classify texts with a trained classifier run")
+    c = sub.add_parser("classify", help="classify texts (or image files) with a trained classifier run")
     c.add_argument("run", help="run directory or checkpoint file")
-    c.add_argument("texts", nargs="*", help="texts to classify (one JSON line each is printed)")
+    c.add_argument("texts", nargs="*", help="texts to classify, or image files for an image classifier "
+                   "(one JSON line each is printed)")
     c.add_argument("--input", help="file of texts: .jsonl / .csv (text field) or .txt (one text a line)")
     c.add_argument("--output", help="write predictions here as JSONL (default: print)")
     c.add_argument("--text-field", help="JSONL key / CSV column of the text (default: as in training)")
@@ -109,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Stratified k-fold cross-validation; extra --section.key=value arguments "
                        "override the config as in `train classifier`.")
     v.add_argument("--data", required=True, help="labelled data; sets data.path")
+    v.add_argument("--family", default="classifier", help="classifier (texts) or imageclf (images)")
     v.add_argument("--folds", type=int, default=5, help="number of folds")
     v.add_argument("--preset", help="classifier preset")
     v.add_argument("--out", help="folder for the fold runs and cv.json (default runs/cv-TIMESTAMP)")
@@ -256,10 +259,12 @@ def eval_images(args) -> int:
 
 def cmd_classify(args) -> int:
     from . import inference
-    from .families.base import ClassificationPipeline
+    from .families.base import ClassificationPipeline, ImageClassificationPipeline
     if bool(args.texts) == bool(args.input):
         raise ValueError("give texts to classify, or --input FILE (not both)")
     pipe = inference.load(args.run, device=args.device)
+    if isinstance(pipe, ImageClassificationPipeline):
+        return classify_images(pipe, args)
     if not isinstance(pipe, ClassificationPipeline):
         raise ValueError(f"{args.run}: a {pipe.family!r} run; `classify` needs a classifier run")
     if args.input:
@@ -269,8 +274,25 @@ def cmd_classify(args) -> int:
         print(f"genforge: {n:,} predictions written to {args.output}", file=sys.stderr)
         return 0
     lines = [json.dumps({"text": t, **p}, ensure_ascii=False) for t, p in zip(args.texts, pipe.classify(args.texts))]
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
+    return write_lines(lines, args.output)
+
+
+def classify_images(pipe, args) -> int:
+    """`genforge classify RUN a.png b.png`: image files, resized to the model's size, one JSON line each."""
+    from pathlib import Path
+    if args.input:
+        raise ValueError(f"--input: {args.run} classifies images; give the image files: genforge classify RUN a.png")
+    for name in args.texts:
+        if not Path(name).is_file():
+            raise FileNotFoundError(f"{name}: no such image file")
+    images = pipe.read_images([Path(name).read_bytes() for name in args.texts], args.texts)
+    lines = [json.dumps({"image": name, **p}, ensure_ascii=False) for name, p in zip(args.texts, pipe.classify(images))]
+    return write_lines(lines, args.output)
+
+
+def write_lines(lines: list[str], output: str | None) -> int:
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
     else:
         print("\n".join(lines))
@@ -293,13 +315,15 @@ def cmd_ensemble(args) -> int:
 
 
 def cmd_cv(args, rest: list[str]) -> int:
-    from . import config
-    from .families import classifier
+    from . import config, families
+    family = families.get(args.family)
+    if not hasattr(family, "cross_validate"):
+        raise ValueError(f"--family {args.family}: no cross-validation for this family (classifier, imageclf)")
     overrides = config.parse_overrides(rest)
     overrides.setdefault("data", {})["path"] = args.data
     if args.seed is not None:
         overrides.setdefault("train", {})["seed"] = args.seed
-    res = classifier.cross_validate(args.preset, overrides, folds=args.folds, out=args.out,
+    res = family.cross_validate(args.preset, overrides, folds=args.folds, out=args.out,
                                     init_from=args.init_from, progress=not args.no_progress)
     print(f"{args.folds}-fold cross-validation ({args.data}):")
     for name, s in res["summary"].items():

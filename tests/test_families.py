@@ -28,15 +28,17 @@ CAPS = {
     "gan": {"model": {"g_width": 8, "d_width": 4, "z_dim": 16, "mlp_hidden": 32}, "gan": {"n_critic": 2}},
     "classifier": {"model": {"embed_dim": 16, "hidden": 16, "n_layer": 1, "n_head": 2},
                    "data": {"buckets": 4096, "max_len": 32, "vocab_size": 2000}},
+    "imageclf": {"model": {"width": 4, "hidden": 8}},
 }
 # two optimizer steps, one evaluation (at step 2: the best checkpoint is the final model), no extras
 STEPS = {
     "gpt": {"train": {"batch_size": 4, "max_iters": 2, "eval_interval": 2, "eval_iters": 1, "samples": False}},
     "gan": {"train": {"batch_size": 8, "max_iters": 2, "eval_interval": 2}, "gan": {"monitor_samples": 0}},
     "classifier": {"train": {"batch_size": 16, "max_iters": 2, "eval_interval": 2}, "fit": {"epochs": 0}},
+    "imageclf": {"train": {"batch_size": 16, "max_iters": 2, "eval_interval": 2}, "fit": {"epochs": 0}},
 }
 CONTRACT = {"gpt": base.TextGenerationPipeline, "gan": base.ImageGenerationPipeline,
-            "classifier": base.ClassificationPipeline}
+            "classifier": base.ClassificationPipeline, "imageclf": base.ImageClassificationPipeline}
 CASES = [(name, preset) for name in families.FAMILIES for preset in families.get(name).PRESETS]
 
 
@@ -44,7 +46,7 @@ def write_data(name: str, tmp_path) -> str:
     if name == "gpt":
         (tmp_path / "corpus.txt").write_text(TEXT)
         return str(tmp_path / "corpus.txt")
-    if name == "gan":
+    if name in ("gan", "imageclf"):
         images, labels = make_digit_like()
         np.savez(tmp_path / "bars.npz", images=images, labels=labels)
         return str(tmp_path / "bars.npz")
@@ -76,6 +78,8 @@ def live_pipeline(name: str, task, calibration=None):
         return family.GPTPipeline(task.model.eval(), task.tokenizer, task.meta(), rt)
     if name == "gan":
         return family.GANPipeline(task.sampler.eval(), task.meta(), rt)
+    if name == "imageclf":
+        return family.ImageClassifierPipeline(task.model.eval(), {**task.meta(), "calibration": calibration}, rt)
     return family.ClassifierPipeline(task.model.eval(), task.featurizer, task.labels,
                                      {**task.meta(), "calibration": calibration}, rt)
 
@@ -86,6 +90,8 @@ def outputs(pipe):
         return pipe.generate("First", max_new_tokens=8, seed=0, num_samples=2)
     if isinstance(pipe, base.ImageGenerationPipeline):
         return pipe.generate(4, seed=0)
+    if isinstance(pipe, base.ImageClassificationPipeline):
+        return pipe.predict_proba(make_digit_like(n=4, seed=1)[0][..., None])
     return pipe.predict_proba(["superb wonderful film", "awful boring dull"])
 
 

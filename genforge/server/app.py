@@ -20,7 +20,7 @@ from starlette.responses import PlainTextResponse
 from . import errors
 from .edge import Edge
 from .metrics import Metrics
-from .routes import chat, classify, completions, images, metrics, models, playground
+from .routes import chat, classify, completions, image_classify, images, metrics, models, playground
 from .settings import Settings
 from .state import ServerState, name_sources
 
@@ -80,7 +80,7 @@ def create_app(sources, settings: Settings | None = None, loader=None) -> FastAP
     app.state.genforge = state
     errors.install(app)
     paths = {"/openapi.json"}
-    for module in (models, completions, chat, images, classify, metrics, playground):
+    for module in (models, completions, chat, images, classify, image_classify, metrics, playground):
         app.include_router(module.router)
         paths |= {r.path for r in module.router.routes}
     app.add_middleware(Edge, settings=settings, metrics=state.metrics, paths=paths)

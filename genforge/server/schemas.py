@@ -99,3 +99,8 @@ class ImageRequest(Strict):
 class ClassifyRequest(Strict):
     model: str
     input: str | Annotated[list[str], Field(min_length=1, max_length=1024)]
+
+
+class ImageClassifyRequest(Strict):
+    model: str
+    images: Annotated[list[str], Field(min_length=1, max_length=256)]  # base64 PNGs (a data: URL prefix is allowed)

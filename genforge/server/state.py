@@ -19,6 +19,7 @@ from .errors import APIError
 from .settings import Settings
 
 TEXT, IMAGE, CLASSIFY = ("gpt",), ("gan", "text2image", "captiongan"), ("classifier",)
+IMAGE_CLASSIFY = ("imageclf",)
 
 
 @dataclass
@@ -78,7 +79,7 @@ class ServerState:
                 else:
                     pipe = src
                 family = getattr(pipe, "family", None)
-                if family not in TEXT + IMAGE + CLASSIFY:
+                if family not in TEXT + IMAGE + CLASSIFY + IMAGE_CLASSIFY:
                     raise ValueError(f"{name}: genforge serve cannot serve a {family!r} model")
                 served = Served(name, pipe, family, created=int(time.time()))
                 if family in TEXT:

@@ -72,6 +72,23 @@ class FakeClassifier:
         return out
 
 
+class FakeImageClassifier:
+    """The image classifier contract: labels, image_size, channels, read_images (real decoding), classify."""
+
+    family = "imageclf"
+    labels = ["dark", "light"]
+    image_size, channels = 8, 1
+    meta = {"family": "imageclf"}
+
+    def read_images(self, blobs, names):
+        from genforge.data.images import decode
+        return np.stack([decode(b, self.image_size, self.channels, n) for b, n in zip(blobs, names)])
+
+    def classify(self, images):
+        light = images.reshape(len(images), -1).mean(1) / 255
+        return [{"label": self.labels[int(p >= 0.5)], "probs": {"dark": 1 - p, "light": p}} for p in light]
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A 1-layer character GPT trained for 30 steps (a couple of seconds)."""

@@ -3,17 +3,18 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from .conftest import FakeClassifier, FakeGAN, FakeText2Image, LiveServer
+from .conftest import FakeClassifier, FakeGAN, FakeImageClassifier, FakeText2Image, LiveServer
 
 
-MODEL_FOR = {"/v1/images/generations": "digits", "/v1/classify": "sentiment"}
+MODEL_FOR = {"/v1/images/generations": "digits", "/v1/classify": "sentiment", "/v1/images/classifications": "pixels"}
 
 
 @pytest.fixture(scope="module")
 def fuzz_server(tiny_run):
     # small limits keep every generated request quick
     live = LiveServer({"tiny": str(tiny_run), "digits": FakeGAN(8, 1, list("0123456789")), "faces": FakeGAN(8, 3),
-                       "t2i": FakeText2Image(8, 3), "sentiment": FakeClassifier()},
+                       "t2i": FakeText2Image(8, 3), "sentiment": FakeClassifier(),
+                       "pixels": FakeImageClassifier()},
                       max_tokens_limit=32, max_n=4, request_timeout=5)
     yield live
     live.stop()
