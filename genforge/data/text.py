@@ -201,6 +201,9 @@ def _pieces(path, tokenizer: Tokenizer, text_field: str, errors: str,
     if label_field:
         assert isinstance(tokenizer, LabelledTokenizer), "a label field needs a LabelledTokenizer"
         for text, label in iter_labelled(path, text_field, label_field, errors):
+            if label not in tokenizer.label_ids:
+                raise ValueError(f"{path}: label {label!r} is not one of this model's labels "
+                                 f"({', '.join(map(repr, tokenizer.labels))})")
             yield [tokenizer.label_ids[label], *tokenizer.base.encode(text, str(path)), tokenizer.eot_id], text
         return
     for chunk in iter_corpus(path, text_field, errors, boundaries=tokenizer.eot_id is not None):

@@ -397,9 +397,11 @@ class GPTPipeline:
         return texts if num_samples else texts[0]
 
     def evaluate(self, path: str, batch_size: int = 32, errors: str = "strict", text_field: str = "text") -> dict:
-        """Loss, perplexity and bits per character / byte over the whole file."""
+        """Loss, perplexity and bits per character / byte over the whole file (a labelled run's file needs its
+        label field: the documents are laid out as in training)."""
         check_corpus(path, text_field, errors)
-        tokens = encode_corpus(path, self.tokenizer, text_field, errors, progress=False)
+        label_field = self.meta["config"]["data"].get("label_field") if self.labels else None
+        tokens = encode_corpus(path, self.tokenizer, text_field, errors, progress=False, label_field=label_field)
         split = TokenSplit(tokens, self.model.config.block_size, "evaluation")
         res = evaluate_split(self.model, split, self.rt, batch_size)
         text = self.tokenizer.decode(int(t) for t in tokens[1:])  # the predicted tokens

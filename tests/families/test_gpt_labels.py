@@ -115,6 +115,14 @@ def test_checkpoint_round_trip(labelled_run, pipe):
     assert gpt.model_info(pipe)["labels"] == pipe.labels
 
 
+def test_eval_lays_out_documents_as_in_training(labelled_run, pipe, tmp_path):
+    res = pipe.evaluate(str(labelled_run.parent / "r.jsonl"))
+    assert res["loss"] < 0.8 and res["tokens"] > 1000, res  # the training data, learned
+    unknown = write_rows(tmp_path / "u.jsonl", [{"text": "good fun", "label": "wow"}])
+    with pytest.raises(ValueError, match=r"u\.jsonl: label 'wow' is not one of this model's labels"):
+        pipe.evaluate(str(unknown))
+
+
 def test_init_from_a_plain_run_grows_embedding_and_head(tmp_path):
     rows = reviews(120)
     plain_data = write_rows(tmp_path / "plain.jsonl", [{"text": r["text"]} for r in rows])
