@@ -11,6 +11,8 @@
     genforge train classifier --data imdb/train.jsonl.gz --preset nbbag --out runs/imdb
     genforge classify runs/imdb "A wonderful film."      genforge cv --folds 5 --data train.jsonl
     genforge train imageclf --data mnist      genforge classify runs/imageclf-... digit.png
+    genforge synth runs/cdcgan --n 1000 --out synth/mnist [--judge RUN --min-confidence 0.9] [--dedup 0.05]
+    genforge synth-eval images --data ../shared/datasets/mnist --out runs/se --fractions 0.01,0.1,1
 
 Heavy imports (torch, ...) happen inside the subcommands, so `genforge --help` is instant. What
 differs between families (sampling, evaluation, the hints after training) is answered by the
@@ -23,6 +25,7 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 
 
 def _positive_int(s: str) -> int:
@@ -139,6 +142,51 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--stream-interval", type=float, default=0.005, metavar="SECONDS",
                    help="least time between stream chunks after the first token; tokens made meanwhile go "
                    "out together (default 0.005; 0 = a chunk per token)")
+
+    y = sub.add_parser("synth", help="make a labelled synthetic data set from a generator run (writes manifest.json)")
+    y.add_argument("run", help="a conditional GAN, text-to-image or label-conditioned GPT run")
+    y.add_argument("--out", required=True, help="folder for the set and its manifest.json (new or empty)")
+    y.add_argument("--n", type=int, default=100, help="samples per class (before filtering)")
+    y.add_argument("--per-class", help="counts per class instead of --n, e.g. 'cat=100,dog=50'")
+    y.add_argument("--seed", type=int, default=0, help="random seed (class k is drawn with seed + k)")
+    y.add_argument("--temperature", type=float, help="sampling temperature (GPT, text-to-image)")
+    y.add_argument("--guidance", type=float, help="classifier-free guidance scale (text-to-image)")
+    y.add_argument("--max-new-tokens", type=_positive_int, default=200, help="tokens per generated text (GPT)")
+    y.add_argument("--judge", "--filter-judge", dest="judge", help="classifier run: keep only samples it assigns "
+                   "to their intended label with probability >= --min-confidence")
+    y.add_argument("--min-confidence", type=float, default=0.5, help="judge threshold (with --judge)")
+    y.add_argument("--label-from", help="classifier run labelling an unconditional generator's samples")
+    y.add_argument("--dedup", type=float, help="drop near-copies of training items: RMS pixel distance below "
+                   "this (images, [0, 1] units), or word 4-gram overlap above this share (texts)")
+    y.add_argument("--format", choices=["folder", "npz", "jsonl"], help="folder of class folders of PNGs (images' "
+                   "default), one .npz, or JSONL (texts)")
+    y.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic set in --out")
+    y.add_argument("--device", default="auto")
+
+    x = sub.add_parser("synth-eval", help="does synthetic data help? real only / synthetic only / real+synthetic, "
+                       "per real-data fraction and seed: table.md, plot.png, results.json")
+    x.add_argument("route", choices=["images", "text"], help="images: conditional GAN + imageclf; text: "
+                   "label-conditioned GPT + text classifiers")
+    x.add_argument("--data", required=True, help="labelled real training data (image set, or labelled texts)")
+    x.add_argument("--test", default="", help="labelled real test data (text; images use the set's test split)")
+    x.add_argument("--out", required=True, help="folder for every run, results.json, table.md, plot.png (resumable)")
+    x.add_argument("--fractions", default="0.01,0.1,1", help="real-data fractions, comma-separated")
+    x.add_argument("--ratios", default="1", help="synthetic-to-real ratios of the mixed regimes, comma-separated")
+    x.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated")
+    x.add_argument("--classifiers", default="default", help="classifier presets, comma-separated (default: the "
+                   "family's default preset)")
+    x.add_argument("--val-fraction", type=float, default=0.1, help="real validation share, drawn per seed")
+    x.add_argument("--gen-preset", help="generator preset (images: cdcgan)")
+    x.add_argument("--gen-seconds", type=float, default=60.0, help="time budget of each generator run")
+    x.add_argument("--clf-seconds", type=float, default=30.0, help="time budget of each classifier run")
+    x.add_argument("--gen-set", action="append", metavar="SECTION.KEY=VALUE", help="generator config override")
+    x.add_argument("--clf-set", action="append", metavar="SECTION.KEY=VALUE", help="classifier config override")
+    x.add_argument("--gen-init", help="start the GPT from this run (pre-trained on unlabelled text: allowed, stated)")
+    x.add_argument("--extra-weight", type=float, help="data.extra_weight of the mixed image regimes")
+    x.add_argument("--image-size", type=_positive_int, default=28, help="image size of every stage (images)")
+    x.add_argument("--channels", type=int, choices=[1, 3], default=1, help="image channels (images)")
+    x.add_argument("--temperature", type=float, help="sampling temperature of the generator (synth)")
+    x.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     d = sub.add_parser("data", help="data sets")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -283,6 +331,43 @@ def cmd_cv(args, rest: list[str]) -> int:
     return 0
 
 
+def cmd_synth(args) -> int:
+    from . import synth
+    per_class = synth.parse_per_class(args.per_class) if args.per_class else None
+    doc = synth.make(args.run, args.out, n=args.n, per_class=per_class, seed=args.seed, temperature=args.temperature,
+                     guidance=args.guidance, max_new_tokens=args.max_new_tokens, judge=args.judge,
+                     min_confidence=args.min_confidence, label_from=args.label_from, dedup=args.dedup,
+                     fmt=args.format, overwrite=args.overwrite, command=["genforge", *sys.argv[1:]],
+                     device=args.device)
+    c = doc["counts"]
+    print(f"genforge: {c['total']:,} synthetic samples in {args.out} (kept per class {c['kept']}; dropped "
+          f"{c['dropped'] or 'none'}); manifest: {args.out}/manifest.json")
+    return 0
+
+
+def _numbers(flag: str, text: str, kind=float) -> list:
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} {text}: expected comma-separated numbers, e.g. 0.01,0.1,1") from None
+
+
+def cmd_synth_eval(args) -> int:
+    from . import synth_eval
+    report = synth_eval.run(
+        args.route, args.data, args.out, fractions=_numbers("--fractions", args.fractions),
+        ratios=_numbers("--ratios", args.ratios), seeds=_numbers("--seeds", args.seeds, int),
+        classifiers=[c.strip() for c in args.classifiers.split(",") if c.strip()], test=args.test,
+        val_fraction=args.val_fraction, gen_preset=args.gen_preset, gen_seconds=args.gen_seconds,
+        clf_seconds=args.clf_seconds, gen_overrides=synth_eval.parse_sets(args.gen_set),
+        clf_overrides=synth_eval.parse_sets(args.clf_set), gen_init=args.gen_init, extra_weight=args.extra_weight,
+        size=args.image_size, channels=args.channels, progress=not args.no_progress,
+        synth_options={"temperature": args.temperature} if args.temperature is not None else None)
+    print((Path(args.out) / "table.md").read_text())
+    print(f"genforge: {len(report['rows'])} classifier runs; {args.out}/results.json, table.md, plot.png")
+    return 0
+
+
 def cmd_data(args) -> int:
     from .data import download
     folder = download.get(args.name, directory=args.dir, mirror=args.mirror)
@@ -335,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "cv":
             return cmd_cv(args, rest)
         return {"sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "demo": cmd_demo,
-                "serve": cmd_serve, "classify": cmd_classify, "ensemble": cmd_ensemble}[args.command](args)
+                "serve": cmd_serve, "classify": cmd_classify, "ensemble": cmd_ensemble,
+                "synth": cmd_synth, "synth-eval": cmd_synth_eval}[args.command](args)
     except KeyboardInterrupt:
         print("\ngenforge: interrupted", file=sys.stderr)
         return 130

@@ -2,7 +2,7 @@
 
     genforge train gan --data ../shared/datasets/mnist        # IDX (.gz or raw), MNIST layout
     genforge train gan --data photos/                          # folder; sub-folder names are labels
-    genforge train gan --data faces.npz                        # 'images' (+ optional 'labels')
+    genforge train gan --data faces.npz                        # 'images' (+ optional 'labels', 'class_names')
     genforge train gan --data captions.jsonl                   # (image path, caption) rows; or .csv,
     genforge train gan --data shapes/                          #   or a folder holding captions.jsonl
     genforge train gan --data mnist.npz                        # Keras layout: x_train, y_train, x_test, y_test
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .manifest import warn_if_synthetic
 from .rows import json_lines
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -215,6 +216,7 @@ def load_npz(path: Path, split: str | None = None) -> ImageSet:
         lkey = (f"y_{split}" if f"y_{split}" in arrays.files else None) if keras else \
             next((k for k in LABEL_KEYS if k in arrays.files), None)
         labels = arrays[lkey].astype(np.int64).reshape(-1) if lkey else None
+        names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays.files and lkey else []
     if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3, 4):
         images = images.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
     if images.ndim not in (3, 4) or len(images) == 0:
@@ -227,7 +229,10 @@ def load_npz(path: Path, split: str | None = None) -> ImageSet:
         _check_count(len(images), len(labels), f"{path}:{key}", f"{path}:{lkey}")
         if labels.min() < 0:
             raise ValueError(f"{path}:{lkey}: labels must be >= 0, found {labels.min()}")
-    names = [str(i) for i in range(int(labels.max()) + 1)] if labels is not None else []
+        if names and labels.max() >= len(names):
+            raise ValueError(f"{path}:class_names: {len(names)} names, but labels go up to {labels.max()}")
+    if labels is not None and not names:
+        names = [str(i) for i in range(int(labels.max()) + 1)]
     return ImageSet(images, labels, names, f"{path} ({split} split)" if keras else str(path))
 
 
@@ -452,6 +457,7 @@ def load(path: str, size: int, channels: int, split: str = "train", test_fractio
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"data file or folder not found: {p}")
+        warn_if_synthetic(p)
         if is_idx(p):
             if p.is_dir():
                 data = load_idx(p, split)

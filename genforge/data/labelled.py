@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .manifest import warn_if_synthetic
+
 UNLABELLED_DIRS = ("unsup",)  # aclImdb keeps 50k unlabelled reviews here
 
 
@@ -131,6 +133,7 @@ def read_labelled(path: str | os.PathLike, text_field: str = "text", label_field
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data file or folder not found: {path}")
+    warn_if_synthetic(path)
     name = path.name.lower().removesuffix(".gz")
     if path.is_dir():
         rows = _read_folder(path, errors)
