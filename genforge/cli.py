@@ -10,6 +10,7 @@
     genforge eval runs/gan-...     genforge eval --samples DIR|FILE.npz --ref mnist
     genforge train classifier --data imdb/train.jsonl.gz --preset nbbag --out runs/imdb
     genforge classify runs/imdb "A wonderful film."      genforge cv --folds 5 --data train.jsonl
+    genforge export runs/shakespeare --format onnx [--quantize int8]   genforge sample RUN --backend onnx
 
 Heavy imports (torch, ...) happen inside the subcommands, so `genforge --help` is instant. What
 differs between families (sampling, evaluation, the hints after training) is answered by the
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output PNG (GAN; default samples.png), or .npz for the raw images")
     s.add_argument("--label", type=int, default=None, help="class to generate (conditional GAN)")
     s.add_argument("--interpolate", action="store_true", help="latent interpolation strips instead of a grid (GAN)")
+    s.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="onnx: generate from `genforge export` files without torch (RUN = the export, or a run "
+                   "exported to RUN/onnx)")
 
     e = sub.add_parser("eval", help="evaluate a trained run on a data set")
     e.add_argument("run", nargs="?", help="run directory, checkpoint file, or hf:DIR")
@@ -132,9 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-tokens-limit", type=_positive_int, default=4096, help="largest max_tokens allowed")
     v.add_argument("--threads", type=_positive_int, default=None,
                    help="torch CPU threads (default 1: one-token decode steps are too small to split)")
+    v.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: not yet (use sample)")
     v.add_argument("--stream-interval", type=float, default=0.005, metavar="SECONDS",
                    help="least time between stream chunks after the first token; tokens made meanwhile go "
                    "out together (default 0.005; 0 = a chunk per token)")
+
+    x = sub.add_parser("export", help="export a run for deployment: ONNX (a torch-free runtime) or GPT-2 files")
+    x.add_argument("run", help="run directory, checkpoint file, or hf:DIR")
+    x.add_argument("--format", default="onnx", help="onnx (GPT, GAN, sequence classifiers) or hf (GPT runs "
+                   "GPT-2 can express)")
+    x.add_argument("--out", help="export directory (default RUN/onnx or RUN/hf)")
+    x.add_argument("--quantize", help="int8: also write dynamically quantised linear layers, used by the runtime; "
+                   "sizes and quality of both in quantize.json")
+    x.add_argument("--data", help="--quantize: the data the quality is measured on (default: the run's own)")
+    x.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
 
     d = sub.add_parser("data", help="data sets")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -177,6 +192,9 @@ def cmd_train(args, rest: list[str]) -> int:
 
 
 def cmd_sample(args) -> int:
+    if args.backend == "onnx":  # no torch on this path
+        from . import onnx_pipelines
+        return onnx_pipelines.sample_command(onnx_pipelines.load(args.run, threads=max(args.threads, 1)), args)
     from . import families, inference
     if args.threads > 0:
         import torch
@@ -258,6 +276,14 @@ def cmd_cv(args, rest: list[str]) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export
+    out = export(args.run, args.format, args.out, args.quantize, args.overwrite, args.data)
+    print(f"genforge: exported {args.run} to {out}"
+          + (f"; try: genforge sample {out} --backend onnx" if args.format == "onnx" else f"; load it as hf:{out}"))
+    return 0
+
+
 def cmd_data(args) -> int:
     from .data import download
     folder = download.get(args.name, directory=args.dir, mirror=args.mirror)
@@ -271,6 +297,9 @@ def cmd_serve(args) -> int:
     from . import checkpoint, validate
     from .run import find_checkpoint
     from .server import Settings, serve
+    if args.backend == "onnx":
+        raise NotImplementedError("genforge serve --backend onnx: not yet; serve the run itself, or sample an "
+                                  "export with genforge sample DIR --backend onnx")
     try:
         settings = Settings(host=args.host, port=args.port, api_key=args.api_key, cors_origins=args.cors_origins,
                             device=args.device, max_batch=args.max_batch, max_queue=args.max_queue,
@@ -310,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "cv":
             return cmd_cv(args, rest)
         return {"sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "demo": cmd_demo,
-                "serve": cmd_serve, "classify": cmd_classify, "ensemble": cmd_ensemble}[args.command](args)
+                "serve": cmd_serve, "classify": cmd_classify, "ensemble": cmd_ensemble,
+                "export": cmd_export}[args.command](args)
     except KeyboardInterrupt:
         print("\ngenforge: interrupted", file=sys.stderr)
         return 130
