@@ -279,8 +279,9 @@ def cmd_cv(args, rest: list[str]) -> int:
 def cmd_export(args) -> int:
     from .export import export
     out = export(args.run, args.format, args.out, args.quantize, args.overwrite, args.data)
-    print(f"genforge: exported {args.run} to {out}"
-          + (f"; try: genforge sample {out} --backend onnx" if args.format == "onnx" else f"; load it as hf:{out}"))
+    print(f"genforge: exported {args.run} to {out}" + (
+        f"; try: genforge sample {out} --backend onnx (GPT, GAN), or genforge.onnx_pipelines.load('{out}')"
+        if args.format == "onnx" else f"; load it as hf:{out}"))
     return 0
 
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from . import inference
-from .onnx_pipelines import FORMAT, MANIFEST, load as load_export
+from .onnx_pipelines import FORMAT, MANIFEST, load as load_export, require
 
 FORMATS = ("onnx", "hf")
 
@@ -61,6 +61,8 @@ def export(run: str, fmt: str = "onnx", out: str | None = None, quantize: str | 
         raise ValueError(f"--quantize {quantize!r}: only int8 is supported")
     if quantize and fmt != "onnx":
         raise ValueError("--quantize needs --format onnx")
+    if fmt == "onnx":
+        require("onnx", "onnxscript", "onnxruntime")
     pipe = inference.load(run, device="cpu")
     if fmt == "hf":
         if pipe.family != "gpt":

@@ -54,7 +54,16 @@ def read_manifest(path: str | Path) -> tuple[Path, dict[str, Any]]:
     return d, manifest
 
 
+def require(*modules: str) -> None:
+    """A clear error when the optional `export` dependencies are missing."""
+    import importlib.util
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} not installed: pip install 'genforge[export]'")
+
+
 def session(path: Path, threads: int = 1):
+    require("onnxruntime")
     import onnxruntime as ort
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the ONNX file named in {MANIFEST} is missing")

@@ -180,6 +180,10 @@ def test_classifier_parity_and_featurizer(classifier_runs, preset):
     assert np.array_equal(ours[0], feats.ids.numpy()) and np.array_equal(ours[1], feats.lengths.numpy())
     assert max_diff(onnx_pipe.scores(texts), pipe.scores(texts).numpy()) <= 1e-4
     assert max_diff(onnx_pipe.scores(texts[:2]), pipe.scores(texts[:2]).numpy()) <= 1e-4  # a second batch size
+    ids, lengths = ours[0][:, :8], np.minimum(ours[1], 8)  # a second sequence length
+    with torch.no_grad():
+        ref = pipe.model(torch.from_numpy(ids), torch.from_numpy(lengths))[0].numpy()
+    assert max_diff(onnx_pipe.sess.run(None, {"input_ids": ids, "lengths": lengths})[0], ref) <= 1e-4
     assert max_diff(onnx_pipe.predict_proba(texts), pipe.predict_proba(texts)) <= 1e-5
     assert [r["label"] for r in onnx_pipe.classify(texts)] == [r["label"] for r in pipe.classify(texts)]
     with pytest.raises(ValueError, match=r"texts\[1\] is empty"):
@@ -272,6 +276,9 @@ def test_errors_name_the_parameter(gpt_rope, gan_export, classifier_runs, tmp_pa
         err = capsys.readouterr().err
         assert msg in err and err.count("\n") == 1, (args, err)
     assert (run / "checkpoints" / "best.safetensors").exists()  # --overwrite never touched the run
+    from genforge.onnx_pipelines import require
+    with pytest.raises(ValueError, match=r"no_such_runtime not installed: pip install 'genforge\[export\]'"):
+        require("onnx", "no_such_runtime")
     gan_run, gan_out = gan_export
     (gan_out / "stale.txt").write_text("from an earlier export")
     assert main(["export", str(gan_run), "--out", str(gan_out), "--overwrite"]) == 0  # an earlier export is replaced
