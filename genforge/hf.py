@@ -1,4 +1,5 @@
-"""Import GPT-2-format weights from a Hugging Face directory (config.json + model.safetensors).
+"""Import GPT-2-format weights from a Hugging Face directory (config.json + model.safetensors); the reverse,
+writing such a directory from a GPT run, is `genforge export RUN --format hf` (genforge/export.py).
 
 `genforge train gpt --init-from hf:DIR` and `genforge sample hf:DIR` use this. Only safetensors
 weights are read: a directory with only pytorch_model.bin is refused (pickles can run code).

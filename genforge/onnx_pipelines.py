@@ -300,8 +300,12 @@ def sample_command(pipe, args: argparse.Namespace) -> int:
             sys.stdout.write("\n")
         return 0
     if pipe.family == "gan":
-        out = args.out or "samples.png"
-        images = pipe.generate(args.n or 64, seed=args.seed, labels=args.label)
+        out, k, labels = args.out or "samples.png", pipe.num_classes, args.label
+        n = args.n or (8 * min(k, 20) if k and labels is None and not out.endswith(".npz") else 64)
+        if k and labels is None and not out.endswith(".npz"):  # a grid row of 8 per class, as with torch
+            labels = [r % k for r in range(max(1, n // 8)) for _ in range(8)]
+            n = len(labels)
+        images = pipe.generate(n, seed=args.seed, labels=labels)
         if out.endswith(".npz"):
             np.savez_compressed(out, images=images)
         else:
