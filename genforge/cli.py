@@ -13,6 +13,7 @@
     genforge train imageclf --data mnist      genforge classify runs/imageclf-... digit.png
     genforge synth runs/cdcgan --n 1000 --out synth/mnist [--judge RUN --min-confidence 0.9] [--dedup 0.05]
     genforge synth-eval images --data ../shared/datasets/mnist --out runs/se --fractions 0.01,0.1,1
+    genforge export runs/shakespeare --format onnx [--quantize int8]   genforge sample RUN --backend onnx
 
 Heavy imports (torch, ...) happen inside the subcommands, so `genforge --help` is instant. What
 differs between families (sampling, evaluation, the hints after training) is answered by the
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label", default=None,
                    help="class to generate: a conditional GAN's class index, a label-conditioned GPT's label")
     s.add_argument("--interpolate", action="store_true", help="latent interpolation strips instead of a grid (GAN)")
+    s.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="onnx: generate from `genforge export` files without torch (RUN = the export, or a run "
+                   "exported to RUN/onnx)")
 
     e = sub.add_parser("eval", help="evaluate a trained run on a data set")
     e.add_argument("run", nargs="?", help="run directory, checkpoint file, or hf:DIR")
@@ -139,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-tokens-limit", type=_positive_int, default=4096, help="largest max_tokens allowed")
     v.add_argument("--threads", type=_positive_int, default=None,
                    help="torch CPU threads (default 1: one-token decode steps are too small to split)")
+    v.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: not yet (use sample)")
     v.add_argument("--stream-interval", type=float, default=0.005, metavar="SECONDS",
                    help="least time between stream chunks after the first token; tokens made meanwhile go "
                    "out together (default 0.005; 0 = a chunk per token)")
@@ -187,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--channels", type=int, choices=[1, 3], default=1, help="image channels (images)")
     x.add_argument("--temperature", type=float, help="sampling temperature of the generator (synth)")
     x.add_argument("--no-progress", action="store_true", help="no progress bars")
+    x = sub.add_parser("export", help="export a run for deployment: ONNX (a torch-free runtime) or GPT-2 files")
+    x.add_argument("run", help="run directory, checkpoint file, or hf:DIR")
+    x.add_argument("--format", default="onnx", help="onnx (GPT, GAN, sequence classifiers) or hf (GPT runs "
+                   "GPT-2 can express)")
+    x.add_argument("--out", help="export directory (default RUN/onnx or RUN/hf)")
+    x.add_argument("--quantize", help="int8: also write dynamically quantised linear layers, used by the runtime; "
+                   "sizes and quality of both in quantize.json")
+    x.add_argument("--data", help="--quantize: the data the quality is measured on (default: the run's own)")
+    x.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
 
     d = sub.add_parser("data", help="data sets")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -229,6 +243,9 @@ def cmd_train(args, rest: list[str]) -> int:
 
 
 def cmd_sample(args) -> int:
+    if args.backend == "onnx":  # no torch on this path
+        from . import onnx_pipelines
+        return onnx_pipelines.sample_command(onnx_pipelines.load(args.run, threads=max(args.threads, 1)), args)
     from . import families, inference
     if args.threads > 0:
         import torch
@@ -368,6 +385,15 @@ def cmd_synth_eval(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export
+    out = export(args.run, args.format, args.out, args.quantize, args.overwrite, args.data)
+    print(f"genforge: exported {args.run} to {out}" + (
+        f"; try: genforge sample {out} --backend onnx (GPT, GAN), or genforge.onnx_pipelines.load('{out}')"
+        if args.format == "onnx" else f"; load it as hf:{out}"))
+    return 0
+
+
 def cmd_data(args) -> int:
     from .data import download
     folder = download.get(args.name, directory=args.dir, mirror=args.mirror)
@@ -381,6 +407,9 @@ def cmd_serve(args) -> int:
     from . import checkpoint, validate
     from .run import find_checkpoint
     from .server import Settings, serve
+    if args.backend == "onnx":
+        raise NotImplementedError("genforge serve --backend onnx: not yet; serve the run itself, or sample an "
+                                  "export with genforge sample DIR --backend onnx")
     try:
         settings = Settings(host=args.host, port=args.port, api_key=args.api_key, cors_origins=args.cors_origins,
                             device=args.device, max_batch=args.max_batch, max_queue=args.max_queue,
@@ -421,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_cv(args, rest)
         return {"sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "demo": cmd_demo,
                 "serve": cmd_serve, "classify": cmd_classify, "ensemble": cmd_ensemble,
-                "synth": cmd_synth, "synth-eval": cmd_synth_eval}[args.command](args)
+                "synth": cmd_synth, "synth-eval": cmd_synth_eval, "export": cmd_export}[args.command](args)
     except KeyboardInterrupt:
         print("\ngenforge: interrupted", file=sys.stderr)
         return 130

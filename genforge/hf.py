@@ -1,4 +1,5 @@
-"""Import GPT-2-format weights from a Hugging Face directory (config.json + model.safetensors).
+"""Import GPT-2-format weights from a Hugging Face directory (config.json + model.safetensors); the reverse,
+writing such a directory from a GPT run, is `genforge export RUN --format hf` (genforge/export.py).
 
 `genforge train gpt --init-from hf:DIR` and `genforge sample hf:DIR` use this. Only safetensors
 weights are read: a directory with only pytorch_model.bin is refused (pickles can run code).
@@ -14,7 +15,7 @@ from safetensors.torch import load_file
 from .data.tokenizers import BPETokenizer
 from .models.gpt import GPTConfig
 
-_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
 def load_gpt2(path: str | Path) -> tuple[GPTConfig, dict[str, torch.Tensor], BPETokenizer]:
@@ -45,7 +46,7 @@ def load_gpt2(path: str | Path) -> tuple[GPTConfig, dict[str, torch.Tensor], BPE
         name = name.removeprefix("transformer.")
         if name.endswith(".attn.bias") or name.endswith(".attn.masked_bias"):
             continue  # causal-mask buffers of older exports
-        if name.endswith(_CONV1D):
+        if name.endswith(CONV1D):
             t = t.t().contiguous()  # Conv1D stores (in, out); Linear wants (out, in)
         state[name] = t.float()
     state.setdefault("lm_head.weight", state["wte.weight"])

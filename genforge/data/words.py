@@ -17,9 +17,12 @@ import sys
 import zlib
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the ONNX runtime reads `words` without it
+    import torch
 
 from .tokenizers import CharTokenizer, tokenizer_from_dict, train_tokenizer
 
@@ -63,6 +66,7 @@ class BagFeatures:
         return self.offsets.numel() - 1
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        import torch
         starts, ends = self.offsets[idx].tolist(), self.offsets[idx + 1].tolist()
         ids = torch.cat([self.ids[s:e] for s, e in zip(starts, ends)])
         sizes = torch.tensor([e - s for s, e in zip(starts, ends)], dtype=torch.int64)
@@ -94,6 +98,7 @@ def _word_hashes(tokens: list[str], cache: dict[str, int]) -> np.ndarray:
 
 def hashed_ngrams(token_lists: list[list[str]], n: int, buckets: int) -> BagFeatures:
     """Distinct hashed 1..n-grams of each text (binary bag), deterministic across runs."""
+    import torch
     cache: dict[str, int] = {}
     lens = np.array([len(t) for t in token_lists], dtype=np.int64)
     flat = _word_hashes([w for t in token_lists for w in t], cache)  # (total tokens,)
@@ -180,6 +185,7 @@ class Featurizer:
         return [t[:self.max_chars] for t in texts]
 
     def transform(self, texts: list[str]) -> SeqFeatures | BagFeatures:
+        import torch
         texts = self.clip(texts)
         if self.kind == "ngram":
             return hashed_ngrams([words(t, self.punctuation) for t in texts], self.ngram, self.buckets)
