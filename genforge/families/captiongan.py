@@ -164,7 +164,7 @@ class CaptionGANPipeline:
             known = [t for t in self.vocab.encode(text, self.text_len)[0] if t != UNK]
             if not known:
                 warnings.warn(f"prompt {text[:60]!r}: no word this model knows; generating unconditional images",
-                              stacklevel=2)
+                              stacklevel=3)
             ids[i, :len(known)] = torch.tensor(known, dtype=torch.long)
         return ids
 
