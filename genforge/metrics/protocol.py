@@ -72,7 +72,7 @@ def score(net: feature_net.FeatureNet, fake: np.ndarray, test: ImageSet, train: 
 
 def resolve_dataset(ref: str) -> str:
     """A data path, or a data-set name found in $GENFORGE_DATASETS or the genforge download cache."""
-    if ref in ("", "digits") or Path(ref).exists():
+    if ref in ("", "digits", "shapes") or Path(ref).exists():
         return ref
     for root in (os.environ.get("GENFORGE_DATASETS"), cache_dir() / "datasets"):
         if root and (Path(root) / ref).exists():
