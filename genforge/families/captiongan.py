@@ -11,7 +11,8 @@ caption encoder: logit = psi(phi(x)) + <E(c), phi(x)> (genforge/models/captionga
 the GAN family's: `CaptionGANTask` is a `GANTask` whose conditions are captions' word ids, so the
 losses, n_critic, R1 / gradient penalty, DiffAugment, EMA, TTUR, mode seeking, the monitor and
 checkpoints are shared. A share `text.drop_caption` of training captions (in D's and G's phases)
-is the empty caption, which is what a prompt with no known word gets. Labelled sets without
+is the empty caption, which is what a prompt with no known word gets; `text.mismatch` adds D's
+loss on real images paired with another image's caption (mismatched-caption negatives). Labelled sets without
 captions get them from the phrasing templates (genforge/data/templates.py `captioned`).
 `CaptionGANPipeline` follows base.TextToImagePipeline; a GAN has no guidance scale (an error if given).
 """
@@ -27,11 +28,11 @@ import numpy as np
 import torch
 
 from .. import config
-from ..data import images as image_data
+from ..data import images as image_data, templates
 from ..data.captions import UNK, CaptionVocab
 from ..images import make_grid, to_pil, to_uint8
 from ..models.captiongan import CaptionEncoderConfig, build as build_models, make_generator
-from ..models.gan import GANConfig, Generator
+from ..models.gan import GANConfig, Generator, d_fake_loss
 from ..run import RunDir
 from ..runtime import Runtime
 from ..trainer import Result
@@ -55,25 +56,13 @@ PRESETS["captiongan-diverse"] = {**PRESETS["captiongan"], "model": gan.PRESETS["
                                  "gan": {**PRESETS["captiongan"]["gan"], "mode_seeking": 1.0}}
 
 
-def with_captions(data: image_data.ImageSet, seed: int) -> image_data.ImageSet:
-    """`data` if it has captions, else template captions from its labels (genforge/data/templates.py)."""
-    if data.captions is not None:
-        return data
-    try:
-        from ..data.templates import captioned
-    except ImportError:
-        raise ValueError(f"{data.source}: no captions (give a captions .jsonl/.csv or a folder with "
-                         "captions.jsonl); captions from labels need genforge/data/templates.py") from None
-    return captioned(data, seed)
-
-
 class CaptionGANTask(gan.GANTask):
     """A GANTask over (image, caption ids) pairs; the monitor asks for classes through one caption each."""
 
     def __init__(self, g, d, g_ema, data: image_data.ImageSet, captions: np.ndarray, vocab: CaptionVocab,
                  test, scorer, cfg: dict[str, Any], runtime: Runtime, run: RunDir):
         super().__init__(g, d, g_ema, data, test, scorer, cfg, runtime, run)
-        self.vocab, self.drop = vocab, cfg["text"].drop_caption
+        self.vocab, self.drop, self.mismatch = vocab, cfg["text"].drop_caption, cfg["text"].mismatch
         self.labels = self.stat_conditions = torch.as_tensor(captions).to(runtime.device)  # (N, T) word ids
         self.score_classes = data.num_classes if data.labels is not None else 0
         if self.score_classes:  # class k is asked for by the caption of its first training image
@@ -86,7 +75,17 @@ class CaptionGANTask(gan.GANTask):
 
     def _real(self):
         x, ids = super()._real()
+        self._batch = (x, ids)  # for the mismatched pairs of this D phase
         return x, self._drop(ids)
+
+    def _d_phase(self):
+        loss, logs = super()._d_phase()
+        if self.mismatch > 0:  # real images with the next image's caption are fakes too (text-GAN negatives)
+            x, ids = self._batch
+            wrong = d_fake_loss(self.gc.loss, self.trainer.module("d")(self._aug(x), ids.roll(1, 0)))
+            loss = loss + self.mismatch * wrong
+            logs["mismatch"] = wrong.item() / self.gc.n_critic
+        return loss, logs
 
     def _fake_labels(self, n: int) -> torch.Tensor:
         return self._drop(super()._fake_labels(n))
@@ -114,7 +113,7 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
     def build(rt: Runtime) -> base.Build:
         mc: GANConfig = cfg["model"]
         data, test = gan.load_images(cfg)
-        data = with_captions(data, cfg["train"].seed)
+        data = templates.captioned(data, cfg["train"].seed)  # its own captions, or from its labels
         vocab = CaptionVocab.build(data.captions)
         tc = cfg["text"] = config.update(cfg["text"], {"vocab_size": len(vocab)}, "text")
         captions = vocab.encode_batch(data.captions, tc.text_len, f"{data.source}: caption (text.text_len)")

@@ -33,14 +33,16 @@ class CaptionEncoderConfig:
     n_layer: int = 1  # non-causal transformer blocks over the words; 0 = mean of the word embeddings
     n_head: int = 2
     drop_caption: float = 0.1  # share of training captions replaced by the empty caption (unconditional)
+    mismatch: float = 0.0  # weight of D's loss on real images paired with another image's caption; 0 = off
 
     def validate(self):
         if self.vocab_size < 0 or self.text_len < 1 or self.dim < 2 or self.n_layer < 0 or self.n_head < 1:
             raise ValueError("text.vocab_size must be >= 0, text_len >= 1, dim >= 2, n_layer >= 0, n_head >= 1")
         if self.dim % self.n_head:
             raise ValueError(f"text.dim={self.dim} must be divisible by text.n_head={self.n_head}")
-        if not 0.0 <= self.drop_caption < 1.0:
-            raise ValueError(f"text.drop_caption must be in [0, 1), got {self.drop_caption}")
+        if not 0.0 <= self.drop_caption < 1.0 or self.mismatch < 0:
+            raise ValueError(f"text.drop_caption must be in [0, 1) and text.mismatch >= 0, got "
+                             f"{self.drop_caption}, {self.mismatch}")
 
 
 class CaptionEncoder(nn.Module):

@@ -262,15 +262,24 @@ def build(c: GANConfig, embed: nn.Module | None = None,
 # ----------------------------------------------------------------------------- losses
 
 
+def d_fake_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
+    """D's loss on logits of what it must call fake: generated images (or real ones with a wrong caption)."""
+    if kind in ("minimax", "nonsaturating"):
+        return F.softplus(fake).mean()
+    if kind == "hinge":
+        return F.relu(1 + fake).mean()
+    if kind == "wgan-gp":
+        return fake.mean()
+    raise ValueError(f"gan.loss={kind!r}: expected minimax, nonsaturating, hinge or wgan-gp")
+
+
 def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """Discriminator loss from logits on real and generated images."""
     if kind in ("minimax", "nonsaturating"):  # binary cross-entropy: real -> 1, fake -> 0
-        return F.softplus(-real).mean() + F.softplus(fake).mean()
+        return F.softplus(-real).mean() + d_fake_loss(kind, fake)
     if kind == "hinge":
-        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-    if kind == "wgan-gp":
-        return fake.mean() - real.mean()
-    raise ValueError(f"gan.loss={kind!r}: expected minimax, nonsaturating, hinge or wgan-gp")
+        return F.relu(1 - real).mean() + d_fake_loss(kind, fake)
+    return d_fake_loss(kind, fake) - real.mean()  # wgan-gp (or the error for an unknown kind)
 
 
 def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:

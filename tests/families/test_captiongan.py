@@ -97,25 +97,29 @@ def test_caption_encoder_ignores_padding_and_gives_the_empty_caption_a_constant(
     assert torch.allclose(after[1], enc.out(torch.zeros(1, 16))[0])  # empty caption: the MLP of zero
 
 
-def test_a_training_step_moves_only_its_models_and_drops_captions(bars, tmp_path):
+def task_of(data, tmp_path, **sections):
+    """The CaptionGANTask train() builds, bound to a Trainer that never runs."""
+    from genforge.run import RunDir
+    from genforge.runtime import make_runtime
     from genforge.trainer import Trainer
-    trainers = []
+    tasks = []
 
     class Stop(Exception):
         pass
 
     def keep(self, task, *a, **k):
-        trainers.append(task)
+        tasks.append(task)
         raise Stop
-    ov = overrides(bars, text={"drop_caption": 0.5})
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Trainer, "__init__", keep)
         with pytest.raises(Stop):
-            captiongan.train("captiongan", ov, out=str(tmp_path / "run"), progress=False)
-    from genforge.run import RunDir
-    from genforge.runtime import make_runtime
-    task = trainers[0]
-    Trainer(task, task.cfg["train"], RunDir(tmp_path / "unused"), make_runtime("cpu", "fp32", threads=1))
+            captiongan.train("captiongan", overrides(data, **sections), out=str(tmp_path / "run"), progress=False)
+    Trainer(tasks[0], tasks[0].cfg["train"], RunDir(tmp_path / "unused"), make_runtime("cpu", "fp32", threads=1))
+    return tasks[0]
+
+
+def test_a_training_step_moves_only_its_models_and_drops_captions(bars, tmp_path):
+    task = task_of(bars, tmp_path, text={"drop_caption": 0.5})
     ids = torch.cat([task._fake_labels(8) for _ in range(8)])  # (64, T)
     empty = (ids == PAD).all(1)
     assert 0.2 < empty.float().mean() < 0.8 and (ids[~empty] != PAD).any(1).all()
@@ -188,3 +192,25 @@ def test_eval_command_hands_the_pipeline_to_the_text_to_image_evaluation(trained
     assert captiongan.eval_command(args) == 0
     assert seen == {"family": "captiongan", "n": 16, "seed": 1, "data": None}
     assert json.loads(capsys.readouterr().out) == {"caption_accuracy": 0.5}
+
+
+def test_a_labelled_set_without_captions_trains_on_template_captions(image_npz, tmp_path):
+    run, _ = captiongan.train("captiongan", overrides(image_npz, train={"max_iters": 1, "eval_interval": 1}),
+                              out=str(tmp_path / "run"), progress=False)
+    pipe = genforge.load(run.path)
+    assert {"handwritten", "digit", "zero", "three"} <= set(pipe.vocab.words)  # classes 0..3 of the .npz
+    assert pipe.generate("a handwritten three", n=1, seed=0).shape == (1, 28, 28, 1)
+
+
+def test_mismatched_captions_add_a_fake_term_to_d(bars, tmp_path):
+    from genforge.models.gan import d_fake_loss
+    task = task_of(bars, tmp_path, text={"mismatch": 0.5})
+    seen = []
+    forward = task.d.forward
+    task.d.forward = lambda x, labels=None: seen.append(labels) or forward(x, labels)
+    loss, logs = task.phases(0)[0][1]()
+    wrong_ids = seen[2]  # D sees the real, the fake, then the real images with rolled captions
+    assert torch.equal(wrong_ids, task._batch[1].roll(1, 0)) and len(seen) == 3
+    assert loss.item() == pytest.approx(logs["d_loss"] + 0.5 * logs["mismatch"], rel=1e-6)
+    assert d_fake_loss("hinge", torch.tensor([-2.0, 0.0])).item() == pytest.approx(0.5)  # relu(1 + logit)
+    assert "mismatch" not in task_of(bars, tmp_path).phases(0)[0][1]()[1]
