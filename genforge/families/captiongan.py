@@ -49,10 +49,10 @@ def sections() -> dict[str, Any]:
 
 # the stabilised cdcgan recipe (hinge, spectral norm, TTUR, EMA, linear decay) with captions for classes
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "captiongan": {"model": gan.PRESETS["cdcgan"]["model"], "train": gan.PRESETS["cdcgan"]["train"],
+    "captiongan": {"model": {**gan.PRESETS["cdcgan"]["model"]}, "train": {**gan.PRESETS["cdcgan"]["train"]},
                    "gan": {k: v for k, v in gan.PRESETS["cdcgan"]["gan"].items() if k != "conditional"}},
 }
-PRESETS["captiongan-diverse"] = {**PRESETS["captiongan"], "model": gan.PRESETS["cdcgan-diverse"]["model"],
+PRESETS["captiongan-diverse"] = {**PRESETS["captiongan"], "model": {**gan.PRESETS["cdcgan-diverse"]["model"]},
                                  "gan": {**PRESETS["captiongan"]["gan"], "mode_seeking": 1.0}}
 
 

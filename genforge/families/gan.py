@@ -7,7 +7,10 @@
 
 `train()` resolves the config, loads the images, builds G and D and hands a `GANTask` to the shared
 Trainer through `base.launch`: each step is n_critic discriminator phases, then one generator
-phase; `after_step` keeps an EMA copy of G. Every evaluation writes a sample grid (PNG in
+phase; `after_step` keeps an EMA copy of G. For diversity (issue 14), `gan.mode_seeking` adds MSGAN's
+term to G's phase (the batch's halves are pairs of latents for one condition) and
+`model.minibatch_std` gives D a minibatch-std feature (`cdcgan-diverse` has both). The captiongan
+family reuses the task and the set-up helpers below with captions as the conditions. Every evaluation writes a sample grid (PNG in
 RUN/samples and TensorBoard) and, with a labelled data set, scores samples on the frozen feature
 classifier (class entropy for mode collapse, feature Fréchet distance), through the shared
 `metrics.monitor_images.TrainingImageScorer`. `GANPipeline` rebuilds the generator from a
@@ -109,7 +112,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 # cdcgan with the diversity options of issue 14: MSGAN's mode-seeking term and minibatch std in D
 PRESETS["cdcgan-diverse"] = {"model": {**PRESETS["cdcgan"]["model"], "minibatch_std": True},
-                             "gan": {**PRESETS["cdcgan"]["gan"], "mode_seeking": 1.0}, "train": PRESETS["cdcgan"]["train"]}
+                             "gan": {**PRESETS["cdcgan"]["gan"], "mode_seeking": 1.0}, "train": {**PRESETS["cdcgan"]["train"]}}
 
 
 # ----------------------------------------------------------------------------- task
