@@ -28,11 +28,14 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=300, help="training budget (wall clock)")
     p.add_argument("--per-prompt", type=int, default=20, help="images per (class, template)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--preset", default="captiongan")
+    p.add_argument("--mismatch", type=float, default=None, help="text.mismatch (default: the preset's)")
     p.add_argument("--out", default="runs/captiongan-mnist")
     a = p.parse_args()
     mnist = os.path.join(os.environ.get("GENFORGE_DATASETS", "../shared/datasets"), "mnist")
-    run, result = captiongan.train("captiongan", {
-        "data": {"path": mnist}, "train": {"max_seconds": a.seconds, "time_schedule": True, "max_iters": 100_000,
+    text = {} if a.mismatch is None else {"mismatch": a.mismatch}
+    run, result = captiongan.train(a.preset, {
+        "data": {"path": mnist}, "text": text, "train": {"max_seconds": a.seconds, "time_schedule": True, "max_iters": 100_000,
                                            "threads": a.threads, "eval_interval": 500}}, out=a.out, progress=False)
     torch.set_num_threads(a.threads)
     pipe = genforge.load(run.path, device="cpu")

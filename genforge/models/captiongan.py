@@ -6,7 +6,7 @@ A caption is its word ids (B, T) from genforge/data/captions.py (PAD = 0 after t
 encoder embeds words and positions, runs `n_layer` non-causal transformer blocks of the GPT family
 over the real words (padding is never attended to), mean-pools them and maps the result through a
 small MLP to the width its user needs:
-- G: a (B, z_dim) vector added to the latent (the class GAN's embedding, read from words);
+- G: a unit-scale (B, z_dim) vector added to the latent (the class GAN's embedding, read from words);
 - D: a (B, features) vector for the projection term, logit = psi(phi(x)) + <E(c), phi(x)>.
 G and D each own an encoder. The empty caption (all PAD) pools to zero, so its embedding is a
 learned constant: the unconditional mode that caption dropout trains.
@@ -46,9 +46,14 @@ class CaptionEncoderConfig:
 
 
 class CaptionEncoder(nn.Module):
-    """word ids (B, T) -> (B, out_dim); spectral norm on the output layers when `sn` (D's encoder)."""
+    """word ids (B, T) -> (B, out_dim); spectral norm on the output layers when `sn` (D's encoder).
 
-    def __init__(self, c: CaptionEncoderConfig, out_dim: int, sn: bool = False):
+    `unit` (G's encoder) layer-normalises the output: unit scale, like the N(0, 1) rows of the class
+    GAN's embedding, so G hears the caption beside z from the first step (unnormalised, the MLP's
+    output is several times smaller than z and MNIST digits stayed unconditioned for hundreds of steps).
+    """
+
+    def __init__(self, c: CaptionEncoderConfig, out_dim: int, sn: bool = False, unit: bool = False):
         super().__init__()
         assert c.vocab_size > 0, "the caption encoder needs text.vocab_size"
         g = GPTConfig(vocab_size=c.vocab_size, block_size=c.text_len, n_layer=max(1, c.n_layer), n_head=c.n_head,
@@ -56,7 +61,8 @@ class CaptionEncoder(nn.Module):
         self.wte = nn.Embedding(c.vocab_size, c.dim)
         self.wpe = nn.Embedding(c.text_len, c.dim)
         self.blocks = nn.ModuleList(Block(g, causal=False) for _ in range(c.n_layer))
-        self.out = nn.Sequential(_sn(nn.Linear(c.dim, c.dim), sn), nn.LeakyReLU(0.2), _sn(nn.Linear(c.dim, out_dim), sn))
+        self.out = nn.Sequential(_sn(nn.Linear(c.dim, c.dim), sn), nn.LeakyReLU(0.2), _sn(nn.Linear(c.dim, out_dim), sn),
+                                 *([nn.LayerNorm(out_dim)] if unit else []))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         T = ids.size(1)
@@ -69,10 +75,10 @@ class CaptionEncoder(nn.Module):
 
 
 def make_generator(mc: GANConfig, tc: CaptionEncoderConfig) -> Generator:
-    return Generator(mc, CaptionEncoder(tc, mc.z_dim))
+    return Generator(mc, CaptionEncoder(tc, mc.z_dim, unit=True))
 
 
 def build(mc: GANConfig, tc: CaptionEncoderConfig) -> tuple[Generator, Discriminator]:
     """G and D (an unconditional GANConfig: the caption encoders are the conditioning), DCGAN-initialised."""
     assert mc.num_classes == 0, "a caption GAN is conditioned on captions, not classes (model.num_classes = 0)"
-    return build_gan(mc, CaptionEncoder(tc, mc.z_dim), lambda n: CaptionEncoder(tc, n, sn=mc.spectral_norm))
+    return build_gan(mc, CaptionEncoder(tc, mc.z_dim, unit=True), lambda n: CaptionEncoder(tc, n, sn=mc.spectral_norm))
