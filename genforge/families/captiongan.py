@@ -47,9 +47,12 @@ def sections() -> dict[str, Any]:
     return {**gan.sections(), "text": CaptionEncoderConfig()}
 
 
-# the stabilised cdcgan recipe (hinge, spectral norm, TTUR, EMA, linear decay) with captions for classes
+# the stabilised cdcgan recipe (hinge, spectral norm, TTUR, EMA, linear decay) with captions for classes,
+# and mismatched-caption negatives: on MNIST they took caption accuracy from chance (14%) to 40% after
+# ~300 steps (docs/text-to-image-gan.md)
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "captiongan": {"model": {**gan.PRESETS["cdcgan"]["model"]}, "train": {**gan.PRESETS["cdcgan"]["train"]},
+                   "text": {"mismatch": 1.0},
                    "gan": {k: v for k, v in gan.PRESETS["cdcgan"]["gan"].items() if k != "conditional"}},
 }
 PRESETS["captiongan-diverse"] = {**PRESETS["captiongan"], "model": {**gan.PRESETS["cdcgan-diverse"]["model"]},

@@ -213,4 +213,4 @@ def test_mismatched_captions_add_a_fake_term_to_d(bars, tmp_path):
     assert torch.equal(wrong_ids, task._batch[1].roll(1, 0)) and len(seen) == 3
     assert loss.item() == pytest.approx(logs["d_loss"] + 0.5 * logs["mismatch"], rel=1e-6)
     assert d_fake_loss("hinge", torch.tensor([-2.0, 0.0])).item() == pytest.approx(0.5)  # relu(1 + logit)
-    assert "mismatch" not in task_of(bars, tmp_path).phases(0)[0][1]()[1]
+    assert "mismatch" not in task_of(bars, tmp_path, text={"mismatch": 0.0}).phases(0)[0][1]()[1]
