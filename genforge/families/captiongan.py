@@ -215,13 +215,11 @@ def sample_command(pipe: CaptionGANPipeline, args: argparse.Namespace) -> int:
 
 def eval_command(args: argparse.Namespace) -> int:
     """`genforge eval RUN`: caption accuracy and image metrics (genforge/metrics/text2image.py), as JSON."""
-    try:
-        from ..metrics.text2image import evaluate_text2image
-    except ImportError:
-        raise ValueError(f"genforge eval {args.run}: text-to-image evaluation (genforge/metrics/text2image.py) "
-                         "is not in this build") from None
+    from ..metrics.text2image import evaluate_text2image
     pipe = pipeline_from_checkpoint(args.run, device=args.device)
-    print(json.dumps(evaluate_text2image(pipe, n=args.n, seed=args.seed, data=args.data), indent=2))
+    report = evaluate_text2image(pipe, n=args.n, seed=args.seed, data=args.data,
+                                 feature_steps=getattr(args, "feature_steps", 0), where=str(args.run))
+    print(json.dumps(report, indent=2))
     return 0
 
 

@@ -182,15 +182,15 @@ def test_sample_command_writes_a_row_per_prompt(trained, tmp_path, capsys):
 def test_eval_command_hands_the_pipeline_to_the_text_to_image_evaluation(trained, monkeypatch, capsys):
     seen = {}
 
-    def evaluate_text2image(pipe, n, seed, data):
-        seen.update(family=pipe.family, n=n, seed=seed, data=data)
+    def evaluate_text2image(pipe, n, seed, data, feature_steps, where):
+        seen.update(family=pipe.family, n=n, seed=seed, data=data, feature_steps=feature_steps)
         return {"caption_accuracy": 0.5}
     module = types.ModuleType("genforge.metrics.text2image")
     module.evaluate_text2image = evaluate_text2image
     monkeypatch.setitem(sys.modules, "genforge.metrics.text2image", module)
-    args = argparse.Namespace(run=str(trained[0].path), n=16, seed=1, data=None, device="cpu")
+    args = argparse.Namespace(run=str(trained[0].path), n=16, seed=1, data=None, device="cpu", feature_steps=0)
     assert captiongan.eval_command(args) == 0
-    assert seen == {"family": "captiongan", "n": 16, "seed": 1, "data": None}
+    assert seen == {"family": "captiongan", "n": 16, "seed": 1, "data": None, "feature_steps": 0}
     assert json.loads(capsys.readouterr().out) == {"caption_accuracy": 0.5}
 
 
