@@ -85,3 +85,22 @@ def reviews(tmp_path) -> Path:
     p = tmp_path / "reviews.jsonl"
     p.write_text("\n".join(json.dumps(r) for r in make_reviews()) + "\n")
     return p
+
+
+BAR_PLACES = ("top", "upper", "lower", "bottom")  # make_digit_like's class k: a bar in band k, top to bottom
+
+
+def write_captioned_bars(folder: Path, n: int = 64) -> Path:
+    """make_digit_like's images as PNGs with captions.jsonl rows ("a bar at the top", label 0, ...)."""
+    import json
+
+    from PIL import Image
+    images, labels = make_digit_like(n)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (img, k) in enumerate(zip(images, labels)):
+        Image.fromarray(img).save(folder / f"{i}.png")
+        phrase = ("a bar at the {}", "the {} bar", "one bright bar, {}")[i % 3].format(BAR_PLACES[k])
+        rows.append({"image": f"{i}.png", "caption": phrase, "label": int(k)})
+    (folder / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder

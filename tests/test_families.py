@@ -17,7 +17,7 @@ from genforge import config, families
 from genforge.families import base
 from genforge.runtime import make_runtime
 from genforge.trainer import Trainer
-from tests.conftest import TEXT, make_digit_like, make_reviews
+from tests.conftest import TEXT, make_digit_like, make_reviews, write_captioned_bars
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,6 +26,7 @@ CAPS = {
     "gpt": {"model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16}, "data": {"vocab_size": 300},
             "train": {"grad_accum": 2}},
     "gan": {"model": {"g_width": 8, "d_width": 4, "z_dim": 16, "mlp_hidden": 32}, "gan": {"n_critic": 2}},
+    "captiongan": {"model": {"g_width": 8, "d_width": 4, "z_dim": 16}, "text": {"dim": 16, "n_head": 2}},
     "classifier": {"model": {"embed_dim": 16, "hidden": 16, "n_layer": 1, "n_head": 2},
                    "data": {"buckets": 4096, "max_len": 32, "vocab_size": 2000}},
     "vqvae": {"model": {"width": 8, "res_blocks": 1, "groups": 4, "codebook_size": 16, "code_dim": 4},
@@ -36,6 +37,7 @@ CAPS = {
 STEPS = {
     "gpt": {"train": {"batch_size": 4, "max_iters": 2, "eval_interval": 2, "eval_iters": 1, "samples": False}},
     "gan": {"train": {"batch_size": 8, "max_iters": 2, "eval_interval": 2}, "gan": {"monitor_samples": 0}},
+    "captiongan": {"train": {"batch_size": 8, "max_iters": 2, "eval_interval": 2}, "gan": {"monitor_samples": 0}},
     "classifier": {"train": {"batch_size": 16, "max_iters": 2, "eval_interval": 2}, "fit": {"epochs": 0}},
     "vqvae": {"train": {"batch_size": 8, "max_iters": 2, "eval_interval": 2}},
     "imageclf": {"train": {"batch_size": 16, "max_iters": 2, "eval_interval": 2}, "fit": {"epochs": 0}},
@@ -43,7 +45,7 @@ STEPS = {
 # the vqvae is no generator: an image tokenizer (images <-> codes)
 CONTRACT = {"gpt": base.TextGenerationPipeline, "gan": base.ImageGenerationPipeline,
             "classifier": base.ClassificationPipeline, "vqvae": base.ImageTokenizerPipeline,
-            "imageclf": base.ImageClassificationPipeline}
+            "imageclf": base.ImageClassificationPipeline, "captiongan": base.TextToImagePipeline}
 CASES = [(name, preset) for name in families.FAMILIES for preset in families.get(name).PRESETS]
 
 
@@ -55,6 +57,8 @@ def write_data(name: str, tmp_path) -> str:
         images, labels = make_digit_like()
         np.savez(tmp_path / "bars.npz", images=images, labels=labels)
         return str(tmp_path / "bars.npz")
+    if name == "captiongan":
+        return str(write_captioned_bars(tmp_path / "bars"))
     import json
     (tmp_path / "reviews.jsonl").write_text("\n".join(json.dumps(r) for r in make_reviews()) + "\n")
     return str(tmp_path / "reviews.jsonl")
@@ -87,6 +91,8 @@ def live_pipeline(name: str, task, calibration=None):
         return family.VQVAEPipeline(task.model.eval(), task.meta(), rt)
     if name == "imageclf":
         return family.ImageClassifierPipeline(task.model.eval(), {**task.meta(), "calibration": calibration}, rt)
+    if name == "captiongan":
+        return family.CaptionGANPipeline(task.sampler.eval(), task.meta(), rt)
     return family.ClassifierPipeline(task.model.eval(), task.featurizer, task.labels,
                                      {**task.meta(), "calibration": calibration}, rt)
 
@@ -95,6 +101,8 @@ def outputs(pipe):
     """Seeded outputs of a pipeline, by its contract."""
     if isinstance(pipe, base.TextGenerationPipeline):
         return pipe.generate("First", max_new_tokens=8, seed=0, num_samples=2)
+    if isinstance(pipe, base.TextToImagePipeline):
+        return pipe.generate(["a bar at the top", "the bottom bar"], n=2, seed=0)
     if isinstance(pipe, base.ImageGenerationPipeline):
         return pipe.generate(4, seed=0)
     if isinstance(pipe, base.ImageTokenizerPipeline):

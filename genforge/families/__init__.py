@@ -14,7 +14,7 @@ from typing import Any
 
 FAMILIES = {"gpt": "genforge.families.gpt", "gan": "genforge.families.gan",
             "classifier": "genforge.families.classifier", "vqvae": "genforge.families.vqvae",
-            "imageclf": "genforge.families.imageclf"}
+            "imageclf": "genforge.families.imageclf", "captiongan": "genforge.families.captiongan"}
 
 
 def get(name: str):

@@ -7,7 +7,10 @@
 
 `train()` resolves the config, loads the images, builds G and D and hands a `GANTask` to the shared
 Trainer through `base.launch`: each step is n_critic discriminator phases, then one generator
-phase; `after_step` keeps an EMA copy of G. Every evaluation writes a sample grid (PNG in
+phase; `after_step` keeps an EMA copy of G. For diversity (issue 14), `gan.mode_seeking` adds MSGAN's
+term to G's phase (the batch's halves are pairs of latents for one condition) and
+`model.minibatch_std` gives D a minibatch-std feature (`cdcgan-diverse` has both). The captiongan
+family reuses the task and the set-up helpers below with captions as the conditions. Every evaluation writes a sample grid (PNG in
 RUN/samples and TensorBoard) and, with a labelled data set, scores samples on the frozen feature
 classifier (class entropy for mode collapse, feature Fréchet distance), through the shared
 `metrics.monitor_images.TrainingImageScorer`. `GANPipeline` rebuilds the generator from a
@@ -30,7 +33,7 @@ from ..data import images as image_data
 from ..images import make_grid, to_pil, to_uint8
 from ..metrics.monitor_images import TrainingImageScorer
 from ..models.gan import (GANConfig, Generator, d_loss, diff_augment, g_loss, gradient_penalty,
-                          r1_penalty)
+                          mode_seeking_loss, r1_penalty)
 from ..models.gan import build as build_models
 from ..run import RunDir
 from ..runtime import Runtime, make_runtime
@@ -64,6 +67,7 @@ class GANTrainConfig:
     r1: float = 0.0  # R1 penalty weight on real images; 0 = off
     diffaugment: bool = False  # differentiable colour + translation augmentation of D's inputs
     ema: float = 0.0  # EMA decay of G's weights (e.g. 0.999); 0 = off. Sampling uses the EMA copy
+    mode_seeking: float = 0.0  # weight of MSGAN's mode-seeking term in G's loss (diversity); 0 = off
     monitor_samples: int = 1000  # samples scored at each evaluation (labelled data); 0 = off
     feature_steps: int = 0  # training steps of the feature classifier; 0 = automatic (2 epochs)
     channels_last: bool = True  # NHWC convolutions (faster on CPUs)
@@ -73,8 +77,8 @@ class GANTrainConfig:
             raise ValueError("gan.n_critic must be >= 1, gan.monitor_samples and gan.feature_steps >= 0")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"gan.ema must be in [0, 1), got {self.ema}")
-        if min(self.lr_g, self.lr_d, self.gp_weight, self.r1) < 0:
-            raise ValueError("gan.lr_g, gan.lr_d, gan.gp_weight and gan.r1 must be >= 0")
+        if min(self.lr_g, self.lr_d, self.gp_weight, self.r1, self.mode_seeking) < 0:
+            raise ValueError("gan.lr_g, gan.lr_d, gan.gp_weight, gan.r1 and gan.mode_seeking must be >= 0")
 
 
 def sections() -> dict[str, Any]:
@@ -106,6 +110,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                "gan": {"loss": "hinge", "conditional": True, "ema": 0.9995, "lr_d": 4e-4, "lr_g": 2e-4},
                "train": {"beta1": 0.0, "beta2": 0.9, "schedule": "linear", "min_lr": 0.0}},
 }
+# cdcgan with the diversity options of issue 14: MSGAN's mode-seeking term and minibatch std in D
+PRESETS["cdcgan-diverse"] = {"model": {**PRESETS["cdcgan"]["model"], "minibatch_std": True},
+                             "gan": {**PRESETS["cdcgan"]["gan"], "mode_seeking": 1.0}, "train": {**PRESETS["cdcgan"]["train"]}}
 
 
 # ----------------------------------------------------------------------------- task
@@ -117,6 +124,12 @@ def _requires_grad(module: torch.nn.Module, on: bool) -> None:
 
 
 class GANTask(base.IntervalLosses):
+    """G and D on (image, condition) pairs: the condition is a class here, a caption in the captiongan family.
+
+    A subclass sets `labels` (one condition row per image), `score_classes` (classes the monitor
+    asks for through `_generate(labels=class ids)`), `stat_conditions` (what the EMA generator's
+    BatchNorm statistics are estimated over) and `meta`.
+    """
     item_name = "img"
 
     def __init__(self, g: Generator, d, g_ema: Generator | None, data: image_data.ImageSet,
@@ -127,7 +140,8 @@ class GANTask(base.IntervalLosses):
         self.batch = tc.batch_size
         self.images = torch.as_tensor(data.images).permute(0, 3, 1, 2).contiguous().to(runtime.device)  # (N, C, H, W) uint8
         self.labels = None if data.labels is None else torch.as_tensor(data.labels).to(runtime.device)
-        self.conditional = g.config.num_classes > 0
+        self.conditional = g.embed is not None
+        self.score_classes, self.stat_conditions = g.config.num_classes, None
         self.modules = {"g": g, "d": d, **({"g_ema": g_ema} if g_ema is not None else {})}
         betas = (tc.beta1, tc.beta2)
         self.optimizers = {
@@ -192,12 +206,22 @@ class GANTask(base.IntervalLosses):
     def _g_phase(self):
         _requires_grad(self.d, False)  # the graph built now holds no D weight gradients
         try:
-            labels = self._fake_labels(self.batch)
-            fake = self.trainer.module("g")(self._noise(self.batch), labels)
+            if self.gc.mode_seeking > 0:  # two latents per condition: the batch's halves are pairs
+                labels = self._fake_labels(self.batch // 2)
+                labels = None if labels is None else torch.cat([labels, labels])
+                z = self._noise(len(labels) if labels is not None else self.batch // 2 * 2)
+            else:
+                labels, z = self._fake_labels(self.batch), self._noise(self.batch)
+            fake = self.trainer.module("g")(z, labels)
             loss = g_loss(self.gc.loss, self.trainer.module("d")(self._aug(fake), labels))
+            logs = {"g_loss": loss.item()}
+            if self.gc.mode_seeking > 0:
+                ms = mode_seeking_loss(*fake.float().chunk(2), *z.chunk(2))
+                loss = loss + self.gc.mode_seeking * ms
+                logs["mode_seeking"] = ms.item()
         finally:
             _requires_grad(self.d, True)
-        return loss, self._log({"g_loss": loss.item()})
+        return loss, self._log(logs)
 
     def phases(self, step):
         return [(("d",), self._d_phase)] * self.gc.n_critic + [(("g",), self._g_phase)]
@@ -222,7 +246,7 @@ class GANTask(base.IntervalLosses):
         """
         if self.g_ema is not None:
             with self.rt.autocast():
-                self.g_ema.standing_stats()
+                self.g_ema.standing_stats(conditions=self.stat_conditions)
         self._stats_fresh = True
 
     def before_save(self) -> None:
@@ -242,7 +266,7 @@ class GANTask(base.IntervalLosses):
     def _image_scorer(self) -> TrainingImageScorer:
         """The shared evaluate-while-training scorer, built once (it caches the test images' features)."""
         if self._shared_scorer is None:
-            self._shared_scorer = TrainingImageScorer(self._generate, self.scorer, self.test, self.g.config.num_classes,
+            self._shared_scorer = TrainingImageScorer(self._generate, self.scorer, self.test, self.score_classes,
                                                       self.gc.monitor_samples, self.cfg["train"].seed)
         return self._shared_scorer
 
@@ -272,6 +296,43 @@ class GANTask(base.IntervalLosses):
 # ----------------------------------------------------------------------------- training
 
 
+def load_images(cfg: dict[str, Any]) -> tuple[image_data.ImageSet, image_data.ImageSet | None]:
+    """The training images, and the test images when a labelled set is monitored."""
+    mc, dc, gc, tc = cfg["model"], cfg["data"], cfg["gan"], cfg["train"]
+    data = image_data.load(dc.path, mc.image_size, mc.channels, "train", dc.test_fraction, tc.seed, dc.max_bad)
+    test = image_data.load(dc.path, mc.image_size, mc.channels, "test", dc.test_fraction, tc.seed, dc.max_bad) \
+        if gc.monitor_samples and data.labels is not None else None
+    return data, test
+
+
+def feature_scorer(cfg: dict[str, Any], data: image_data.ImageSet, test, progress: bool):
+    """The frozen feature network that scores samples (labelled data, monitoring on), or None."""
+    if not cfg["gan"].monitor_samples or data.labels is None:
+        return None
+    from ..metrics import feature_net
+    scorer = feature_net.get(data, test, steps=cfg["gan"].feature_steps, seed=0, verbose=progress)
+    torch.manual_seed(cfg["train"].seed)  # the feature network's training must not shift the models' init
+    return scorer
+
+
+def ema_and_layout(cfg: dict[str, Any], g: Generator, d, make_g) -> Generator | None:
+    """G's EMA copy (a fresh `make_g()` holding G's weights) if gan.ema > 0; NHWC convolutions if asked."""
+    g_ema = None
+    if cfg["gan"].ema > 0:
+        g_ema = make_g()
+        g_ema.load_state_dict(g.state_dict())
+        g_ema.requires_grad_(False)
+    if cfg["gan"].channels_last and cfg["model"].arch == "dcgan":
+        for m in (g, d, g_ema):
+            if m is not None:
+                m.to(memory_format=torch.channels_last)
+    return g_ema
+
+
+def sizes(g, d) -> str:
+    return f"G {sum(p.numel() for p in g.parameters()) / 1e6:.2f}M / D {sum(p.numel() for p in d.parameters()) / 1e6:.2f}M"
+
+
 def train(preset: str | None = None, overrides: dict | None = None, out: str | None = None,
           resume: bool = False, init_from: str | None = None, progress: bool = True) -> tuple[RunDir, Result]:
     """Train (or resume) a GAN; returns the run directory and the result."""
@@ -282,12 +343,8 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
 
     def build(rt: Runtime) -> base.Build:
         mc: GANConfig = cfg["model"]
-        dc: ImageDataConfig = cfg["data"]
         gc: GANTrainConfig = cfg["gan"]
-        tc: TrainConfig = cfg["train"]
-        data = image_data.load(dc.path, mc.image_size, mc.channels, "train", dc.test_fraction, tc.seed, dc.max_bad)
-        test = image_data.load(dc.path, mc.image_size, mc.channels, "test", dc.test_fraction, tc.seed, dc.max_bad) \
-            if gc.monitor_samples and data.labels is not None else None
+        data, test = load_images(cfg)
         if gc.conditional:
             if data.labels is None:
                 raise ValueError(f"gan.conditional=true but {data.source} has no labels (use an IDX label file, "
@@ -296,26 +353,11 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
         elif mc.num_classes:
             mc = cfg["model"] = config.update(mc, {"num_classes": 0}, "model")
 
-        scorer = None
-        if gc.monitor_samples and data.labels is not None:
-            from ..metrics import feature_net
-            scorer = feature_net.get(data, test, steps=gc.feature_steps, seed=0, verbose=progress)
-            torch.manual_seed(tc.seed)  # the feature network's training must not shift the models' init
-
+        scorer = feature_scorer(cfg, data, test, progress)
         g, d = build_models(mc)
-        g_ema = None
-        if gc.ema > 0:
-            g_ema = Generator(mc)
-            g_ema.load_state_dict(g.state_dict())
-            g_ema.requires_grad_(False)
-        if gc.channels_last and mc.arch == "dcgan":
-            for m in (g, d, g_ema):
-                if m is not None:
-                    m.to(memory_format=torch.channels_last)
-        n_g = sum(p.numel() for p in g.parameters())
-        n_d = sum(p.numel() for p in d.parameters())
+        g_ema = ema_and_layout(cfg, g, d, lambda: Generator(mc))
         cond = f", conditional on {mc.num_classes} classes" if mc.num_classes else ""
-        banner = (f"GAN ({mc.arch}, {gc.loss} loss{cond}) G {n_g / 1e6:.2f}M / D {n_d / 1e6:.2f}M params, "
+        banner = (f"GAN ({mc.arch}, {gc.loss} loss{cond}) {sizes(g, d)} params, "
                   f"{len(data):,} images {mc.image_size}x{mc.image_size}x{mc.channels} from {data.source}, "
                   f"device {rt.device}, {str(rt.dtype).removeprefix('torch.')}")
         return base.Build(GANTask(g, d, g_ema, data, test, scorer, cfg, rt, run), banner, config={"preset": preset})
@@ -326,6 +368,17 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
 # ----------------------------------------------------------------------------- inference
 
 
+def load_generator(path, family: str, make, device: str, dtype: str) -> tuple[Generator, dict[str, Any], Runtime]:
+    """A run's generator (its EMA copy if it has one), built by `make(meta)`, in eval mode on `device`."""
+    tensors, meta, _ = base.load_run(path, family)
+    prefix = "module.g_ema." if any(k.startswith("module.g_ema.") for k in tensors) else "module.g."
+    g = make(meta)
+    checkpoint.load_module(g, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    rt = make_runtime(device, dtype)
+    g.to(rt.device).eval()
+    return g, meta, rt
+
+
 def _generator(seed: int | None) -> torch.Generator:
     gen = torch.Generator()
     if seed is None:
@@ -333,6 +386,17 @@ def _generator(seed: int | None) -> torch.Generator:
     else:
         gen.manual_seed(seed)
     return gen
+
+
+def sample_in_chunks(g: Generator, rt: Runtime, z: torch.Tensor, conditions: torch.Tensor | None,
+                     chunk: int = 500) -> np.ndarray:
+    """G's images for latents z (n, z_dim) and conditions (n, ...) or None, as uint8 (n, H, W, C)."""
+    out = []
+    for i in range(0, len(z), chunk):
+        c = None if conditions is None else conditions[i:i + chunk].to(rt.device)
+        with rt.autocast():
+            out.append(to_uint8(g.sample(len(z[i:i + chunk]), z=z[i:i + chunk].to(rt.device), labels=c)))
+    return np.concatenate(out)
 
 
 class GANPipeline:
@@ -348,14 +412,8 @@ class GANPipeline:
 
     @classmethod
     def from_checkpoint(cls, path, device: str = "auto", dtype: str = "fp32") -> GANPipeline:
-        tensors, meta, _ = base.load_run(path, FAMILY)
-        cfg = config.from_dict(GANConfig, meta["config"]["model"], "model")
-        prefix = "module.g_ema." if any(k.startswith("module.g_ema.") for k in tensors) else "module.g."
-        g = Generator(cfg)
-        checkpoint.load_module(g, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-        rt = make_runtime(device, dtype)
-        g.to(rt.device).eval()
-        return cls(g, meta, rt)
+        make = lambda meta: Generator(config.from_dict(GANConfig, meta["config"]["model"], "model"))  # noqa: E731
+        return cls(*load_generator(path, FAMILY, make, device, dtype))
 
     def _labels(self, n: int, labels) -> torch.Tensor | None:
         if not self.num_classes:
@@ -381,12 +439,7 @@ class GANPipeline:
         gen = _generator(seed)
         if z is None:
             z = torch.randn(n, self.g.config.z_dim, generator=gen)
-        out = []
-        for i in range(0, n, 500):
-            yi = None if y is None else y[i:i + 500].to(self.rt.device)
-            with self.rt.autocast():
-                out.append(to_uint8(self.g.sample(len(z[i:i + 500]), z=z[i:i + 500].to(self.rt.device), labels=yi)))
-        return np.concatenate(out)
+        return sample_in_chunks(self.g, self.rt, z, y)
 
     def grid(self, n: int = 64, seed: int | None = None, labels=None, ncols: int = 8, scale: int = 1):
         """An image grid (PIL), article 000's 8x8 display; conditional without labels: a row per class."""

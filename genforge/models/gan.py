@@ -3,14 +3,18 @@
     genforge train gan --preset mlp      # z 100 -> 256 -> 512 -> 784 tanh; D 784 -> 512 -> 256 -> 1
     genforge train gan --preset dcgan    # Linear 7*7*128 -> 2 stride-2 transposed convs -> conv k7 tanh
 
-Both come unconditional or class-conditional: the generator adds a class embedding to its latent,
-the discriminator adds a projection term <embed(y), features> to its logit (the projection
-discriminator). Spectral normalisation of the discriminator is a config switch. Images are
+Both come unconditional or conditional: the generator adds an embedding of the condition to its
+latent, the discriminator adds a projection term <embed(y), features> to its logit (the projection
+discriminator). The condition is a class (an nn.Embedding, built here) or anything a caller's
+embedding module reads, e.g. a caption's word ids (genforge/models/captiongan.py). Spectral
+normalisation of the discriminator is a config switch, so is a minibatch-standard-deviation feature
+(diversity, issue 14); `mode_seeking_loss` is MSGAN's term for the generator. Images are
 (B, C, H, W) floats in [-1, 1]; the discriminator returns one logit per image.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,6 +25,18 @@ import torch.nn.functional as F
 
 def _sn(layer: nn.Module, on: bool) -> nn.Module:
     return nn.utils.parametrizations.spectral_norm(layer) if on else layer
+
+
+class MinibatchStd(nn.Module):
+    """Appends one channel: the standard deviation over the batch, averaged over features and positions.
+
+    A generator that makes the same image for every z gives batches with a small value here, which D
+    learns to tell from real batches (StyleGAN's minibatch-std, one group = the whole batch).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        std = (x.float().var(0, unbiased=False) + 1e-8).sqrt().mean().to(x.dtype)  # scalar
+        return torch.cat([x, std.expand_as(x[:, :1])], 1)  # (B, C + 1[, H, W])
 
 
 @dataclass
@@ -36,6 +52,7 @@ class GANConfig:
     mlp_hidden: tuple[int, ...] = (256, 512)  # mlp G hidden sizes; D uses them reversed
     leak: float = 0.2  # LeakyReLU slope (article 003's D uses 0.01)
     spectral_norm: bool = False  # spectral normalisation on every D layer
+    minibatch_std: bool = False  # D's last features get one more: the batch's mean feature std (diversity)
 
     def validate(self):
         if self.arch == "dcgan" and self.image_size not in (28, 32, 64):
@@ -72,6 +89,8 @@ class MLPDiscriminatorBody(nn.Module):
         for h in reversed(c.mlp_hidden):
             layers += [_sn(nn.Linear(n, h), c.spectral_norm), nn.LeakyReLU(c.leak)]
             n = h
+        if c.minibatch_std:
+            layers, n = layers + [MinibatchStd()], n + 1
         self.net, self.out_features = nn.Sequential(*layers), n
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,6 +136,8 @@ class DCGANDiscriminatorBody(nn.Module):
             cout = c.d_width * 2 ** i
             layers += [_sn(nn.Conv2d(cin, cout, 5, stride=2, padding=2), c.spectral_norm), nn.LeakyReLU(c.leak)]
             cin, side = cout, math.ceil(side / 2)
+        if c.minibatch_std:
+            layers, cin = layers + [MinibatchStd()], cin + 1
         self.net = nn.Sequential(*layers, nn.Flatten())
         self.out_features = cin * side * side
 
@@ -128,12 +149,15 @@ class DCGANDiscriminatorBody(nn.Module):
 
 
 class Generator(nn.Module):
-    """z (B, z_dim) [+ labels (B,)] -> images (B, C, H, W) in [-1, 1]."""
+    """z (B, z_dim) [+ labels (B,)] -> images (B, C, H, W) in [-1, 1].
 
-    def __init__(self, c: GANConfig):
+    `embed` maps a condition to a (B, z_dim) vector; default: a class embedding when num_classes > 0.
+    """
+
+    def __init__(self, c: GANConfig, embed: nn.Module | None = None):
         super().__init__()
         self.config = c
-        self.embed = nn.Embedding(c.num_classes, c.z_dim) if c.num_classes else None
+        self.embed = embed if embed is not None else nn.Embedding(c.num_classes, c.z_dim) if c.num_classes else None
         self.body = MLPGenerator(c) if c.arch == "mlp" else DCGANGenerator(c)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -158,11 +182,13 @@ class Generator(nn.Module):
 
 
     @torch.no_grad()
-    def standing_stats(self, batches: int = 16, size: int = 256, seed: int = 0x5EED) -> None:
+    def standing_stats(self, batches: int = 16, size: int = 256, seed: int = 0x5EED,
+                       conditions: torch.Tensor | None = None) -> None:
         """Replace BatchNorm running statistics by averages over fixed-seed batches in train mode.
 
         For a weight-averaged (EMA) generator, whose copied statistics belong to other weights.
-        Labels are drawn uniformly over the classes. No-op without BatchNorm.
+        Conditions are drawn uniformly from the rows of `conditions` (default: every class). No-op
+        without BatchNorm.
         """
         norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not norms:
@@ -177,8 +203,11 @@ class Generator(nn.Module):
         self.train()
         for _ in range(batches):
             z = torch.randn(size, self.config.z_dim, generator=gen).to(dev)
-            labels = torch.randint(0, self.config.num_classes, (size,), generator=gen).to(dev) \
-                if self.config.num_classes else None
+            labels = None
+            if conditions is not None:
+                labels = conditions[torch.randint(0, len(conditions), (size,), generator=gen)].to(dev)
+            elif self.config.num_classes:
+                labels = torch.randint(0, self.config.num_classes, (size,), generator=gen).to(dev)
             self(z, labels)
         self.train(was)
         for m, momentum in zip(norms, momenta):
@@ -186,15 +215,20 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """images (B, C, H, W) [+ labels (B,)] -> logits (B,)."""
+    """images (B, C, H, W) [+ labels (B,)] -> logits (B,).
 
-    def __init__(self, c: GANConfig):
+    `project(out_features)` builds the module mapping a condition to (B, out_features); default: a
+    class embedding when num_classes > 0.
+    """
+
+    def __init__(self, c: GANConfig, project: Callable[[int], nn.Module] | None = None):
         super().__init__()
         self.config = c
         self.body = MLPDiscriminatorBody(c) if c.arch == "mlp" else DCGANDiscriminatorBody(c)
         self.head = _sn(nn.Linear(self.body.out_features, 1), c.spectral_norm)
-        self.project = (_sn(nn.Embedding(c.num_classes, self.body.out_features), c.spectral_norm)
-                        if c.num_classes else None)
+        if project is None and c.num_classes:
+            project = lambda n: _sn(nn.Embedding(c.num_classes, n), c.spectral_norm)  # noqa: E731
+        self.project = project(self.body.out_features) if project else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         h = self.body(x)
@@ -216,8 +250,9 @@ def init_weights(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-def build(c: GANConfig) -> tuple[Generator, Discriminator]:
-    g, d = Generator(c), Discriminator(c)
+def build(c: GANConfig, embed: nn.Module | None = None,
+          project: Callable[[int], nn.Module] | None = None) -> tuple[Generator, Discriminator]:
+    g, d = Generator(c, embed), Discriminator(c, project)
     if c.arch == "dcgan":
         g.apply(init_weights)
         d.apply(init_weights)
@@ -227,15 +262,24 @@ def build(c: GANConfig) -> tuple[Generator, Discriminator]:
 # ----------------------------------------------------------------------------- losses
 
 
+def d_fake_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
+    """D's loss on logits of what it must call fake: generated images (or real ones with a wrong caption)."""
+    if kind in ("minimax", "nonsaturating"):
+        return F.softplus(fake).mean()
+    if kind == "hinge":
+        return F.relu(1 + fake).mean()
+    if kind == "wgan-gp":
+        return fake.mean()
+    raise ValueError(f"gan.loss={kind!r}: expected minimax, nonsaturating, hinge or wgan-gp")
+
+
 def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """Discriminator loss from logits on real and generated images."""
     if kind in ("minimax", "nonsaturating"):  # binary cross-entropy: real -> 1, fake -> 0
-        return F.softplus(-real).mean() + F.softplus(fake).mean()
+        return F.softplus(-real).mean() + d_fake_loss(kind, fake)
     if kind == "hinge":
-        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-    if kind == "wgan-gp":
-        return fake.mean() - real.mean()
-    raise ValueError(f"gan.loss={kind!r}: expected minimax, nonsaturating, hinge or wgan-gp")
+        return F.relu(1 - real).mean() + d_fake_loss(kind, fake)
+    return d_fake_loss(kind, fake) - real.mean()  # wgan-gp (or the error for an unknown kind)
 
 
 def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
@@ -247,6 +291,18 @@ def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
     if kind in ("hinge", "wgan-gp"):
         return -fake.mean()
     raise ValueError(f"gan.loss={kind!r}: expected minimax, nonsaturating, hinge or wgan-gp")
+
+
+def mode_seeking_loss(x1: torch.Tensor, x2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor,
+                      eps: float = 1e-5) -> torch.Tensor:
+    """MSGAN: 1 / (ratio + eps), ratio = mean over pairs of mean|x1 - x2| / mean|z1 - z2|.
+
+    Each pair (x1[i], x2[i]) is two images of one condition from latents z1[i], z2[i]; minimising
+    this pushes G to map distant latents to distant images (fewer collapsed modes).
+    """
+    dx = (x1 - x2).abs().flatten(1).mean(1)  # (B,)
+    dz = (z1 - z2).abs().flatten(1).mean(1)  # (B,)
+    return 1.0 / ((dx / dz).mean() + eps)
 
 
 def gradient_penalty(d: Discriminator, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor,

@@ -220,3 +220,39 @@ def test_make_grid_layout():
     grid = gan.make_grid(imgs, ncols=3, pad=1)
     assert grid.shape == (2 * 3 + 1, 3 * 3 + 1, 1)
     assert grid[1, 1, 0] == 0 and grid[1, 4, 0] == 1 and grid[4, 4, 0] == 4 and grid[4, 7, 0] == 255
+
+
+# ----------------------------------------------------------------------------- diversity options (issue 14)
+
+# seeded losses (step, d_loss, g_loss) of the tiny dcgan-hinge-sn run below, recorded before the
+# diversity options existed: with both off (the default), training must not move by one bit
+HINGE_SN_BEFORE = [(1, 1.9778238534927368, -0.0011470781173557043), (2, 1.978205680847168, -0.01618710346519947),
+                   (3, 1.9738507270812988, 0.0027813364285975695), (4, 1.9667894840240479, -0.0179569274187088),
+                   (5, 1.9803178310394287, -0.03261926770210266), (6, 1.950862169265747, -0.03776688128709793)]
+
+
+def test_default_config_trains_bit_identically_to_before_the_diversity_options(image_npz, tmp_path):
+    run, _ = gan.train("dcgan-hinge-sn", overrides(image_npz, gan={"diffaugment": True, "r1": 0.1},
+                                                   train={"samples": False}), out=str(tmp_path / "r"), progress=False)
+    assert [(s, d, g) for s, (d, g) in sorted(losses(run).items())] == HINGE_SN_BEFORE
+
+
+def test_mode_seeking_pairs_latents_of_one_condition_and_adds_its_term(image_npz, monkeypatch):
+    task = task_for(image_npz, gan={"conditional": True, "mode_seeking": 2.0})
+    seen = []
+    forward = task.g.forward
+    monkeypatch.setattr(task.g, "forward", lambda z, labels=None: seen.append((z, labels)) or forward(z, labels))
+    loss, logs = task.phases(0)[-1][1]()
+    (z, labels), = seen
+    assert len(z) == 8 and torch.equal(labels[:4], labels[4:]) and not torch.equal(z[:4], z[4:])
+    assert loss.item() == pytest.approx(logs["g_loss"] + 2.0 * logs["mode_seeking"], rel=1e-6)
+    assert logs["mode_seeking"] > 0
+    plain = task_for(image_npz, gan={"conditional": True})
+    assert "mode_seeking" not in plain.phases(0)[-1][1]()[1]
+
+
+def test_cdcgan_diverse_preset_turns_both_options_on():
+    cfg = config.resolve(gan.sections(), gan.PRESETS, "cdcgan-diverse", {})
+    assert cfg["model"].minibatch_std and cfg["gan"].mode_seeking > 0 and cfg["gan"].conditional
+    base = config.resolve(gan.sections(), gan.PRESETS, "cdcgan", {})
+    assert not base["model"].minibatch_std and base["gan"].mode_seeking == 0

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from genforge.models.gan import (GANConfig, Generator, build, d_loss, diff_augment, g_loss,
+from genforge.models.gan import (Discriminator, GANConfig, Generator, build, d_loss, diff_augment, g_loss,
                                  gradient_penalty, r1_penalty)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -166,3 +166,40 @@ def test_standing_stats_match_the_generator_s_own_activations():
     before = [m.running_mean.clone() for m in norms]
     g.standing_stats(batches=8, size=256)  # fixed seed: the same statistics again
     assert all(torch.equal(a, m.running_mean) for a, m in zip(before, norms))
+
+
+# ----------------------------------------------------------------------------- diversity options (issue 14)
+
+
+def test_mode_seeking_ratio_by_hand():
+    from genforge.models.gan import mode_seeking_loss
+    x1 = torch.zeros(2, 1, 2, 2)
+    x2 = torch.stack([torch.full((1, 2, 2), 1.0), torch.full((1, 2, 2), 3.0)])  # mean |x1 - x2|: 1 and 3
+    z1, z2 = torch.zeros(2, 4), torch.tensor([[2.0] * 4, [1.0] * 4])  # mean |z1 - z2|: 2 and 1
+    x2.requires_grad_(True)
+    loss = mode_seeking_loss(x1, x2, z1, z2)
+    assert loss.item() == pytest.approx(1 / ((1 / 2 + 3 / 1) / 2 + 1e-5))  # ratios 0.5 and 3
+    loss.backward()
+    assert (x2.grad < 0).all()  # lower loss = images further apart (x2 > x1 grows)
+
+
+def test_minibatch_std_feature_by_hand_and_in_d():
+    from genforge.models.gan import MinibatchStd
+    out = MinibatchStd()(torch.tensor([[0.0, 4.0], [2.0, 4.0]]))  # per-feature std 1 and 0 -> mean 0.5
+    assert torch.allclose(out, torch.tensor([[0.0, 4.0, 0.5], [2.0, 4.0, 0.5]]), atol=1e-3)
+    for arch, extra in (("dcgan", 2 * 2), ("mlp", 1)):  # dcgan: one more channel over D's last 2x2 map
+        plain = build(GANConfig(arch=arch, d_width=4, g_width=8, mlp_hidden=(16,)))[1]
+        std = build(GANConfig(arch=arch, d_width=4, g_width=8, mlp_hidden=(16,), minibatch_std=True))[1]
+        assert std.body.out_features == plain.body.out_features + extra
+        assert any(isinstance(m, MinibatchStd) for m in std.modules())
+        assert not any(isinstance(m, MinibatchStd) for m in plain.modules())
+    torch.manual_seed(0)
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    same = x[:1].expand(3, -1, -1, -1)  # a collapsed batch: D's extra feature is (almost) zero
+    d = Discriminator(GANConfig(arch="dcgan", d_width=4, g_width=8, minibatch_std=True))  # PyTorch's init
+    h_varied, h_same = d.body(x), d.body(same)  # (3, (32 + 1) * 2 * 2): the std channel is last
+    convs = d.body.net[:-2](x)  # (3, 32, 2, 2): D's features before the std channel
+    expected = (convs.var(0, unbiased=False) + 1e-8).sqrt().mean()
+    assert torch.allclose(h_varied[:, -4:], expected.expand(3, 4)) and expected > 1e-3
+    assert torch.allclose(h_same[:, -4:], torch.full((3, 4), 1e-4))  # sqrt of the 1e-8 floor: no spread
+    assert d(x).shape == (3,)

@@ -190,3 +190,34 @@ def test_named_classes_matches_whole_words_and_prefers_longer_names():
     assert named_classes("an ankle boot, please", names) == [3]  # not also "Boot"
     assert named_classes("sneakers", names) == [] and named_classes("digit 11", names) == [5]
     assert named_classes("1 and 11", names) == [4, 5]
+
+
+# ----------------------------------------------------------------------------- a caption-conditioned GAN
+
+
+@pytest.fixture(scope="module")
+def captions_server(tmp_path_factory):
+    """A live server over a tiny real captiongan run (trained here in a second or two) and that run's pipeline."""
+    from genforge.families import captiongan
+    from tests.conftest import write_captioned_bars
+    root = tmp_path_factory.mktemp("captioned")
+    run, _ = captiongan.train("captiongan", {
+        "model": {"g_width": 8, "d_width": 4, "z_dim": 16}, "text": {"dim": 16, "text_len": 8},
+        "data": {"path": str(write_captioned_bars(root / "bars"))}, "gan": {"monitor_samples": 0, "ema": 0.0},
+        "train": GAN_TRAIN}, out=root / "bars-run", progress=False)
+    server = LiveServer([f"bars={run.path}"])
+    yield server, genforge.load(run.path, device="cpu")
+    server.stop()
+
+
+def test_captiongan_is_served_by_prompt(captions_server):
+    live, pipe = captions_server
+    client = openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    entry = next(m.model_dump() for m in client.models.list() if m.id == "bars")
+    assert entry["family"] == "captiongan" and entry["text_len"] == 8 and entry["image_size"] == 28
+    r = client.images.generate(model="bars", prompt="the bottom bar", n=2, extra_body={"seed": 5})
+    assert np.array_equal(arrays(r), pipe.generate("the bottom bar", n=2, seed=5))
+    for body, param in [({"prompt": ""}, "prompt"), ({"prompt": "a " * 9}, "prompt"),
+                        ({"prompt": "a bar", "guidance": 2.0}, "guidance"), ({"prompt": "a bar", "label": 1}, "label")]:
+        bad = httpx.post(live.url + "/v1/images/generations", json={"model": "bars", **body})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == param, (body, bad.text)
