@@ -13,7 +13,8 @@ import importlib
 from typing import Any
 
 FAMILIES = {"gpt": "genforge.families.gpt", "gan": "genforge.families.gan",
-            "classifier": "genforge.families.classifier"}
+            "classifier": "genforge.families.classifier",
+            "text2image": "genforge.families.text2image"}
 
 
 def get(name: str):

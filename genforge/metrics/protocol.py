@@ -70,14 +70,15 @@ def score(net: feature_net.FeatureNet, fake: np.ndarray, test: ImageSet, train: 
     return report
 
 
-def resolve_dataset(ref: str) -> str:
-    """A data path, or a data-set name found in $GENFORGE_DATASETS or the genforge download cache."""
+def resolve_dataset(ref: str, what: str = "--ref") -> str:
+    """A data path, or a data-set name found in $GENFORGE_DATASETS or the genforge download cache;
+    `what` names the option in the error."""
     if ref in ("", "digits") or Path(ref).exists():
         return ref
     for root in (os.environ.get("GENFORGE_DATASETS"), cache_dir() / "datasets"):
         if root and (Path(root) / ref).exists():
             return str(Path(root) / ref)
-    raise FileNotFoundError(f"--ref {ref}: no such file or folder, and no data set of that name in "
+    raise FileNotFoundError(f"{what} {ref}: no such file or folder, and no data set of that name in "
                             "$GENFORGE_DATASETS or the genforge cache (try: genforge data get mnist)")
 
 
