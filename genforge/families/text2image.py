@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from .. import checkpoint, config
 from ..data import images as image_data
 from ..data.captions import PAD, UNK, CaptionVocab, caption_words
+from ..data.templates import captioned
 from ..images import make_grid, to_pil, to_uint8
 from ..models.gpt import GPT, GPTConfig, check_sampling
 from ..models.vqvae import VQVAE, VQVAEConfig
@@ -211,14 +212,6 @@ def resolve_data(path: str) -> str:
     """A data path, or a data-set name (mnist) in $GENFORGE_DATASETS or the genforge cache."""
     from ..metrics.protocol import resolve_dataset
     return resolve_dataset(path, what="data.path")
-
-
-def captioned(data: image_data.ImageSet, seed: int) -> image_data.ImageSet:
-    """The set with captions: its own, else template captions from its labels (genforge/data/templates.py)."""
-    if data.captions is not None:
-        return data
-    from ..data.templates import captioned as from_templates
-    return from_templates(data, seed)
 
 
 def image_codes(vqvae: VQVAE, images: np.ndarray, batch: int = 500) -> torch.Tensor:
@@ -428,10 +421,11 @@ class Text2ImagePipeline:
         images = self.generate([p for p in prompts for _ in range(per_prompt)], len(prompts) * per_prompt, seed, **kw)
         return to_pil(make_grid(images, per_prompt if len(prompts) > 1 else min(per_prompt, 8)), scale)
 
-    def evaluate(self, path: str | None = None, seed: int = 0) -> dict[str, float]:
-        """The prior's validation losses on the test split of `path` (default: the run's data set)."""
+    def evaluate(self, path: str | None = None) -> dict[str, float]:
+        """The prior's validation losses on the test split of `path` (default: the run's data set), captioned
+        as in training."""
         dc = config.from_dict(T2IDataConfig, self.meta["config"]["data"], "data")
-        seed = self.meta["config"]["train"].get("seed", seed)
+        seed = config.from_dict(TrainConfig, self.meta["config"]["train"], "train").seed
         test = captioned(image_data.load(resolve_data(path or dc.path), self.image_size, self.channels, "test",
                                          dc.test_fraction, seed, dc.max_bad), seed)
         cut = [" ".join(caption_words(c)[:self.text_len]) for c in test.captions]
