@@ -3,11 +3,13 @@ checkpoints, reloads through `genforge.load` to the trained model's outputs (sam
 images or probabilities), and its pipeline follows its kind's Protocol (genforge/families/base.py).
 
 Every preset runs at a reduced size so the whole file takes seconds on a CPU: widths, depths, context,
-vocabulary and hash buckets are capped (`CAPS`), everything else (positions, norms, activations,
+vocabulary and hash buckets are capped (`CAPS`; text2image over a stand-in tokenizer), everything else (positions, norms, activations,
 losses, spectral norm, conditioning, optimizers, precision, pooling...) is the preset's own. The gpt2
 preset (124M) in particular is built at this reduced size.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -28,15 +30,18 @@ CAPS = {
     "gan": {"model": {"g_width": 8, "d_width": 4, "z_dim": 16, "mlp_hidden": 32}, "gan": {"n_critic": 2}},
     "classifier": {"model": {"embed_dim": 16, "hidden": 16, "n_layer": 1, "n_head": 2},
                    "data": {"buckets": 4096, "max_len": 32, "vocab_size": 2000}},
+    "text2image": {"model": {"n_layer": 1, "n_head": 2, "n_embd": 32}},
 }
 # two optimizer steps, one evaluation (at step 2: the best checkpoint is the final model), no extras
 STEPS = {
     "gpt": {"train": {"batch_size": 4, "max_iters": 2, "eval_interval": 2, "eval_iters": 1, "samples": False}},
     "gan": {"train": {"batch_size": 8, "max_iters": 2, "eval_interval": 2}, "gan": {"monitor_samples": 0}},
     "classifier": {"train": {"batch_size": 16, "max_iters": 2, "eval_interval": 2}, "fit": {"epochs": 0}},
+    "text2image": {"train": {"batch_size": 4, "max_iters": 2, "eval_interval": 2, "eval_iters": 1, "samples": False},
+                   "prior": {"vqvae": "stand-in"}},
 }
 CONTRACT = {"gpt": base.TextGenerationPipeline, "gan": base.ImageGenerationPipeline,
-            "classifier": base.ClassificationPipeline}
+            "classifier": base.ClassificationPipeline, "text2image": base.TextToImagePipeline}
 CASES = [(name, preset) for name in families.FAMILIES for preset in families.get(name).PRESETS]
 
 
@@ -44,7 +49,7 @@ def write_data(name: str, tmp_path) -> str:
     if name == "gpt":
         (tmp_path / "corpus.txt").write_text(TEXT)
         return str(tmp_path / "corpus.txt")
-    if name == "gan":
+    if name in ("gan", "text2image"):
         images, labels = make_digit_like()
         np.savez(tmp_path / "bars.npz", images=images, labels=labels)
         return str(tmp_path / "bars.npz")
@@ -76,6 +81,8 @@ def live_pipeline(name: str, task, calibration=None):
         return family.GPTPipeline(task.model.eval(), task.tokenizer, task.meta(), rt)
     if name == "gan":
         return family.GANPipeline(task.sampler.eval(), task.meta(), rt)
+    if name == "text2image":
+        return family.Text2ImagePipeline(task.prior.eval(), task.vqvae, task.vocab, task.meta(), rt)
     return family.ClassifierPipeline(task.model.eval(), task.featurizer, task.labels,
                                      {**task.meta(), "calibration": calibration}, rt)
 
@@ -84,6 +91,8 @@ def outputs(pipe):
     """Seeded outputs of a pipeline, by its contract."""
     if isinstance(pipe, base.TextGenerationPipeline):
         return pipe.generate("First", max_new_tokens=8, seed=0, num_samples=2)
+    if isinstance(pipe, base.TextToImagePipeline):
+        return pipe.generate(["a handwritten one", "the digit 2", "3", "zero"], 4, seed=0)
     if isinstance(pipe, base.ImageGenerationPipeline):
         return pipe.generate(4, seed=0)
     return pipe.predict_proba(["superb wonderful film", "awful boring dull"])
@@ -105,6 +114,11 @@ def test_preset_trains_checkpoints_and_reloads(name, preset, tmp_path, monkeypat
         real_init(self, *a, **k)
         trainers.append(self)
     monkeypatch.setattr(Trainer, "__init__", keep)
+    if name == "text2image":
+        from tests.families.test_text2image import stand_in_tokenizer
+        vq = stand_in_tokenizer()
+        monkeypatch.setattr(family, "load_stage1", lambda path: (vq, {"config": dataclasses.asdict(vq.config),
+                                                                      "source": path, "sha256": "0" * 64}))
     run, result = family.train(preset, tiny(family, preset, write_data(name, tmp_path)), out=str(tmp_path / "run"),
                                progress=False)
     assert result.step == 2 and result.stopped == "max_iters"
