@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from .. import checkpoint, config
 from ..data import images as image_data
-from ..data.captions import PAD, UNK, CaptionVocab, caption_words
+from ..data.captions import PAD, CaptionVocab, caption_words
 from ..data.templates import captioned
 from ..images import make_grid, to_pil, to_uint8
 from ..models.gpt import GPT, GPTConfig, check_sampling
@@ -376,14 +376,16 @@ class Text2ImagePipeline:
         return cls(prior, vqvae, CaptionVocab.from_dict(meta["caption_vocab"], f"{ckpt}: caption_vocab"), meta, rt)
 
     def captions(self, prompts: list[str]) -> torch.Tensor:
-        """Prompts -> word ids (N, text_len). Unknown words are left out with a warning; a prompt with no
-        known word becomes the empty caption (unconditional images). Empty or too long: a ValueError."""
+        """Prompts -> word ids (N, text_len). Unknown words are left out with a warning (so only known words
+        count against the caption context); a prompt with no known word becomes the empty caption
+        (unconditional images). No words at all, or more known words than text_len: a ValueError."""
         rows = {}
         for text in dict.fromkeys(prompts):
-            if not isinstance(text, str) or not caption_words(text):
+            words = caption_words(text) if isinstance(text, str) else []
+            if not words:
                 raise ValueError(f"prompt: {text!r} has no words; describe the image, e.g. 'a handwritten seven'")
-            ids, unknown = self.vocab.encode(text, self.text_len)
-            known = [i for i in ids if i != UNK]
+            unknown = [w for w in words if w not in self.vocab.index]
+            known, _ = self.vocab.encode(" ".join(w for w in words if w in self.vocab.index), self.text_len)
             if not known:
                 warnings.warn(f"prompt {text!r}: no word this model knows; the images are unconditional", stacklevel=3)
             elif unknown:

@@ -1,6 +1,6 @@
 """`genforge serve` over a tiny REAL text2image run: /v1/models, /v1/images/generations with a prompt
 (the same images as the Python API for the same seed), each bad prompt (empty: 400; no known word:
-images and a warning; too long: 400 naming the limit), and the playground's warning line.
+images and a warning; more known words than the caption context: 400 naming the limit), and the playground's warning line.
 """
 import base64
 import io
@@ -65,7 +65,7 @@ def test_bad_prompts(live):
         assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
     r = post(live, prompt="!?", n=1)
     assert r.status_code == 400 and r.json()["error"]["message"].startswith("prompt: '!?' has no words")
-    r = post(live, prompt="a bar at the very top left", n=1)
+    r = post(live, prompt="a bar at the top or the bottom", n=1)
     assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
     assert "more than this model's caption context of 5 words" in r.json()["error"]["message"]
     r = post(live, prompt="purple elephants", n=2, seed=1)
