@@ -3,13 +3,11 @@ checkpoints, reloads through `genforge.load` to the trained model's outputs (sam
 images or probabilities), and its pipeline follows its kind's Protocol (genforge/families/base.py).
 
 Every preset runs at a reduced size so the whole file takes seconds on a CPU: widths, depths, context,
-vocabulary and hash buckets are capped (`CAPS`; text2image over a stand-in tokenizer), everything else (positions, norms, activations,
+vocabulary and hash buckets are capped (`CAPS`; text2image over a 4-step tokenizer run), everything else (positions, norms, activations,
 losses, spectral norm, conditioning, optimizers, precision, pooling...) is the preset's own. The gpt2
 preset (124M) in particular is built at this reduced size.
 """
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 import pytest
@@ -30,6 +28,8 @@ CAPS = {
     "gan": {"model": {"g_width": 8, "d_width": 4, "z_dim": 16, "mlp_hidden": 32}, "gan": {"n_critic": 2}},
     "classifier": {"model": {"embed_dim": 16, "hidden": 16, "n_layer": 1, "n_head": 2},
                    "data": {"buckets": 4096, "max_len": 32, "vocab_size": 2000}},
+    "vqvae": {"model": {"width": 8, "res_blocks": 1, "groups": 4, "codebook_size": 16, "code_dim": 4},
+              "vq": {"monitor_images": 8, "grid_pairs": 2}},
     "text2image": {"model": {"n_layer": 1, "n_head": 2, "n_embd": 32}},
 }
 # two optimizer steps, one evaluation (at step 2: the best checkpoint is the final model), no extras
@@ -37,11 +37,13 @@ STEPS = {
     "gpt": {"train": {"batch_size": 4, "max_iters": 2, "eval_interval": 2, "eval_iters": 1, "samples": False}},
     "gan": {"train": {"batch_size": 8, "max_iters": 2, "eval_interval": 2}, "gan": {"monitor_samples": 0}},
     "classifier": {"train": {"batch_size": 16, "max_iters": 2, "eval_interval": 2}, "fit": {"epochs": 0}},
-    "text2image": {"train": {"batch_size": 4, "max_iters": 2, "eval_interval": 2, "eval_iters": 1, "samples": False},
-                   "prior": {"vqvae": "stand-in"}},
+    "vqvae": {"train": {"batch_size": 8, "max_iters": 2, "eval_interval": 2}},
+    "text2image": {"train": {"batch_size": 4, "max_iters": 2, "eval_interval": 2, "eval_iters": 1, "samples": False}},
 }
+# the vqvae is no generator: an image tokenizer (images <-> codes)
 CONTRACT = {"gpt": base.TextGenerationPipeline, "gan": base.ImageGenerationPipeline,
-            "classifier": base.ClassificationPipeline, "text2image": base.TextToImagePipeline}
+            "classifier": base.ClassificationPipeline, "vqvae": base.ImageTokenizerPipeline,
+            "text2image": base.TextToImagePipeline}
 CASES = [(name, preset) for name in families.FAMILIES for preset in families.get(name).PRESETS]
 
 
@@ -49,7 +51,7 @@ def write_data(name: str, tmp_path) -> str:
     if name == "gpt":
         (tmp_path / "corpus.txt").write_text(TEXT)
         return str(tmp_path / "corpus.txt")
-    if name in ("gan", "text2image"):
+    if name in ("gan", "vqvae", "text2image"):
         images, labels = make_digit_like()
         np.savez(tmp_path / "bars.npz", images=images, labels=labels)
         return str(tmp_path / "bars.npz")
@@ -81,6 +83,8 @@ def live_pipeline(name: str, task, calibration=None):
         return family.GPTPipeline(task.model.eval(), task.tokenizer, task.meta(), rt)
     if name == "gan":
         return family.GANPipeline(task.sampler.eval(), task.meta(), rt)
+    if name == "vqvae":
+        return family.VQVAEPipeline(task.model.eval(), task.meta(), rt)
     if name == "text2image":
         return family.Text2ImagePipeline(task.prior.eval(), task.vqvae, task.vocab, task.meta(), rt)
     return family.ClassifierPipeline(task.model.eval(), task.featurizer, task.labels,
@@ -95,6 +99,9 @@ def outputs(pipe):
         return pipe.generate(["a handwritten one", "the digit 2", "3", "zero"], 4, seed=0)
     if isinstance(pipe, base.ImageGenerationPipeline):
         return pipe.generate(4, seed=0)
+    if isinstance(pipe, base.ImageTokenizerPipeline):
+        codes = pipe.encode(make_digit_like(4)[0][..., None])
+        return np.concatenate([codes.reshape(4, -1), pipe.decode(codes).reshape(4, -1)], 1)
     return pipe.predict_proba(["superb wonderful film", "awful boring dull"])
 
 
@@ -114,13 +121,11 @@ def test_preset_trains_checkpoints_and_reloads(name, preset, tmp_path, monkeypat
         real_init(self, *a, **k)
         trainers.append(self)
     monkeypatch.setattr(Trainer, "__init__", keep)
-    if name == "text2image":
-        from tests.families.test_text2image import stand_in_tokenizer
-        vq = stand_in_tokenizer()
-        monkeypatch.setattr(family, "load_stage1", lambda path: (vq, {"config": dataclasses.asdict(vq.config),
-                                                                      "source": path, "sha256": "0" * 64}))
-    run, result = family.train(preset, tiny(family, preset, write_data(name, tmp_path)), out=str(tmp_path / "run"),
-                               progress=False)
+    overrides = tiny(family, preset, write_data(name, tmp_path))
+    if name == "text2image":  # over a 4-step tokenizer run
+        from tests.families.test_text2image import tiny_tokenizer
+        overrides.setdefault("prior", {})["vqvae"] = tiny_tokenizer(overrides["data"]["path"], tmp_path / "vq")
+    run, result = family.train(preset, overrides, out=str(tmp_path / "run"), progress=False)
     assert result.step == 2 and result.stopped == "max_iters"
     task = trainers[0].task
     pipe = genforge.load(run.path)

@@ -13,7 +13,7 @@ import importlib
 from typing import Any
 
 FAMILIES = {"gpt": "genforge.families.gpt", "gan": "genforge.families.gan",
-            "classifier": "genforge.families.classifier",
+            "classifier": "genforge.families.classifier", "vqvae": "genforge.families.vqvae",
             "text2image": "genforge.families.text2image"}
 
 

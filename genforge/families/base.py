@@ -239,6 +239,31 @@ class TextToImagePipeline(Protocol):
                  temperature: float | None = None, top_k: int | None = None) -> np.ndarray: ...
 
 
+@runtime_checkable
+class ImageTokenizerPipeline(Protocol):
+    """A discrete image tokenizer (the VQ-VAE family): images <-> codes; it generates nothing by itself.
+
+    `encode(uint8 (N, H, W, C))` -> int64 (N, code_length), each code in 0..codebook_size-1, row-major
+    over the code grid (h, w) with h * w == code_length; `decode(codes)` -> uint8 (N, H, W, C).
+    """
+    family: str
+    meta: dict[str, Any]
+    image_size: int
+    channels: int
+    codebook_size: int
+    code_length: int
+    grid: tuple[int, int]
+
+    def encode(self, images: np.ndarray) -> np.ndarray: ...
+    def decode(self, codes: np.ndarray) -> np.ndarray: ...
+
+
+def tokenizer_info(pipe: ImageTokenizerPipeline) -> dict[str, Any]:
+    """What the server's model list says about an image tokenizer."""
+    return {"image_size": pipe.image_size, "channels": pipe.channels, "codebook_size": pipe.codebook_size,
+            "code_length": pipe.code_length}
+
+
 def image_info(pipe: ImageGenerationPipeline) -> dict[str, Any]:
     """What the server's model list says about an image generator."""
     return {"image_size": pipe.image_size, "channels": pipe.channels, "num_classes": getattr(pipe, "num_classes", 0),
@@ -251,6 +276,8 @@ def contract_info(pipe) -> dict[str, Any]:
         return {"image_size": pipe.image_size, "channels": pipe.channels, "text_len": pipe.text_len}
     if isinstance(pipe, ImageGenerationPipeline):
         return image_info(pipe)
+    if isinstance(pipe, ImageTokenizerPipeline):
+        return tokenizer_info(pipe)
     if isinstance(pipe, ClassificationPipeline):
         return {"labels": list(pipe.labels)}
     if isinstance(pipe, TextGenerationPipeline):

@@ -17,15 +17,17 @@ The encoder maps an image to L vectors (a grid of h x w cells for `conv`, `group
   to one of its levels; the code is the mixed-radix number of the digits, and there is no codebook
   to collapse (codebook_size = prod(fsq_levels)).
 Gradients pass the quantizer straight through (z + (q - z).detach()); a commitment loss pulls the
-encoder towards its codes. The decoder returns logits l; the image is tanh(l), so `mse` compares
-tanh(l) with x and `bce` compares sigmoid(2l) (the same image in [0, 1]) with (x + 1) / 2.
+encoder towards its codes. With `mse` the decoder's output is the image (clamped to [-1, 1] when
+decoding; a tanh would saturate on MNIST's black background and stop learning); with `bce` it is a
+logit per pixel, the image 2 * sigmoid - 1, and the loss the binary cross-entropy with (x + 1) / 2.
 
-`VQVAE(config)` plus `load_state_dict` rebuilds a tokenizer from (config dict, tensors) alone.
+`from_state(config dict, tensors)` rebuilds a tokenizer from a checkpoint's config and weights alone
+(a text-to-image run keeps both in its own checkpoint).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
@@ -242,7 +244,7 @@ class VQVAE(nn.Module):
         return z.reshape(-1, self.dim)  # (B, groups*dim) -> (B*groups, dim)
 
     def _logits(self, q: torch.Tensor, batch: int) -> torch.Tensor:
-        """Quantised vectors (B * L, D) -> decoder logits (B, C, H, W)."""
+        """Quantised vectors (B * L, D) -> the decoder's output (B, C, H, W): pixels (mse) or logits (bce)."""
         if self.config.arch == "conv":
             h, w = self.grid
             return self.decoder(q.reshape(batch, h, w, self.dim).permute(0, 3, 1, 2))  # (B, dim, h, w)
@@ -250,19 +252,27 @@ class VQVAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """x (B, C, H, W) in [-1, 1] -> (reconstruction in [-1, 1], {'loss', 'recon', 'commit', 'codes'})."""
-        q, idx, commit = self.quantizer(self._vectors(x))
-        logits = self._logits(q, len(x))
+        z = self._vectors(x)
+        with torch.autocast(z.device.type, enabled=False):  # distances and the EMA in fp32 under bf16 autocast
+            q, idx, commit = self.quantizer(z.float())
+        out = self._logits(q, len(x)).float()
         if self.config.loss == "bce":
-            recon = F.binary_cross_entropy_with_logits(2 * logits.float(), (x.float() + 1) / 2)
+            recon = F.binary_cross_entropy_with_logits(out, (x.float() + 1) / 2)
         else:
-            recon = F.mse_loss(torch.tanh(logits.float()), x.float())
+            recon = F.mse_loss(out, x.float())
         loss = recon + self.config.commitment * commit
-        return torch.tanh(logits), {"loss": loss, "recon": recon, "commit": commit, "codes": idx.view(len(x), -1)}
+        return self._image(out), {"loss": loss, "recon": recon, "commit": commit, "codes": idx.view(len(x), -1)}
+
+    def _image(self, out: torch.Tensor) -> torch.Tensor:
+        """The decoder's output -> the image in [-1, 1]."""
+        return 2 * torch.sigmoid(out) - 1 if self.config.loss == "bce" else out.clamp(-1, 1)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """float (B, C, H, W) in [-1, 1] -> long codes (B, L)."""
-        return self.quantizer.indices(self._vectors(x).float()).view(len(x), -1)
+        z = self._vectors(x)
+        with torch.autocast(z.device.type, enabled=False):
+            return self.quantizer.indices(z.float()).view(len(x), -1)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -271,4 +281,17 @@ class VQVAE(nn.Module):
             raise ValueError(f"codes: expected shape (B, {self.code_length}), got {tuple(codes.shape)}")
         if len(codes) and (codes.min() < 0 or codes.max() >= self.codebook_size):
             raise ValueError(f"codes must be in 0..{self.codebook_size - 1}, got {codes.min()}..{codes.max()}")
-        return torch.tanh(self._logits(self.quantizer.lookup(codes.flatten()), len(codes)))
+        return self._image(self._logits(self.quantizer.lookup(codes.flatten()), len(codes)).float())
+
+
+def from_state(config: dict, tensors: dict[str, torch.Tensor]) -> VQVAE:
+    """A VQVAE (eval mode) from its config as a dict (e.g. JSON) and its state_dict; bad fields are ValueErrors."""
+    unknown = sorted(set(config) - {f.name for f in fields(VQVAEConfig)})
+    if unknown:
+        raise ValueError(f"vqvae config: unknown field(s) {', '.join(unknown)}")
+    c = dict(config)
+    if "fsq_levels" in c:
+        c["fsq_levels"] = tuple(c["fsq_levels"])  # a JSON list
+    model = VQVAE(VQVAEConfig(**c))
+    model.load_state_dict(tensors)
+    return model.eval()

@@ -6,11 +6,12 @@ every bad prompt, and `genforge sample` with a row per prompt.
 """
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import json
 import math
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,10 +21,9 @@ from PIL import Image
 import genforge
 from genforge import cli
 from genforge.data.captions import PAD
-from genforge.families import base
+from genforge.families import base, vqvae
 from genforge.families import text2image as t2i
 from genforge.models.gpt import GPT, GPTConfig
-from genforge.models.vqvae import VQVAE, VQVAEConfig
 from tests.conftest import make_digit_like
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -42,36 +42,30 @@ def write_captioned(folder, n: int = 64, size: int = 12):
     return folder
 
 
-def stand_in_tokenizer(size: int = 12) -> VQVAE:
-    """A tiny untrained conv VQ-VAE: 12x12 -> 3x3 codes out of 16."""
-    torch.manual_seed(0)
-    cfg = VQVAEConfig(image_size=size, channels=1, width=8, res_blocks=0, codebook_size=16, code_dim=4)
-    return VQVAE(cfg).eval().requires_grad_(False)
+TRAIN = {"batch_size": 8, "max_iters": 4, "eval_interval": 4, "log_interval": 1, "device": "cpu", "dtype": "fp32",
+         "threads": 1}
 
 
-TINY = {"model": {"n_layer": 1, "n_head": 2, "n_embd": 32},
-        "train": {"batch_size": 8, "max_iters": 4, "eval_interval": 4, "log_interval": 1, "eval_iters": 2,
-                  "device": "cpu", "dtype": "fp32", "threads": 1, "samples": False}}
+def tiny_tokenizer(data: str, out) -> str:
+    """A real stage-1 run, 4 steps: 12x12 -> 3x3 codes out of 16."""
+    run, _ = vqvae.train(overrides={"model": {"image_size": 12, "width": 8, "res_blocks": 0, "codebook_size": 16,
+                                              "code_dim": 4}, "vq": {"monitor_images": 8, "grid_pairs": 2},
+                                    "data": {"path": data}, "train": TRAIN}, out=str(out), progress=False)
+    return str(run.path)
 
 
-def train_tiny(root, monkeypatch, **prior):
-    """A 4-step text2image run on the bars set over the stand-in tokenizer."""
-    vq = stand_in_tokenizer()
-    monkeypatch.setattr(t2i, "load_stage1", lambda path: (vq, {"config": dataclasses.asdict(vq.config), "source": path,
-                                                               "sha256": "0" * 64}))
-    data = write_captioned(root / "bars")
-    ov = {**TINY, "data": {"path": str(data)}, "prior": {"vqvae": "stand-in", **prior}}
-    run, result = t2i.train(overrides=ov, out=str(root / "run"), progress=False)
-    return run, result
+def train_tiny(root, **prior):
+    """A 4-step text2image run on the bars set over a 4-step tokenizer run (root/vq)."""
+    data = str(write_captioned(root / "bars"))
+    ov = {"model": {"n_layer": 1, "n_head": 2, "n_embd": 32}, "data": {"path": data},
+          "prior": {"vqvae": tiny_tokenizer(data, root / "vq"), **prior},
+          "train": {**TRAIN, "eval_iters": 2, "samples": False}}
+    return t2i.train(overrides=ov, out=str(root / "run"), progress=False)
 
 
 @pytest.fixture(scope="module")
 def tiny_t2i(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    try:
-        run, _ = train_tiny(tmp_path_factory.mktemp("t2i"), mp)
-    finally:
-        mp.undo()
+    run, _ = train_tiny(tmp_path_factory.mktemp("t2i"))
     return run.path
 
 
@@ -154,12 +148,22 @@ def test_training_writes_a_run_that_loads_alone_and_samples_deterministically(ti
     meta = checkpoint.read_meta(find_checkpoint(tiny_t2i))
     assert meta["family"] == "text2image" and meta["step"] == 4
     assert meta["config"]["prior"]["text_len"] == 5 and meta["config"]["model"]["block_size"] == 1 + 5 + 9
-    assert meta["vqvae"]["source"] == "stand-in" and meta["vqvae"]["config"]["codebook_size"] == 16
+    stage1 = find_checkpoint(meta["vqvae"]["source"])
+    assert meta["vqvae"]["config"]["codebook_size"] == 16
+    assert meta["vqvae"]["sha256"] == hashlib.sha256(stage1.read_bytes()).hexdigest()
     tensors, _ = checkpoint.load(find_checkpoint(tiny_t2i))
-    assert any(k.startswith("module.vqvae.") for k in tensors) and any(k.startswith("module.prior.") for k in tensors)
+    copied = {k[len("module.vqvae."):]: v for k, v in tensors.items() if k.startswith("module.vqvae.")}
+    originals, _ = checkpoint.load(stage1, prefix="module.vqvae")
+    assert copied.keys() == originals.keys() and all(torch.equal(copied[k], originals[k]) for k in copied)
+    assert any(k.startswith("module.prior.") for k in tensors)
     moved = tmp_path / "moved"
-    shutil.copytree(tiny_t2i, moved)  # nothing outside the run folder is needed
-    pipe = genforge.load(moved, device="cpu")
+    shutil.copytree(tiny_t2i, moved)
+    source = Path(meta["vqvae"]["source"])
+    source.rename(source.with_name("vq-gone"))  # the stage-1 run gone: the copy in the checkpoint is used
+    try:
+        pipe = genforge.load(moved, device="cpu")
+    finally:
+        source.with_name("vq-gone").rename(source)
     assert isinstance(pipe, base.TextToImagePipeline) and pipe.family == "text2image"
     assert (pipe.image_size, pipe.channels, pipe.text_len) == (12, 1, 5)
     a = pipe.generate("a bar at the top", n=3, seed=7)

@@ -19,11 +19,7 @@ from .test_playground import page  # noqa: F401  (the headless Chromium fixture)
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    try:
-        run, _ = train_tiny(tmp_path_factory.mktemp("t2i-serve"), mp)
-    finally:
-        mp.undo()
+    run, _ = train_tiny(tmp_path_factory.mktemp("t2i-serve"))
     return run.path
 
 
