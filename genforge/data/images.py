@@ -7,6 +7,7 @@
     genforge train gan --data shapes/                          #   or a folder holding captions.jsonl
     genforge train gan --data mnist.npz                        # Keras layout: x_train, y_train, x_test, y_test
     genforge train gan                                         # scikit-learn's bundled 8x8 digits
+    genforge train gan --data shapes                           # the drawn, captioned shapes set (data/shapes.py)
 
 Every source becomes an `ImageSet`: uint8 images (N, H, W, C) at the configured size and channel
 count, optional int64 labels and the class names, and for captioned sets one caption per image
@@ -417,9 +418,15 @@ def load(path: str, size: int, channels: int, split: str = "train", test_fractio
          label_field: str = "label") -> ImageSet:
     """The `split` ('train' or 'test') of the data set at `path` ('' or 'digits' = bundled digits).
 
-    IDX folders carry their own test split (t10k-*); every other source holds out a seeded
-    `test_fraction` of its images. The *_field names are the columns of a captions file.
+    IDX folders and "shapes" carry their own test split (t10k-*; shapes also "held_out_combos"); every
+    other source holds out a seeded `test_fraction` of its images. The *_field names are the columns
+    of a captions file.
     """
+    if path == "shapes":
+        from . import shapes
+        data = shapes.load(split)
+        data.images = convert(data.images, size, channels)
+        return data
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if path in ("", "digits"):

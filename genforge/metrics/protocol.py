@@ -73,7 +73,7 @@ def score(net: feature_net.FeatureNet, fake: np.ndarray, test: ImageSet, train: 
 def resolve_dataset(ref: str, what: str = "--ref") -> str:
     """A data path, or a data-set name found in $GENFORGE_DATASETS or the genforge download cache;
     `what` names the option in the error."""
-    if ref in ("", "digits") or Path(ref).exists():
+    if ref in ("", "digits", "shapes") or Path(ref).exists():
         return ref
     for root in (os.environ.get("GENFORGE_DATASETS"), cache_dir() / "datasets"):
         if root and (Path(root) / ref).exists():
