@@ -235,3 +235,32 @@ def test_config_and_data_errors_name_the_field(tmp_path, monkeypatch):
         t2i.train(overrides={"data": {"path": "x"}, "prior": {"caption_dropout": 1.5}}, out=str(tmp_path / "r"))
     with pytest.raises(FileNotFoundError, match="^data.path no-such-set: no such file or folder"):
         t2i.resolve_data("no-such-set")
+
+
+def test_train_cli_takes_the_tokenizer_as_vqvae(tiny_t2i, tmp_path, capsys):
+    from genforge import checkpoint
+    from genforge.run import find_checkpoint
+    meta = checkpoint.read_meta(find_checkpoint(tiny_t2i))
+    args = ["train", "text2image", "--vqvae", meta["vqvae"]["source"], "--data", meta["config"]["data"]["path"],
+            "--out", str(tmp_path / "cli"), "--no-progress", "--model.n_layer=1", "--model.n_embd=16",
+            "--model.n_head=2", "--train.max_iters=1", "--train.eval_interval=1", "--train.samples=false",
+            "--train.device=cpu", "--train.dtype=fp32"]
+    assert cli.main(args) == 0
+    assert "genforge sample" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert saved["config"]["prior"]["vqvae"] == meta["vqvae"]["source"] and saved["family"] == "text2image"
+    assert cli.main(["train", "text2image", "--data", "mnist", "--out", str(tmp_path / "none")]) == 2
+    assert "no image tokenizer: pass --vqvae RUN" in capsys.readouterr().err
+
+
+def test_eval_reports_the_priors_losses(tiny_t2i, capsys):
+    code = cli.main(["eval", str(tiny_t2i), "--n", "8", "--device", "cpu"])
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    assert report["prior"]["val_loss"] > 0 and math.isfinite(report["prior"]["val_text_loss"])
+    try:
+        import genforge.metrics.text2image  # noqa: F401
+    except ImportError:
+        assert code == 2 and "caption accuracy of text2image runs is not in this install yet" in out.err
+    else:
+        assert code == 0 and "caption_accuracy" in report
