@@ -72,7 +72,7 @@ def score(net: feature_net.FeatureNet, fake: np.ndarray, test: ImageSet, train: 
 
 def resolve_dataset(ref: str, what: str = "--ref") -> str:
     """A data path, or a data-set name found in $GENFORGE_DATASETS or the genforge download cache;
-    `what` names the option in the error."""
+    `what` (the flag or config field that gave it) heads the error when it is neither."""
     if ref in ("", "digits", "shapes") or Path(ref).exists():
         return ref
     for root in (os.environ.get("GENFORGE_DATASETS"), cache_dir() / "datasets"):
