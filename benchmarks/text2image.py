@@ -78,7 +78,8 @@ def bench(args, minutes: float) -> dict:
     t0 = time.perf_counter()
     pipe.generate("a handwritten seven", n=16, seed=0)
     row["seconds_16_images"] = time.perf_counter() - t0
-    pipe.grid([f"a handwritten {w}" for w in ("zero", "one", "two", "three", "seven")], 8, seed=0).save(out / "grid.png")
+    prompts = [f"a handwritten {w}" for w in ("zero", "one", "two", "three", "seven")]
+    pipe.grid(prompts, 8, seed=0).save(out / "grid.png")
     (out / "bench.json").write_text(json.dumps({"row": row, "report": report}, indent=2, default=float))
     return row
 
@@ -88,7 +89,8 @@ def table(row: dict) -> str:
     floor = row["feature_fd_floor"]
     lines = ["| data | minutes (stage 1 + prior s) | caption accuracy (all) | feature-FD (floor) | codes used | "
              "img/s b1 | img/s b64 | 16 images s |", "|---|---|---|---|---|---|---|---|",
-             f"| {row['data']} | {row['minutes']:g} ({row['stage1_seconds']:.0f} + {row['prior_seconds']:.0f}) | {acc} | "
+             f"| {row['data']} | {row['minutes']:g} ({row['stage1_seconds']:.0f} + {row['prior_seconds']:.0f}) | "
+             f"{acc} | "
              f"{row['feature_fd']:.2f} ({floor:.2f}) | {row['codes_used']:.0%} | {row['img_per_s_batch1']:.1f} | "
              f"{row['img_per_s_batch64']:.1f} | {row['seconds_16_images']:.2f} |", "",
              "| guidance | " + " | ".join(next(iter(row["sweep"].values()))) + " |",

@@ -3,9 +3,10 @@ checkpoints, reloads through `genforge.load` to the trained model's outputs (sam
 images or probabilities), and its pipeline follows its kind's Protocol (genforge/families/base.py).
 
 Every preset runs at a reduced size so the whole file takes seconds on a CPU: widths, depths, context,
-vocabulary and hash buckets are capped (`CAPS`; text2image over a 4-step tokenizer run), everything else (positions, norms, activations,
+vocabulary and hash buckets are capped (`CAPS`), everything else (positions, norms, activations,
 losses, spectral norm, conditioning, optimizers, precision, pooling...) is the preset's own. The gpt2
-preset (124M) in particular is built at this reduced size.
+preset (124M) in particular is built at this reduced size. A text2image preset trains over a 4-step
+tokenizer run.
 """
 from __future__ import annotations
 

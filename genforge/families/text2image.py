@@ -79,7 +79,8 @@ class PriorConfig:
     top_k: int | None = None  # default top-k at sampling; None = every code
 
     def validate(self):
-        if self.text_len < 0 or min(self.image_weight, self.text_weight) < 0 or self.image_weight + self.text_weight <= 0:
+        weights = (self.image_weight, self.text_weight)
+        if self.text_len < 0 or min(weights) < 0 or sum(weights) <= 0:
             raise ValueError("prior.text_len must be >= 0, prior.image_weight and prior.text_weight >= 0 (not both 0)")
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(f"prior.caption_dropout must be in [0, 1), got {self.caption_dropout}")
@@ -174,7 +175,8 @@ def evaluate_prior(model: GPT, layout: Layout, pc: PriorConfig, captions: torch.
         with rt.autocast():
             logits, _ = model(seq[:, :-1])
         loss, parts = prior_loss(logits, seq[:, 1:], layout, pc)
-        for k, v in (("val_loss", loss), ("val_text_loss", parts["text_loss"]), ("val_image_loss", parts["image_loss"])):
+        for k, v in (("val_loss", loss), ("val_text_loss", parts["text_loss"]),
+                     ("val_image_loss", parts["image_loss"])):
             sums[k] += v.item() * len(seq)
         count += len(seq)
     model.train(was)

@@ -1,6 +1,7 @@
 """`genforge serve` over a tiny REAL text2image run: /v1/models, /v1/images/generations with a prompt
 (the same images as the Python API for the same seed), each bad prompt (empty: 400; no known word:
-images and a warning; more known words than the caption context: 400 naming the limit), and the playground's warning line.
+images and a warning; more known words than the caption context: 400 naming the limit), and the
+playground's warning line.
 """
 import base64
 import io
