@@ -146,9 +146,9 @@ class VectorQuantizer(nn.Module):
         if self.training and not self.ready:
             self._init(z32.detach())
         idx = self.indices(z32.detach())
+        q = self.lookup(idx)  # the codes as chosen, before this batch moves them
         if self.training:
             self.update(z32.detach(), idx)
-        q = self.lookup(idx)
         commit = F.mse_loss(z32, q.detach())
         return z32 + (q - z32).detach(), idx, commit
 
