@@ -158,26 +158,28 @@ def render(attrs: dict, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(img.resize((SIZE, SIZE), Image.Resampling.BOX), dtype=np.uint8)
 
 
-def _combo(rng: np.random.Generator, held_out: bool) -> tuple[str, str]:
-    """A (colour, kind): one of HELD_OUT_COMBOS if `held_out`, else any other."""
-    pool = [(c, k) for c in COLOURS for k in KINDS if ((c, k) in HELD_OUT_COMBOS) == held_out]
+def _combo(rng: np.random.Generator, held_out: bool | None) -> tuple[str, str]:
+    """A (colour, kind): one of HELD_OUT_COMBOS if `held_out`, any other if False, any at all if None."""
+    pool = [(c, k) for c in COLOURS for k in KINDS if held_out is None or ((c, k) in HELD_OUT_COMBOS) == held_out]
     return pool[int(rng.integers(len(pool)))]
 
 
-def sample_attributes(rng: np.random.Generator, held_out_combo: bool = False) -> dict:
-    """Random attributes of one image; with `held_out_combo`, at least one shape is a held-out combination."""
+def sample_attributes(rng: np.random.Generator, held_out_combo: bool | None = False) -> dict:
+    """Random attributes of one image; with `held_out_combo` at least one shape is a held-out combination,
+    without none is, and with None (the judge's training renders) any may be."""
     if rng.random() >= TWO_SHAPE_SHARE:
         colour, kind = _combo(rng, held_out_combo)
         return {"colour": colour, "shape": kind, "size": list(SIZES)[int(rng.integers(len(SIZES)))],
                 "position": POSITIONS[int(rng.integers(len(POSITIONS)))]}
-    first, second = _combo(rng, held_out_combo), _combo(rng, held_out_combo and rng.random() < 0.5)
+    first, second = _combo(rng, held_out_combo), _combo(rng, None if held_out_combo is None else
+                                                         bool(held_out_combo and rng.random() < 0.5))
     if rng.random() < 0.5:
         first, second = second, first
     return {"colour": first[0], "shape": first[1], "relation": RELATIONS[int(rng.integers(len(RELATIONS)))],
             "colour2": second[0], "shape2": second[1]}
 
 
-def render_set(n: int, seed: int, held_out_combos: bool = False) -> ImageSet:
+def render_set(n: int, seed: int, held_out_combos: bool | None = False) -> ImageSet:
     """n seeded images with one training-phrasing caption each and first-shape colour+kind labels."""
     rng = np.random.default_rng(seed)
     attrs = [sample_attributes(rng, held_out_combos) for _ in range(n)]

@@ -60,7 +60,8 @@ def test_train_and_held_out_phrasings_are_disjoint():
 
 
 def _combos(attrs):
-    return {(attrs["colour"], attrs["shape"])} | ({(attrs["colour2"], attrs["shape2"])} if "relation" in attrs else set())
+    second = {(attrs["colour2"], attrs["shape2"])} if "relation" in attrs else set()
+    return {(attrs["colour"], attrs["shape"])} | second
 
 
 def test_held_out_combos_only_in_their_split(small_splits):

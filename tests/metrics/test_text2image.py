@@ -1,0 +1,94 @@
+"""Text-to-image evaluation on fake pipelines: one that draws what it is asked scores ~100%, noise ~chance."""
+import numpy as np
+import pytest
+
+from genforge.data import images, shapes, templates
+from genforge.data.captions import caption_words
+from genforge.metrics import judges, text2image
+
+
+class FakePipe:
+    """A TextToImagePipeline whose `draw(prompt, rng)` makes each image."""
+    family, text_len = "fake-t2i", 16
+
+    def __init__(self, data, size, channels, draw, feature_steps=0):
+        self.meta = {"config": {"data": {"path": data, "feature_steps": feature_steps}}}  # 0: automatic
+        self.image_size, self.channels, self.draw = size, channels, draw
+
+    def generate(self, prompt, n=1, seed=None, guidance=None, temperature=None, top_k=None):
+        prompts = [prompt] * n if isinstance(prompt, str) else prompt
+        rng = np.random.default_rng(seed)
+        return np.stack([self.draw(p, rng) for p in prompts])
+
+
+def noise(size, channels):
+    return lambda prompt, rng: rng.integers(0, 256, (size, size, channels), dtype=np.uint8)
+
+
+JUDGE_STEPS = 200
+
+
+@pytest.fixture
+def small_shapes(monkeypatch, one_thread):
+    monkeypatch.setattr(shapes, "SPLIT_SIZES", {"train": 3000, "test": 300, "held_out_combos": 200})
+
+
+def test_shapes_judge_and_evaluation_of_a_faithful_pipeline_and_of_noise(small_shapes):
+    judge = judges.judge_for("shapes", 32, 3, steps=JUDGE_STEPS)
+    attrs = {"all", *judges.HEADS} - {"count"}
+    assert set(judge.accuracy) == attrs | {f"held_out_combos.{k}" for k in attrs}
+    assert min(judge.accuracy.values()) > 0.9, judge.accuracy  # real test images and held-out combinations
+    held = images.load("shapes", 32, 3, "held_out_combos")
+    again = judges.judge_for("shapes", 32, 3, steps=JUDGE_STEPS)  # from the cache
+    assert again.accuracy == judge.accuracy and again.read(held.images[:20]) == judge.read(held.images[:20])
+
+    drawn = FakePipe("shapes", 32, 3, lambda p, rng: shapes.render(shapes.attributes(p), rng), feature_steps=10)
+    good = text2image.evaluate_text2image(drawn, n=120, kid_subsets=5, judge_steps=JUDGE_STEPS)
+    assert set(good["caption_accuracy"]) == {"train", "held_out", "held_out_combos"}
+    for split, acc in good["caption_accuracy"].items():
+        assert acc["all"] >= 0.9 and min(acc.values()) >= 0.9, (split, acc)
+    assert good["judge_accuracy"] == judge.accuracy and good["judge_fit"] == (min(judge.accuracy.values()) >= 0.98)
+    noisy = FakePipe("shapes", 32, 3, noise(32, 3), feature_steps=10)
+    bad = text2image.evaluate_text2image(noisy, n=120, kid_subsets=5, judge_steps=JUDGE_STEPS)
+    for split, acc in bad["caption_accuracy"].items():
+        assert acc["all"] <= 0.05 and acc["colour"] <= 0.5 and acc["shape"] <= 0.6, (split, acc)
+    q, b = good["quality"], bad["quality"]
+    assert q["feature_fd"] < 3 * q["feature_fd_floor"] + 1 and b["feature_fd"] > 10 * q["feature_fd"]
+    assert good["memorisation"]["copies"] < 0.1 and 0.5 < good["memorisation"]["ratio"] < 2
+    assert bad["memorisation"]["ratio"] > 2
+
+
+def test_labelled_evaluation_with_the_feature_network_as_judge(one_thread):
+    train = images.load("digits", 8, 1, "train")
+    pool = {k: train.images[train.labels == k] for k in range(10)}
+
+    def draw(prompt, rng):  # a real training digit of the class the prompt names (numeral or word)
+        words = caption_words(prompt)
+        k = next(int(w) if w.isdecimal() else templates.NUMBER_WORDS.index(w) for w in words
+                 if w.isdecimal() or w in templates.NUMBER_WORDS)
+        return pool[k][rng.integers(len(pool[k]))]
+
+    good = text2image.evaluate_text2image(FakePipe("digits", 8, 1, draw), n=100, kid_subsets=5)
+    assert set(good["caption_accuracy"]) == {"train", "held_out"}
+    floor = good["judge_accuracy"]["class"]
+    assert good["judge_fit"] == (floor >= 0.98)
+    assert floor > 0.8 and all(a["class"] >= floor - 0.1 for a in good["caption_accuracy"].values())
+    assert good["memorisation"]["copies"] > 0.9  # it copies training images, and the score says so
+    assert set(good["per_class"]) == set(train.class_names)
+    fd = {name: np.mean([v[name] for v in good["per_class"].values()]) for name in ("feature_fd", "feature_fd_floor")}
+    assert fd["feature_fd"] < 3 * fd["feature_fd_floor"]  # 10 images a class: noisy, but near its floor
+    bad = text2image.evaluate_text2image(FakePipe("digits", 8, 1, noise(8, 1)), n=100, kid_subsets=5)
+    assert all(a["class"] < 0.3 for a in bad["caption_accuracy"].values())
+    assert np.mean([v["feature_fd"] for v in bad["per_class"].values()]) > 5 * fd["feature_fd"]
+
+
+def test_bad_inputs(tmp_path, one_thread):
+    with pytest.raises(ValueError, match="lacks generate"):
+        text2image.evaluate_text2image(object())
+    pipe = FakePipe("digits", 8, 1, noise(8, 1), feature_steps=5)
+    pipe.generate = lambda prompt, n=1, seed=None, **kw: np.zeros((n, 4, 4, 1), np.uint8)
+    with pytest.raises(ValueError, match=r"generate\(\) must return uint8 \(10, 8, 8, 1\)"):
+        text2image.evaluate_text2image(pipe, n=10, kid_subsets=2)
+    with pytest.raises(ValueError, match="no labels"):
+        np.savez(tmp_path / "unlabelled.npz", images=np.zeros((40, 8, 8), np.uint8))
+        judges.judge_for(str(tmp_path / "unlabelled.npz"), 8, 1)
