@@ -468,13 +468,8 @@ def eval_command(args: argparse.Namespace) -> int:
     """`genforge eval RUN`: the prior's validation losses and the caption-faithfulness report, as JSON."""
     pipe = Text2ImagePipeline.from_checkpoint(args.run, device=args.device)
     report: dict[str, Any] = {"prior": pipe.evaluate(args.data)}
-    try:
-        from ..metrics.text2image import evaluate_text2image
-    except ImportError:
-        print(json.dumps(report, indent=2))
-        raise NotImplementedError("genforge eval: caption accuracy of text2image runs is not in this install yet "
-                                  "(genforge/metrics/text2image.py); the prior's losses are above") from None
-    report.update(evaluate_text2image(pipe, n=args.n, seed=args.seed, data=args.data))
+    from ..metrics.text2image import evaluate_text2image
+    report.update(evaluate_text2image(pipe, n=args.n, seed=args.seed, data=args.data, feature_steps=args.feature_steps))
     print(json.dumps(report, indent=2))
     return 0
 
