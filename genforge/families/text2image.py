@@ -389,9 +389,9 @@ class Text2ImagePipeline:
             unknown = [w for w in words if w not in self.vocab.index]
             known, _ = self.vocab.encode(" ".join(w for w in words if w in self.vocab.index), self.text_len)
             if not known:
-                warnings.warn(f"prompt {text!r}: no word this model knows; the images are unconditional", stacklevel=3)
+                warnings.warn(f"prompt {text!r}: no word this model knows; the images are unconditional", stacklevel=4)
             elif unknown:
-                warnings.warn(f"prompt {text!r}: unknown words left out: {', '.join(unknown)}", stacklevel=3)
+                warnings.warn(f"prompt {text!r}: unknown words left out: {', '.join(unknown)}", stacklevel=4)
             rows[text] = known + [PAD] * (self.text_len - len(known))
         return torch.tensor([rows[p] for p in prompts], dtype=torch.long).view(len(prompts), self.text_len)
 
