@@ -101,7 +101,8 @@ def outputs(pipe):
     if isinstance(pipe, base.ImageGenerationPipeline):
         return pipe.generate(4, seed=0)
     if isinstance(pipe, base.ImageTokenizerPipeline):
-        codes = pipe.encode(make_digit_like(4)[0][..., None])
+        images = make_digit_like(4, size=pipe.image_size)[0][..., None].repeat(pipe.channels, -1)  # (4, S, S, C)
+        codes = pipe.encode(images)
         return np.concatenate([codes.reshape(4, -1), pipe.decode(codes).reshape(4, -1)], 1)
     return pipe.predict_proba(["superb wonderful film", "awful boring dull"])
 

@@ -75,9 +75,14 @@ class VQVAEConfig:
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator | None = None) -> torch.Tensor:
-    """k centroids (k, D) of the rows of x (N, D): k distinct rows (with repeats if N < k), then Lloyd steps."""
-    pick = torch.randperm(len(x), generator=gen)[:k] if len(x) >= k else torch.randint(0, len(x), (k,), generator=gen)
-    centroids = x[pick].clone()
+    """k centroids (k, D) of the rows of x (N, D): k-means++ seeding (each next row drawn with probability
+    proportional to its squared distance from the rows drawn so far), then `iters` Lloyd steps."""
+    picks = [int(torch.randint(0, len(x), (1,), generator=gen))]
+    d2 = torch.full((len(x),), float("inf"))
+    for _ in range(k - 1):
+        d2 = torch.minimum(d2, (x - x[picks[-1]]).pow(2).sum(1))
+        picks.append(int(torch.multinomial(d2 + 1e-12, 1, generator=gen)))  # +eps: N < k repeats rows
+    centroids = x[picks].clone()
     for _ in range(iters):
         assign = torch.cdist(x, centroids).argmin(1)
         counts = torch.bincount(assign, minlength=k).float()  # (k,)
