@@ -52,15 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help="random seed; sets train.seed")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--init-from", help="start from a trained run (fine-tuning) or hf:DIR (GPT-2 weights)")
+    t.add_argument("--vqvae", help="text2image: the stage-1 image tokenizer run; sets prior.vqvae")
     t.add_argument("--errors", choices=["strict", "replace"], help="invalid UTF-8 in the data: fail or replace")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument("--list-presets", action="store_true", help="print the family's presets and exit")
 
     s = sub.add_parser("sample", help="generate from a trained run")
     s.add_argument("run", help="run directory, checkpoint file, or hf:DIR")
-    s.add_argument("--prompt", default="", help="text to continue (GPT)")
+    s.add_argument("--prompt", dest="prompts", action="append", default=[],
+                   help="text to continue (GPT), or a caption (text-to-image; repeat it for a row per prompt)")
     s.add_argument("--max-new-tokens", type=int, default=500, help="tokens to generate per sample")
-    s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    s.add_argument("--temperature", type=float, default=None,
+                   help="0 = greedy (default 0.8 for GPT, the run's setting for text-to-image)")
     s.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens")
     s.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set with mass p")
     s.add_argument("--seed", type=int, default=None, help="random seed (same seed, same text)")
@@ -78,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="onnx: generate from `genforge export` files without torch (RUN = the export, or a run "
                    "exported to RUN/onnx)")
+    s.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (text-to-image; 1 = none, default: the run's setting)")
 
     e = sub.add_parser("eval", help="evaluate a trained run on a data set")
     e.add_argument("run", nargs="?", help="run directory, checkpoint file, or hf:DIR")
@@ -226,6 +231,8 @@ def cmd_train(args, rest: list[str]) -> int:
         overrides.setdefault("data", {})["path"] = args.data
     if args.seed is not None:
         overrides.setdefault("train", {})["seed"] = args.seed
+    if args.vqvae:
+        overrides.setdefault("prior", {})["vqvae"] = args.vqvae
     if args.errors:
         overrides.setdefault("data", {})["errors"] = args.errors
     run, result = family.train(preset=args.preset, overrides=overrides, out=args.out, resume=args.resume,
@@ -250,7 +257,14 @@ def cmd_sample(args) -> int:
     if args.threads > 0:
         import torch
         torch.set_num_threads(args.threads)
+    from .families.base import TextGenerationPipeline, TextToImagePipeline
     pipe = inference.load(args.run, device=args.device)
+    if len(args.prompts) > 1 and not isinstance(pipe, TextToImagePipeline):
+        raise ValueError(f"--prompt: given {len(args.prompts)} times; a {pipe.family} run takes one prompt "
+                         "(several make a grid row each only for text-to-image runs)")
+    args.prompt = args.prompts[0] if args.prompts else ""
+    if args.temperature is None and isinstance(pipe, TextGenerationPipeline):
+        args.temperature = 0.8
     return families.get(pipe.family).sample_command(pipe, args)
 
 

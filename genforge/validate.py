@@ -16,7 +16,8 @@ from typing import Any
 
 from .checkpoint import CheckpointError, read_meta
 
-REQUIRED = {"gpt": ("tokenizer",), "classifier": ("labels", "featurizer"), "imageclf": ("labels",)}  # beyond config.model
+REQUIRED = {"gpt": ("tokenizer",), "classifier": ("labels", "featurizer"), "imageclf": ("labels",),  # beyond config.model
+            "text2image": ("caption_vocab", "vqvae")}
 
 
 def read_json_object(path: str | os.PathLike) -> dict[str, Any]:

@@ -5,7 +5,8 @@ images or probabilities), and its pipeline follows its kind's Protocol (genforge
 Every preset runs at a reduced size so the whole file takes seconds on a CPU: widths, depths, context,
 vocabulary and hash buckets are capped (`CAPS`), everything else (positions, norms, activations,
 losses, spectral norm, conditioning, optimizers, precision, pooling...) is the preset's own. The gpt2
-preset (124M) in particular is built at this reduced size.
+preset (124M) in particular is built at this reduced size. A text2image preset trains over a 4-step
+tokenizer run.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ CAPS = {
     "vqvae": {"model": {"width": 8, "res_blocks": 1, "groups": 4, "codebook_size": 16, "code_dim": 4},
               "vq": {"monitor_images": 8, "grid_pairs": 2}},
     "imageclf": {"model": {"width": 4, "hidden": 8}},
+    "text2image": {"model": {"n_layer": 1, "n_head": 2, "n_embd": 32}},
 }
 # two optimizer steps, one evaluation (at step 2: the best checkpoint is the final model), no extras
 STEPS = {
@@ -41,11 +43,13 @@ STEPS = {
     "classifier": {"train": {"batch_size": 16, "max_iters": 2, "eval_interval": 2}, "fit": {"epochs": 0}},
     "vqvae": {"train": {"batch_size": 8, "max_iters": 2, "eval_interval": 2}},
     "imageclf": {"train": {"batch_size": 16, "max_iters": 2, "eval_interval": 2}, "fit": {"epochs": 0}},
+    "text2image": {"train": {"batch_size": 4, "max_iters": 2, "eval_interval": 2, "eval_iters": 1, "samples": False}},
 }
 # the vqvae is no generator: an image tokenizer (images <-> codes)
 CONTRACT = {"gpt": base.TextGenerationPipeline, "gan": base.ImageGenerationPipeline,
             "classifier": base.ClassificationPipeline, "vqvae": base.ImageTokenizerPipeline,
-            "imageclf": base.ImageClassificationPipeline, "captiongan": base.TextToImagePipeline}
+            "imageclf": base.ImageClassificationPipeline, "captiongan": base.TextToImagePipeline,
+            "text2image": base.TextToImagePipeline}
 CASES = [(name, preset) for name in families.FAMILIES for preset in families.get(name).PRESETS]
 
 
@@ -53,7 +57,7 @@ def write_data(name: str, tmp_path) -> str:
     if name == "gpt":
         (tmp_path / "corpus.txt").write_text(TEXT)
         return str(tmp_path / "corpus.txt")
-    if name in ("gan", "vqvae", "imageclf"):
+    if name in ("gan", "vqvae", "imageclf", "text2image"):
         images, labels = make_digit_like()
         np.savez(tmp_path / "bars.npz", images=images, labels=labels)
         return str(tmp_path / "bars.npz")
@@ -93,6 +97,8 @@ def live_pipeline(name: str, task, calibration=None):
         return family.ImageClassifierPipeline(task.model.eval(), {**task.meta(), "calibration": calibration}, rt)
     if name == "captiongan":
         return family.CaptionGANPipeline(task.sampler.eval(), task.meta(), rt)
+    if name == "text2image":
+        return family.Text2ImagePipeline(task.prior.eval(), task.vqvae, task.vocab, task.meta(), rt)
     return family.ClassifierPipeline(task.model.eval(), task.featurizer, task.labels,
                                      {**task.meta(), "calibration": calibration}, rt)
 
@@ -102,7 +108,9 @@ def outputs(pipe):
     if isinstance(pipe, base.TextGenerationPipeline):
         return pipe.generate("First", max_new_tokens=8, seed=0, num_samples=2)
     if isinstance(pipe, base.TextToImagePipeline):
-        return pipe.generate(["a bar at the top", "the bottom bar"], n=2, seed=0)
+        if pipe.family == "captiongan":  # trained on captioned bars (write_data)
+            return pipe.generate(["a bar at the top", "the bottom bar"], n=2, seed=0)
+        return pipe.generate(["a handwritten one", "the digit 2", "3", "zero"], 4, seed=0)
     if isinstance(pipe, base.ImageGenerationPipeline):
         return pipe.generate(4, seed=0)
     if isinstance(pipe, base.ImageTokenizerPipeline):
@@ -130,10 +138,13 @@ def test_preset_trains_checkpoints_and_reloads(name, preset, tmp_path, monkeypat
         real_init(self, *a, **k)
         trainers.append(self)
     monkeypatch.setattr(Trainer, "__init__", keep)
-    run, result = family.train(preset, tiny(family, preset, write_data(name, tmp_path)), out=str(tmp_path / "run"),
-                               progress=False)
+    overrides = tiny(family, preset, write_data(name, tmp_path))
+    if name == "text2image":  # over a 4-step tokenizer run
+        from tests.families.test_text2image import tiny_tokenizer
+        overrides.setdefault("prior", {})["vqvae"] = tiny_tokenizer(overrides["data"]["path"], tmp_path / "vq")
+    run, result = family.train(preset, overrides, out=str(tmp_path / "run"), progress=False)
     assert result.step == 2 and result.stopped == "max_iters"
-    task = trainers[0].task
+    task = trainers[-1].task  # the last trained: a text2image run trains its tokenizer first
     pipe = genforge.load(run.path)
     assert pipe.family == name and isinstance(pipe, CONTRACT[name])
     assert pipe.meta["step"] == 2 and pipe.meta["family"] == name

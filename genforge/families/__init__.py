@@ -14,7 +14,8 @@ from typing import Any
 
 FAMILIES = {"gpt": "genforge.families.gpt", "gan": "genforge.families.gan",
             "classifier": "genforge.families.classifier", "vqvae": "genforge.families.vqvae",
-            "imageclf": "genforge.families.imageclf", "captiongan": "genforge.families.captiongan"}
+            "imageclf": "genforge.families.imageclf", "captiongan": "genforge.families.captiongan",
+            "text2image": "genforge.families.text2image"}
 
 
 def get(name: str):

@@ -54,6 +54,7 @@ class FakeText2Image(FakeGAN):
     def generate(self, prompt, n=1, seed=None, guidance=None, temperature=None, top_k=None):
         assert prompt, "text-to-image needs a prompt"
         self.calls.append((n, seed, prompt))
+        self.last_guidance = guidance
         return np.full((n, self.image_size, self.image_size, self.channels), len(prompt) % 256, dtype=np.uint8)
 
 

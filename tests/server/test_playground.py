@@ -65,3 +65,26 @@ def test_playground_text_images_and_classify(server, page):
     probs = page.eval_on_selector_all(".prob", "rows => rows.map(r => [r.dataset.label, +r.dataset.p])")
     assert [label for label, _ in probs] == ["pos", "neg"] and abs(sum(p for _, p in probs) - 1) < 1e-6
     assert page.text_content("#status") == ""
+
+
+def test_playground_image_panel_takes_a_prompt_and_guidance_for_text_to_image(server, page):
+    page.goto(server.url + "/")
+    page.fill("#api-key", KEY)
+    page.click("#reload")
+    page.wait_for_selector("body[data-ready='1']")
+    page.select_option("#image-model", "t2i")
+    assert page.is_visible("#prompt-box") and page.is_visible("#guidance-box") and not page.is_visible("#label-box")
+    fake = server.state.models["t2i"].pipeline
+    page.fill("#image-prompt", "")
+    page.click("#image-generate")
+    page.wait_for_selector("#status:has-text('prompt: a text-to-image model needs a prompt')")
+    page.fill("#image-prompt", "a red circle")
+    page.fill("#image-n", "3")
+    page.fill("#image-seed", "4")
+    page.fill("#image-guidance", "2.5")
+    page.click("#image-generate")
+    page.wait_for_function("document.querySelectorAll('#image-grid img').length === 3")
+    assert fake.calls[-1] == (3, 4, "a red circle") and fake.last_guidance == 2.5
+    assert page.text_content("#status") == ""
+    page.select_option("#image-model", "digits")  # a GAN: a class, no prompt nor guidance
+    assert not page.is_visible("#prompt-box") and not page.is_visible("#guidance-box") and page.is_visible("#label-box")

@@ -4,7 +4,8 @@
 b64_json (the default; "url" is refused), `seed` (extra). Class-conditional GANs take the class
 as `label` (extra: index or name) or as a prompt naming one class ("7", "a handwritten 7"); without
 either the n images go through the classes in turn (0, 1, 2, ...). Unconditional GANs take an empty
-prompt. Text-to-image models need `prompt`.
+prompt. Text-to-image models need `prompt`; what they warn about (unknown words, a prompt with no
+known word giving unconditional images) comes back in `warnings` (extra).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import base64
 import io
 import re
 import time
+import warnings
 
 import anyio
 import numpy as np
@@ -105,13 +107,16 @@ async def create_images(body: ImageRequest, request: Request):
         kwargs["labels"] = label
 
     def run():
-        try:
-            return pipe.generate(**kwargs)
-        except ValueError as e:
-            param = next((p for p in ("prompt", "label", "guidance") if str(e).startswith(p)), None)
-            raise APIError(400, str(e), param=param or ("label" if "label" in str(e) else None)) from None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                return pipe.generate(**kwargs), list(dict.fromkeys(str(w.message) for w in caught))
+            except ValueError as e:
+                param = next((p for p in ("prompt", "label", "guidance") if str(e).startswith(p)), None)
+                raise APIError(400, str(e), param=param or ("label" if "label" in str(e) else None)) from None
 
     async with served.lock:
-        images = await anyio.to_thread.run_sync(run)
+        images, said = await anyio.to_thread.run_sync(run)
     data = [{"b64_json": png_b64(img), "revised_prompt": None} for img in images]
-    return {"created": int(time.time()), "data": data, "output_format": "png", "size": native}
+    return {"created": int(time.time()), "data": data, "output_format": "png", "size": native,
+            **({"warnings": said} if said else {})}

@@ -1,0 +1,262 @@
+"""The text2image family: sequence layout and logits mask, guidance arithmetic, KV-cached guided sampling
+against a full-forward reference, seeded determinism, the checkpoint round trip (the stage-1 run gone),
+every bad prompt, and `genforge sample` with a row per prompt.
+
+    pytest tests/families/test_text2image.py
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import genforge
+from genforge import cli
+from genforge.data.captions import PAD
+from genforge.families import base, vqvae
+from genforge.families import text2image as t2i
+from genforge.models.gpt import GPT, GPTConfig
+from tests.conftest import make_digit_like
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+PLACES = ["top", "upper", "lower", "bottom"]  # class k of make_digit_like: a bar in band k
+
+
+def write_captioned(folder, n: int = 64, size: int = 12):
+    """A captioned, labelled set: n PNGs of bars and captions.jsonl ("a bar at the top", label "top", ...)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images, labels = make_digit_like(n, size)
+    rows = []
+    for i, (img, k) in enumerate(zip(images, labels)):
+        Image.fromarray(img).save(folder / f"{i}.png")
+        rows.append({"image": f"{i}.png", "caption": f"a bar at the {PLACES[k]}", "label": PLACES[k]})
+    (folder / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return folder
+
+
+TRAIN = {"batch_size": 8, "max_iters": 4, "eval_interval": 4, "log_interval": 1, "device": "cpu", "dtype": "fp32",
+         "threads": 1}
+
+
+def tiny_tokenizer(data: str, out) -> str:
+    """A real stage-1 run, 4 steps: 12x12 -> 3x3 codes out of 16."""
+    run, _ = vqvae.train(overrides={"model": {"image_size": 12, "width": 8, "res_blocks": 0, "codebook_size": 16,
+                                              "code_dim": 4}, "vq": {"monitor_images": 8, "grid_pairs": 2},
+                                    "data": {"path": data}, "train": TRAIN}, out=str(out), progress=False)
+    return str(run.path)
+
+
+def train_tiny(root, **prior):
+    """A 4-step text2image run on the bars set over a 4-step tokenizer run (root/vq)."""
+    data = str(write_captioned(root / "bars"))
+    ov = {"model": {"n_layer": 1, "n_head": 2, "n_embd": 32}, "data": {"path": data},
+          "prior": {"vqvae": tiny_tokenizer(data, root / "vq"), **prior},
+          "train": {**TRAIN, "eval_iters": 2, "samples": False}}
+    return t2i.train(overrides=ov, out=str(root / "run"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_t2i(tmp_path_factory):
+    run, _ = train_tiny(tmp_path_factory.mktemp("t2i"))
+    return run.path
+
+
+@pytest.fixture
+def pipe(tiny_t2i):
+    return genforge.load(tiny_t2i, device="cpu")
+
+
+# ----------------------------------------------------------------------------- layout, loss, guidance
+
+
+def test_layout_places_bos_words_and_codes_and_masks_each_position():
+    lay = t2i.Layout(words=10, codes=16, text_len=3, code_len=4)
+    assert (lay.bos, lay.vocab_size, lay.block_size) == (26, 27, 8)
+    seq = lay.sequences(torch.tensor([[5, 6, PAD]]), torch.tensor([[0, 15, 3, 3]]))
+    assert seq.tolist() == [[26, 5, 6, 0, 10, 25, 13, 13]]
+    allowed = lay.allowed()  # (text_len + L, V): input position t predicts token t + 1
+    assert allowed.shape == (7, 27)
+    assert allowed[:3, :10].all() and not allowed[:3, 10:].any()  # words only
+    assert allowed[3:, 10:26].all() and not allowed[3:, :10].any() and not allowed[:, 26].any()  # codes only, never BOS
+
+
+def test_prior_loss_is_the_weighted_mean_of_masked_text_and_image_losses():
+    lay = t2i.Layout(words=4, codes=5, text_len=2, code_len=3)
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, lay.vocab_size)
+    seq = lay.sequences(torch.tensor([[2, 3], [3, PAD]]), torch.tensor([[0, 4, 1], [2, 2, 3]]))
+    targets = seq[:, 1:]
+    pc = t2i.PriorConfig(image_weight=7.0, text_weight=1.0)
+    loss, parts = t2i.prior_loss(logits, targets, lay, pc)
+
+    def ce(rows, lo, hi, cols):  # by hand: log-softmax over the allowed slice only
+        out = []
+        for b in range(2):
+            for t in cols:
+                z = logits[b, t, lo:hi]
+                out.append(-(z[targets[b, t] - lo] - torch.logsumexp(z, 0)))
+        return torch.stack(out).mean()
+    text, image = ce(2, 0, 4, [0, 1]), ce(2, 4, 9, [2, 3, 4])
+    assert torch.allclose(parts["text_loss"], text) and torch.allclose(parts["image_loss"], image)
+    assert torch.allclose(loss, (text + 7 * image) / 8)
+    boosted = logits.clone()
+    boosted[:, :2, 4:] += 50.0  # a code's logit at a text position: masked, so the loss cannot change
+    assert torch.allclose(t2i.prior_loss(boosted, targets, lay, pc)[0], loss)
+
+
+def test_guidance_is_uncond_plus_scale_times_the_difference_over_allowed_tokens():
+    logits = torch.tensor([[1.0, 2.0, 0.0, 5.0],   # conditional row
+                           [0.0, 1.0, 1.0, 5.0]])  # unconditional row
+    out = t2i.guided(logits, 3.0, torch.tensor([True, True, True, False]))
+    assert out.tolist() == [[3.0, 4.0, -2.0, -math.inf]]
+    assert t2i.guided(logits, 1.0, torch.ones(4, dtype=torch.bool)).tolist() == [[1.0, 2.0, 0.0, 5.0]]
+    assert t2i.guided(logits, 0.0, torch.ones(4, dtype=torch.bool)).tolist() == [[0.0, 1.0, 1.0, 5.0]]
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.5])
+def test_cached_guided_sampling_matches_a_full_forward_reference(scale):
+    """Greedy: each step's code is argmax of uncond + g (cond - uncond) over codes, both rows fed that code."""
+    lay = t2i.Layout(words=6, codes=7, text_len=3, code_len=4)
+    torch.manual_seed(1)
+    prior = GPT(GPTConfig(vocab_size=lay.vocab_size, block_size=lay.block_size, n_layer=2, n_head=2, n_embd=16)).eval()
+    captions = torch.tensor([[2, 3, PAD], [4, PAD, PAD]])
+    codes = t2i.sample_codes(prior, lay, captions, scale, 0.0, None, None)
+    cond = torch.cat([torch.full((2, 1), lay.bos), captions], 1)
+    uncond = torch.cat([torch.full((2, 1), lay.bos), torch.zeros_like(captions)], 1)
+    for _ in range(lay.code_len):
+        with torch.no_grad():
+            c, u = prior(cond)[0][:, -1], prior(uncond)[0][:, -1]
+        nxt = (u + scale * (c - u))[:, lay.words:lay.bos].argmax(-1) + lay.words
+        cond, uncond = torch.cat([cond, nxt[:, None]], 1), torch.cat([uncond, nxt[:, None]], 1)
+    assert torch.equal(codes, cond[:, 1 + lay.text_len:] - lay.words)
+
+
+# ----------------------------------------------------------------------------- the trained pipeline
+
+
+def test_training_writes_a_run_that_loads_alone_and_samples_deterministically(tiny_t2i, tmp_path):
+    from genforge import checkpoint
+    from genforge.run import find_checkpoint
+    meta = checkpoint.read_meta(find_checkpoint(tiny_t2i))
+    assert meta["family"] == "text2image" and meta["step"] == 4
+    assert meta["config"]["prior"]["text_len"] == 5 and meta["config"]["model"]["block_size"] == 1 + 5 + 9
+    stage1 = find_checkpoint(meta["vqvae"]["source"])
+    assert meta["vqvae"]["config"]["codebook_size"] == 16
+    assert meta["vqvae"]["sha256"] == hashlib.sha256(stage1.read_bytes()).hexdigest()
+    tensors, _ = checkpoint.load(find_checkpoint(tiny_t2i))
+    copied = {k[len("module.vqvae."):]: v for k, v in tensors.items() if k.startswith("module.vqvae.")}
+    originals, _ = checkpoint.load(stage1, prefix="module.vqvae")
+    assert copied.keys() == originals.keys() and all(torch.equal(copied[k], originals[k]) for k in copied)
+    assert any(k.startswith("module.prior.") for k in tensors)
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_t2i, moved)
+    source = Path(meta["vqvae"]["source"])
+    source.rename(source.with_name("vq-gone"))  # the stage-1 run gone: the copy in the checkpoint is used
+    try:
+        pipe = genforge.load(moved, device="cpu")
+    finally:
+        source.with_name("vq-gone").rename(source)
+    assert isinstance(pipe, base.TextToImagePipeline) and pipe.family == "text2image"
+    assert (pipe.image_size, pipe.channels, pipe.text_len) == (12, 1, 5)
+    a = pipe.generate("a bar at the top", n=3, seed=7)
+    assert a.shape == (3, 12, 12, 1) and a.dtype == np.uint8
+    assert np.array_equal(a, genforge.load(tiny_t2i, device="cpu").generate("a bar at the top", n=3, seed=7))
+    assert not np.array_equal(a, pipe.generate("a bar at the top", n=3, seed=8))
+    mixed = pipe.generate(["a bar at the top", "a bar at the bottom"], n=2, seed=3, guidance=1.0, top_k=4)
+    assert mixed.shape == (2, 12, 12, 1)
+    report = pipe.evaluate()
+    assert report["val_loss"] > 0 and math.isfinite(report["val_image_loss"])
+
+
+def test_bad_prompts_and_settings_are_clear_errors(pipe):
+    for bad in ("", "   ", "!!"):
+        with pytest.raises(ValueError, match="^prompt: .* has no words"):
+            pipe.generate(bad, n=1)
+    with pytest.raises(ValueError, match="^prompt: 8 words, more than this model's caption context of 5 words"):
+        pipe.generate("a bar at the top at the bottom", n=1)
+    with pytest.warns(UserWarning, match="left out: very"):  # unknown words do not count against the context
+        assert pipe.generate("a bar at the very top", n=1).shape == (1, 12, 12, 1)
+    with pytest.raises(ValueError, match="^prompt: 2 prompts for n=3"):
+        pipe.generate(["a bar", "a bar"], n=3)
+    with pytest.raises(ValueError, match="^guidance: .*got -1"):
+        pipe.generate("a bar", n=1, guidance=-1)
+    with pytest.raises(ValueError, match="temperature"):
+        pipe.generate("a bar", n=1, temperature=-0.5)
+
+
+def test_a_prompt_with_no_known_word_gives_unconditional_images_and_a_warning(pipe):
+    with pytest.warns(UserWarning, match="no word this model knows; the images are unconditional"):
+        unknown = pipe.generate("purple elephants", n=2, seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a known prompt warns nothing
+        uncond = pipe.generate("a bar at the top", n=2, seed=5, guidance=0.0)  # scale 0: the unconditional rows
+    assert np.array_equal(unknown, uncond)
+    with pytest.warns(UserWarning, match="unknown words left out: purple"):
+        partial = pipe.generate("a purple bar at top", n=2, seed=5)
+    assert np.array_equal(partial, pipe.generate("a bar at top", n=2, seed=5))
+
+
+def test_sample_cli_draws_a_row_per_prompt_and_gpt_runs_take_one_prompt(tiny_t2i, tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert cli.main(["sample", str(tiny_t2i), "--prompt", "a bar at the top", "--prompt", "a bar at the bottom",
+                     "--n", "3", "--out", str(out), "--guidance", "2", "--seed", "1"]) == 0
+    assert Image.open(out).size == (3 * 12 + 4 * 2, 2 * 12 + 3 * 2)  # 3 columns, 2 rows, 2-pixel padding
+    assert cli.main(["sample", str(tiny_t2i), "--prompt", "", "--out", str(out)]) == 2
+    assert "prompt: '' has no words" in capsys.readouterr().err
+    assert cli.main(["sample", str(tiny_t2i), "--out", str(out)]) == 2
+    assert "--prompt: a text-to-image run needs a prompt" in capsys.readouterr().err
+
+
+def test_gpt_sample_refuses_two_prompts(corpus, tmp_path, capsys):
+    from genforge.families import gpt
+    run, _ = gpt.train(overrides={"data": {"path": str(corpus)}, "model": {"n_layer": 1, "n_head": 2, "n_embd": 16,
+                                                                          "block_size": 16},
+                                  "train": {"max_iters": 1, "eval_interval": 1, "batch_size": 2, "samples": False,
+                                            "device": "cpu", "dtype": "fp32"}}, out=str(tmp_path / "gpt"),
+                       progress=False)
+    assert cli.main(["sample", str(run.path), "--prompt", "a", "--prompt", "b", "--max-new-tokens", "2"]) == 2
+    assert "--prompt: given 2 times; a gpt run takes one prompt" in capsys.readouterr().err
+    assert cli.main(["sample", str(run.path), "--prompt", "Fi", "--max-new-tokens", "3", "--seed", "0"]) == 0
+    assert capsys.readouterr().out.startswith("Fi")
+
+
+def test_config_and_data_errors_name_the_field(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="no image tokenizer: pass --vqvae RUN"):
+        t2i.load_stage1("")
+    with pytest.raises(ValueError, match="prior.caption_dropout must be in"):
+        t2i.train(overrides={"data": {"path": "x"}, "prior": {"caption_dropout": 1.5}}, out=str(tmp_path / "r"))
+    with pytest.raises(FileNotFoundError, match="^data.path no-such-set: no such file or folder"):
+        t2i.resolve_data("no-such-set")
+
+
+def test_train_cli_takes_the_tokenizer_as_vqvae(tiny_t2i, tmp_path, capsys):
+    from genforge import checkpoint
+    from genforge.run import find_checkpoint
+    meta = checkpoint.read_meta(find_checkpoint(tiny_t2i))
+    args = ["train", "text2image", "--vqvae", meta["vqvae"]["source"], "--data", meta["config"]["data"]["path"],
+            "--out", str(tmp_path / "cli"), "--no-progress", "--model.n_layer=1", "--model.n_embd=16",
+            "--model.n_head=2", "--train.max_iters=1", "--train.eval_interval=1", "--train.samples=false",
+            "--train.device=cpu", "--train.dtype=fp32"]
+    assert cli.main(args) == 0
+    assert "genforge sample" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert saved["config"]["prior"]["vqvae"] == meta["vqvae"]["source"] and saved["family"] == "text2image"
+    assert cli.main(["train", "text2image", "--data", "mnist", "--out", str(tmp_path / "none")]) == 2
+    assert "no image tokenizer: pass --vqvae RUN" in capsys.readouterr().err
+
+
+def test_eval_reports_the_priors_losses_and_caption_accuracy(tiny_t2i, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a 4-step judge is a poor one, and says so
+        assert cli.main(["eval", str(tiny_t2i), "--n", "8", "--device", "cpu", "--feature-steps", "4"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["prior"]["val_loss"] > 0 and math.isfinite(report["prior"]["val_text_loss"])
+    assert 0 <= report["caption_accuracy"]["own"]["all"] <= 1  # a captioned set: its own test captions
