@@ -250,19 +250,28 @@ def cmd_train(args, rest: list[str]) -> int:
 
 
 def cmd_sample(args) -> int:
+    def one_prompt(family: str) -> None:  # every run but text-to-image takes one --prompt
+        if len(args.prompts) > 1:
+            raise ValueError(f"--prompt: given {len(args.prompts)} times; a {family} run takes one prompt "
+                             "(several make a grid row each only for text-to-image runs)")
+        args.prompt = args.prompts[0] if args.prompts else ""
+
     if args.backend == "onnx":  # no torch on this path
         from . import onnx_pipelines
-        return onnx_pipelines.sample_command(onnx_pipelines.load(args.run, threads=max(args.threads, 1)), args)
+        pipe = onnx_pipelines.load(args.run, threads=max(args.threads, 1))
+        one_prompt(pipe.family)
+        args.temperature = 0.8 if args.temperature is None else args.temperature
+        return onnx_pipelines.sample_command(pipe, args)
     from . import families, inference
     if args.threads > 0:
         import torch
         torch.set_num_threads(args.threads)
     from .families.base import TextGenerationPipeline, TextToImagePipeline
     pipe = inference.load(args.run, device=args.device)
-    if len(args.prompts) > 1 and not isinstance(pipe, TextToImagePipeline):
-        raise ValueError(f"--prompt: given {len(args.prompts)} times; a {pipe.family} run takes one prompt "
-                         "(several make a grid row each only for text-to-image runs)")
-    args.prompt = args.prompts[0] if args.prompts else ""
+    if isinstance(pipe, TextToImagePipeline):
+        args.prompt = args.prompts[0] if args.prompts else ""
+    else:
+        one_prompt(pipe.family)
     if args.temperature is None and isinstance(pipe, TextGenerationPipeline):
         args.temperature = 0.8
     return families.get(pipe.family).sample_command(pipe, args)
