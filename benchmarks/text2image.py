@@ -34,7 +34,8 @@ def train_both(data: str, minutes: float, share: float, out: Path, threads: int)
     data_path = resolve_dataset(data, what="--data")
     common = {"threads": threads, "max_iters": 10**7, "time_schedule": True}
     seconds = {"stage1": minutes * 60 * share, "prior": minutes * 60 * (1 - share)}
-    vq, r1 = families.get("vqvae").train(overrides={
+    preset = "conv-rgb32" if data == "shapes" else None  # the shapes set is 32x32 RGB: 8x8 codes
+    vq, r1 = families.get("vqvae").train(preset=preset, overrides={
         "data": {"path": data_path}, "train": {**common, "max_seconds": seconds["stage1"],
                                                "eval_interval": 500}}, out=str(out / "vq"), progress=False)
     prior, r2 = families.get("text2image").train(overrides={
