@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--gen-preset", help="generator preset (images: cdcgan)")
     x.add_argument("--gen-seconds", type=float, default=60.0, help="time budget of each generator run")
     x.add_argument("--clf-seconds", type=float, default=30.0, help="time budget of each classifier run")
+    x.add_argument("--clf-steps", type=int, default=500, help="optimizer steps of every classifier run, the same "
+                   "in every regime (0 = each preset's own epochs, which favours the larger data sets)")
     x.add_argument("--gen-set", action="append", metavar="SECTION.KEY=VALUE", help="generator config override")
     x.add_argument("--clf-set", action="append", metavar="SECTION.KEY=VALUE", help="classifier config override")
     x.add_argument("--gen-init", help="start the GPT from this run (pre-trained on unlabelled text: allowed, stated)")
@@ -401,7 +403,7 @@ def cmd_synth_eval(args) -> int:
         val_fraction=args.val_fraction, gen_preset=args.gen_preset, gen_seconds=args.gen_seconds,
         clf_seconds=args.clf_seconds, gen_overrides=synth_eval.parse_sets(args.gen_set),
         clf_overrides=synth_eval.parse_sets(args.clf_set), gen_init=args.gen_init, extra_weight=args.extra_weight,
-        size=args.image_size, channels=args.channels, progress=not args.no_progress,
+        size=args.image_size, channels=args.channels, progress=not args.no_progress, clf_steps=args.clf_steps,
         synth_options={"temperature": args.temperature} if args.temperature is not None else None)
     print((Path(args.out) / "table.md").read_text())
     print(f"genforge: {len(report['rows'])} classifier runs; {args.out}/results.json, table.md, plot.png")

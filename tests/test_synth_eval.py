@@ -40,8 +40,8 @@ def test_summary_pairs_gains_by_seed():
 
 GEN = ["gan.ema=0", "model.g_width=8", "model.d_width=4", "model.z_dim=16", "train.batch_size=8", "train.max_iters=3",
        "train.eval_interval=3", "train.samples=false", "train.dtype=fp32", "train.threads=1"]
-CLF = ["fit.epochs=0", "model.width=4", "model.hidden=8", "train.batch_size=8", "train.max_iters=3",
-       "train.eval_interval=3", "train.dtype=fp32", "train.threads=1"]
+CLF = ["model.width=4", "model.hidden=8", "train.batch_size=8", "train.eval_interval=3", "train.dtype=fp32",
+       "train.threads=1"]
 
 
 @pytest.fixture
@@ -59,11 +59,12 @@ def test_end_to_end_on_a_toy_image_set_writes_consistent_json_table_and_plot(tmp
     np.savez(tmp_path / "bars.npz", images=images, labels=labels)
     out = tmp_path / "se"
     args = ["synth-eval", "images", "--data", str(tmp_path / "bars.npz"), "--out", str(out), "--fractions", "0.5,1",
-            "--ratios", "1", "--seeds", "0,1", "--gen-seconds", "5", "--clf-seconds", "5", "--no-progress",
+            "--ratios", "1", "--seeds", "0,1", "--gen-seconds", "5", "--clf-seconds", "5", "--clf-steps", "3", "--no-progress",
             *[f"--gen-set={s}" for s in GEN], *[f"--clf-set={s}" for s in CLF]]
     assert cli.main(args) == 0
     report = json.loads((out / "results.json").read_text())
     assert (out / "plot.png").stat().st_size > 1000 and "| default | real | 0.5 |" in (out / "table.md").read_text()
+    assert "3 steps each in every regime" in (out / "table.md").read_text() and report["clf_steps"] == 3
     regimes = ["real", "synthetic", "real+synthetic x1"]
     assert len(report["rows"]) == 2 * 2 * 3 and [s["regime"] for s in report["summary"][:3]] == regimes
     for s in report["summary"]:
@@ -81,6 +82,9 @@ def test_end_to_end_on_a_toy_image_set_writes_consistent_json_table_and_plot(tmp
         assert len(counts) == 4 and counts.max() - counts.min() <= 1 and 24 <= counts.sum() <= 28  # stratified half
         ev = {r: json.loads((fdir / "default" / r / "run" / "eval.json").read_text())
               for r in ("real", "synthetic", "real_synthetic_x1")}
+        for r in ev:  # the same number of steps in every regime, whatever its data size
+            clf_cfg = json.loads((fdir / "default" / r / "run" / "config.json").read_text())["config"]
+            assert clf_cfg["fit"]["epochs"] == 0 and clf_cfg["train"]["max_iters"] == 3
         assert ev["real"]["n_train_real"] == ev["real_synthetic_x1"]["n_train_real"] == len(real["labels"])
         assert ev["real"]["fraction"] == 0.5 and ev["real"]["n_train_extra"] == 0
         assert ev["synthetic"]["n_train_real"] == 0 and ev["synthetic"]["extra_weight"] == 1.0
@@ -127,3 +131,9 @@ def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match="comma-separated numbers"):
         cli.cmd_synth_eval(cli.build_parser().parse_args(["synth-eval", "images", "--data", "d", "--out", "o",
                                                            "--fractions", "a,b"]))
+
+
+
+def test_negative_clf_steps_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="--clf-steps must be >= 0"):
+        synth_eval.run("images", "digits", str(tmp_path / "a"), clf_steps=-1)
