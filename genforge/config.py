@@ -166,3 +166,15 @@ def from_dict(cls, values: dict[str, Any], where: str):
 
 def dumps(sections: dict[str, Any]) -> str:
     return json.dumps(to_dict(sections), indent=2)
+
+
+# sampling settings, checked the same way by the torch samplers and the torch-free ONNX runtime
+def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if max_new_tokens <= 0:
+        raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+    if temperature < 0 or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k <= 0:
+        raise ValueError(f"top_k must be positive, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import check_sampling
 from .data.tokenizers import StreamDecoder, tokenizer_from_dict
 
 MANIFEST = "genforge_export.json"
@@ -81,17 +81,6 @@ def load(path: str | Path, model: str | None = None, threads: int = 1):
     return cls(d, manifest, session(d / (model or manifest["model"]), threads))
 
 # ----------------------------------------------------------------------------- GPT
-
-
-def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if max_new_tokens <= 0:
-        raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
-    if temperature < 0 or not math.isfinite(temperature):
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and top_k <= 0:
-        raise ValueError(f"top_k must be positive, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

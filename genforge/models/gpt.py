@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import check_sampling  # noqa: F401 (the samplers' settings check; imported from here by families)
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -540,17 +542,6 @@ def as_processor(p: LogitsProcessor | torch.Tensor | None) -> LogitsProcessor | 
 
 
 MIN_TEMPERATURE = 1e-6  # below this, logits / temperature overflows: sample greedily instead
-
-
-def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if max_new_tokens <= 0:
-        raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
-    if temperature < 0 or not math.isfinite(temperature):
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and top_k <= 0:
-        raise ValueError(f"top_k must be positive, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
