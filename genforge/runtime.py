@@ -56,11 +56,14 @@ def pick_device(name: str) -> torch.device:
     return dev
 
 
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    """'auto' -> bf16 where the hardware runs it natively, else fp32."""
+def pick_dtype(name: str, device: torch.device, cuda_bf16: bool | None = None) -> torch.dtype:
+    """'auto' -> bf16 where the hardware runs it natively; on a CUDA GPU without bf16 (before Ampere)
+    fp16, which trains with a GradScaler (`Runtime.needs_scaler`); else fp32. `cuda_bf16` stands in
+    for the probe of the GPU (tests)."""
     if name == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
+        if device.type == "cuda":
+            bf16 = torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16
+            return torch.bfloat16 if bf16 else torch.float16
         if device.type == "cpu" and cpu_supports_bf16():
             return torch.bfloat16
         return torch.float32
@@ -127,6 +130,18 @@ class Runtime:
                 dist.barrier()
             dist.destroy_process_group()
 
+    @property
+    def needs_scaler(self) -> bool:
+        """fp16 autocast on a GPU: losses are scaled so small gradients do not underflow (torch.amp.GradScaler)."""
+        return self.dtype == torch.float16 and self.device.type == "cuda"
+
+    def to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """A batch onto the device: on CUDA through pinned memory with a non-blocking copy (the copy
+        overlaps the running kernels), elsewhere a plain `.to`."""
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
     def autocast(self):
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
@@ -173,7 +188,8 @@ def _join_group(dev: torch.device, rank: int, world: int) -> None:
             raise ValueError(f"WORLD_SIZE={world} but {name} is not set: launch with torchrun "
                              "(torchrun --standalone --nproc-per-node=N -m genforge train ...)")
     timeout = dist_timeout()
-    backend = "nccl" if dev.type == "cuda" else "gloo"
+    # on CUDA, nccl for the GPU tensors and gloo for the CPU ones (stop flags, RNG states, checkpoint plans)
+    backend = "cpu:gloo,cuda:nccl" if dev.type == "cuda" else "gloo"
     try:
         dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout))
     except Exception as e:  # a store or connect timeout, a refused connection, ...
@@ -204,4 +220,6 @@ def make_runtime(device: str = "auto", dtype: str = "auto", threads: int = 0, di
                 dev = torch.device("cuda", _env_int("LOCAL_RANK", 0))
             torch.cuda.set_device(dev)
         _join_group(dev, rank, world)
+    if dev.type == "cuda":  # TF32 matmuls and convolutions (Ampere and later): the speed, at bf16-level accuracy
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     return Runtime(device=dev, dtype=pick_dtype(dtype, dev), rank=rank, world_size=world)

@@ -29,11 +29,12 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, fsdp
 from .errors import TrainingDiverged
 from .monitor import Monitor
 from .run import RunDir
@@ -68,6 +69,7 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     dtype: str = "auto"  # auto (bf16 where native), fp32, bf16, fp16 (GPU only)
     compile: bool = False  # torch.compile the model
+    distributed: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: DDP replicas, or FSDP2 shards (GPT family)
     threads: int = 0  # CPU threads for torch; 0 = torch's default
     samples: bool = True  # write a sample (text, image grid) at every evaluation
 
@@ -164,7 +166,12 @@ class Trainer:
         self._step_clock, self._cpu_clock = time.perf_counter(), time.process_time()
         self._stop_requested = False
         self.accum = micro_steps(cfg.grad_accum, runtime.world_size)
-        self.wrapped: dict[str, torch.nn.Module] = {}  # the DistributedDataParallel wrappers, by module name
+        if cfg.distributed == "fsdp":
+            fsdp.check(task, cfg)
+        self.fsdp = cfg.distributed == "fsdp" and runtime.distributed
+        self._gathered = -1  # the step the plain modules were last refreshed from the FSDP shards
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.needs_scaler)
+        self.wrapped: dict[str, torch.nn.Module] = {}  # the DDP wrappers or FSDP copies, by module name
         self.placed = {name: self._place(name, m) for name, m in task.modules.items()}
         # the batch generator: one stream for every draw of the task's data, seeded seed + rank
         self.generator = torch.Generator().manual_seed(cfg.seed + runtime.rank)
@@ -179,13 +186,15 @@ class Trainer:
 
     def _place(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
         """Move to the device; a trained module (any parameter that needs gradients) is wrapped in
-        DistributedDataParallel under torchrun (its weights broadcast from rank 0), then compiled when
-        train.compile is set."""
+        DistributedDataParallel under torchrun (its weights broadcast from rank 0), or sharded in a copy
+        with --train.distributed=fsdp, then compiled when train.compile is set."""
         module.to(self.rt.device)  # in place: the optimizers' parameters stay the module's
         if not any(p.requires_grad for p in module.parameters()):
             return module
         placed = module
-        if self.rt.distributed:
+        if self.fsdp:
+            placed = self.wrapped[name] = fsdp.shard(module, self.task.optimizers)
+        elif self.rt.distributed:
             from torch.nn.parallel import DistributedDataParallel
             ids = [self.rt.device.index] if self.rt.device.type == "cuda" else None
             placed = self.wrapped[name] = DistributedDataParallel(module, device_ids=ids)
@@ -204,9 +213,11 @@ class Trainer:
     def _no_sync(self, sync: bool):
         """Gradient averaging off for a micro-step that is not the last of the accumulation."""
         stack = contextlib.ExitStack()
-        if not sync:
-            for ddp in self.wrapped.values():
-                stack.enter_context(ddp.no_sync())
+        for m in self.wrapped.values():
+            if self.fsdp:  # FSDP2: reduce-scatter on the last micro-step only
+                m.set_requires_gradient_sync(sync)
+            elif not sync:
+                stack.enter_context(m.no_sync())
         return stack
 
     # ------------------------------------------------------------------ collectives (distributed only)
@@ -262,7 +273,7 @@ class Trainer:
                 "train_cpu_seconds": self.train_cpu_seconds}
         if full:
             optim_info = {}
-            for name, opt in self.task.optimizers.items():
+            for name, opt in ({} if self.fsdp else self.task.optimizers).items():  # FSDP: in last.shards/
                 t, info = checkpoint.optimizer_tensors(f"optim.{name}", opt)
                 tensors.update(t)
                 optim_info[name] = info
@@ -271,37 +282,84 @@ class Trainer:
             tensors["rng.data"] = self.generator.get_state()
             tensors["rng.torch"] = torch.get_rng_state()
             meta["resume"] = {"optimizers": optim_info, "bad_evals": self.bad_evals,
-                              "interval": getattr(self.task, "interval_state", dict)()}
+                              "interval": getattr(self.task, "interval_state", dict)(),
+                              "world_size": self.rt.world_size, "fsdp": self.fsdp,
+                              "scaler": self.scaler.state_dict()}
         return tensors, meta
 
+    def _gather(self) -> None:
+        """Every rank calls it (FSDP): the plain modules on rank 0 get the sharded copies' weights."""
+        if self.fsdp and self._gathered != self.step:
+            for name, sharded in self.wrapped.items():
+                fsdp.gather(self.task.modules[name], sharded, self.rt.is_main)
+            self._gathered = self.step
+
+    def _rng_of_ranks(self) -> dict[str, torch.Tensor]:
+        """Every rank calls it: rank R's data-order and torch RNG streams, as rng{R}.NAME, on rank 0
+        (ranks 1..; rank 0's own are rng.NAME in `_state`), so a resume on as many ranks is exact."""
+        mine = {"data": self.generator.get_state(), "torch": torch.get_rng_state(),
+                **getattr(self.task, "rng_state", dict)()}
+        world, out = self.rt.world_size, {}
+        for key in sorted(mine):
+            flat = mine[key].flatten()
+            sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
+            _dist().all_gather(sizes, torch.tensor([flat.numel()]))
+            n = max(int(t) for t in sizes)
+            every = [flat.new_zeros(n) for _ in range(world)]
+            _dist().all_gather(every, torch.cat([flat, flat.new_zeros(n - flat.numel())]))
+            out.update({f"rng{r}.{key}": every[r][:int(sizes[r])] for r in range(1, world)})
+        return out
+
     def save(self, which: str) -> None:
+        """'best' (rank 0 alone, after `_gather`) or 'last' (every rank calls it: under FSDP the sharded
+        state is written first, and every rank's RNG streams are gathered)."""
+        last = self.run.checkpoint("last")
+        if which == "last" and self.fsdp:
+            self._gather()
+            fsdp.save(last, self.step, self.wrapped, self.task.optimizers, self.rt.is_main)
+        ranks = self._rng_of_ranks() if which == "last" and self.rt.distributed else {}
         if not self.rt.is_main:
             return
         before = getattr(self.task, "before_save", None)  # e.g. a GAN's EMA generator statistics
         if before is not None:
             before()
         tensors, meta = self._state(full=(which == "last"))
-        checkpoint.save(self.run.checkpoint(which), tensors, meta)
+        checkpoint.save(self.run.checkpoint(which), {**tensors, **ranks}, meta)
+        if which == "last" and self.fsdp:
+            fsdp.prune(last, self.step)
 
     def restore(self, path) -> None:
         """Continue from a 'last' checkpoint: weights, optimizers, RNG, step, best, patience."""
         tensors, meta = checkpoint.load(path)
         if "resume" not in meta:
             raise checkpoint.CheckpointError(f"{path}: has no optimizer state; resume from last.safetensors")
+        resume = meta["resume"]
+        if resume.get("fsdp", False) != self.fsdp:
+            raise checkpoint.CheckpointError(
+                f"{path}: trained with --train.distributed={'fsdp' if resume.get('fsdp') else 'ddp'} (or on one "
+                f"process); resume it with the same --train.distributed under torchrun (FSDP keeps its optimizer "
+                f"state in {Path(path).with_suffix('.shards')})")
         for name, m in self.task.modules.items():
             p = f"module.{name}."
             m.load_state_dict({k[len(p):]: v for k, v in tensors.items() if k.startswith(p)})
-        for name, opt in self.task.optimizers.items():
-            checkpoint.restore_optimizer(opt, f"optim.{name}", tensors, meta["resume"]["optimizers"][name])
-        own = {"rng.torch", "rng.data"}
-        task_state = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.") and k not in own}
         self.step, self.best = meta["step"], meta.get("best")
-        if self.rt.rank == 0:  # the checkpoint holds rank 0's streams; rank 0 (or one process) continues them
-            if task_state:
-                self.task.set_rng_state(task_state)
-            self.generator.set_state(tensors["rng.data"])
-            torch.set_rng_state(tensors["rng.torch"])
-        else:  # the other ranks start fresh streams of their own, seeded from the rank and the step
+        if self.fsdp:
+            fsdp.restore(Path(path), self.step, self.wrapped, self.task.optimizers)
+            self._gathered = self.step
+        for name, opt in ({} if self.fsdp else self.task.optimizers).items():
+            checkpoint.restore_optimizer(opt, f"optim.{name}", tensors, resume["optimizers"][name])
+        if resume.get("scaler"):
+            self.scaler.load_state_dict(resume["scaler"])
+        # each rank continues its own saved streams (rank 0: rng.NAME, rank R: rngR.NAME); the task's data
+        # order (e.g. an epoch permutation over its share) only on the world size that saved it
+        prefix = f"rng{self.rt.rank}." if self.rt.rank else "rng."
+        streams = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if "data" in streams:
+            self.generator.set_state(streams.pop("data"))
+            torch.set_rng_state(streams.pop("torch"))
+            if streams and resume.get("world_size", 1) == self.rt.world_size:
+                self.task.set_rng_state(streams)
+        else:  # a rank the saving run did not have starts fresh streams, seeded from the rank and the step
             self.generator.manual_seed(self.cfg.seed + self.rt.rank + 1_000_003 * self.step)
             torch.manual_seed(self.cfg.seed + self.rt.rank + 1_000_003 * self.step)
         self.train_seconds = meta.get("train_seconds", 0.0)
@@ -332,19 +390,23 @@ class Trainer:
                         bad = bad or f"{opt_name} loss is {loss.item()}"
                         if not self.rt.distributed:
                             raise TrainingDiverged(self._diverged_message(bad))
-                    (loss / self.accum).backward()  # every rank runs every backward (its gradient average)
+                    self.scaler.scale(loss / self.accum).backward()  # every rank runs every backward
                 for k, v in extra.items():
                     logs[k] = logs.get(k, 0.0) + v / self.accum
             if self.rt.distributed and self._any_rank([bad is not None])[0]:
                 raise TrainingDiverged(self._diverged_message(bad or f"{opt_name} loss is not finite on another rank"))
             params = [p for opt in opts for g in opt.param_groups for p in g["params"] if p.grad is not None]
             if self.cfg.grad_clip > 0 and params:
+                for opt in opts:  # fp16: the scaled gradients back to their true size before clipping
+                    self.scaler.unscale_(opt)
                 norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-                if not torch.isfinite(norm):
+                norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP: a DTensor
+                if not torch.isfinite(norm) and not self.scaler.is_enabled():  # fp16 overflow: step skipped
                     raise TrainingDiverged(self._diverged_message(f"{opt_name} gradient norm is {norm.item()}"))
                 logs[f"{opt_name}_grad_norm"] = norm.item()
             for opt in opts:
-                opt.step()
+                self.scaler.step(opt)  # opt.step(), unless fp16 gradients overflowed
+        self.scaler.update()
         after = getattr(self.task, "after_step", None)
         if after is not None:
             after(self.step)
@@ -373,8 +435,10 @@ class Trainer:
             if not self.rt.is_main:
                 state = {k: type(v)() for k, v in state.items()}  # forgotten here: rank 0 logs it
             self.task.set_interval_state(state)
+        self._gather()
         if self.rt.is_main:
             metrics = self._evaluate_main()
+        self.save("last")
         self._step_clock, self._cpu_clock = time.perf_counter(), time.process_time()
         return metrics
 
@@ -398,8 +462,7 @@ class Trainer:
                 self.save("best")
         elif key is None:
             self.save("best")  # no selection metric (e.g. GANs): newest is 'best'
-        self.save("last")
-        self.monitor.plot()
+        self.monitor.plot()  # then every rank saves 'last' (`_evaluate`)
         return metrics
 
     def request_stop(self) -> None:
@@ -463,8 +526,10 @@ class Trainer:
                     stopped = "interrupted"
                     break
             if stopped in ("time_budget", "interrupted") and self.step % cfg.eval_interval:
-                metrics = self._evaluate() if stopped == "time_budget" else metrics
-                self.save("last")
+                if stopped == "time_budget":
+                    metrics = self._evaluate()  # which saves 'last'
+                else:
+                    self.save("last")
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)

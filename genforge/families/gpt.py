@@ -138,6 +138,7 @@ def param_groups(model: GPT, cfg: TrainConfig) -> dict[str, torch.optim.Optimize
 class GPTTask(base.IntervalLosses):
     item_name = "tok"
     select_metric = "val_loss"
+    shardable = True  # training calls only trainer.module("model"): --train.distributed=fsdp shards it
 
     def __init__(self, model: GPT, train: TokenSplit, val: TokenSplit | None, tokenizer: Tokenizer,
                  cfg: dict[str, Any], runtime: Runtime, run: RunDir):
@@ -156,7 +157,7 @@ class GPTTask(base.IntervalLosses):
 
     def _loss(self):
         x, y = self.train_split.batch(self.cfg["train"].batch_size, self.trainer.generator)
-        _, loss = self.trainer.module("model")(x.to(self.rt.device), y.to(self.rt.device))
+        _, loss = self.trainer.module("model")(self.rt.to_device(x), self.rt.to_device(y))
         self._recent.append(loss.item())
         return loss, {"loss": self._recent[-1]}
 
