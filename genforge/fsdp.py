@@ -5,9 +5,10 @@
 The trainer shards a *copy* of each trained module with `fully_shard` (per-parameter FSDP2): every
 transformer `Block` is one unit, then the root, which holds what is left (the embeddings, the final
 norm and the head, so a tied embedding and head stay one parameter in one unit). The task's optimizers
-are pointed at the copy's sharded parameters; the task's own modules stay plain and are refreshed from
-a full state dict (gathered by every rank, held by rank 0) before each evaluation and checkpoint, so
-rank 0 evaluates and writes the usual safetensors checkpoint that one CPU process samples from.
+are pointed at the copy's sharded parameters; the task's own modules stay plain on rank 0 (the
+trainer moves the other ranks' to the meta device) and are refreshed from a full state dict (gathered
+by every rank, held by rank 0) before each evaluation and checkpoint, so rank 0 evaluates and writes
+the usual safetensors checkpoint that one CPU process samples from.
 
 For resume, the sharded weights and optimizer state go through `torch.distributed.checkpoint` into
 `checkpoints/last.shards/stepNNNNNNN/`: one safetensors file per rank (its shard offsets in the

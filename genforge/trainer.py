@@ -194,6 +194,8 @@ class Trainer:
         placed = module
         if self.fsdp:
             placed = self.wrapped[name] = fsdp.shard(module, self.task.optimizers)
+            if not self.rt.is_main:  # the plain module lives on rank 0 alone (evaluation, checkpoints)
+                module.to("meta")
         elif self.rt.distributed:
             from torch.nn.parallel import DistributedDataParallel
             ids = [self.rt.device.index] if self.rt.device.type == "cuda" else None
@@ -340,6 +342,8 @@ class Trainer:
                 f"process); resume it with the same --train.distributed under torchrun (FSDP keeps its optimizer "
                 f"state in {Path(path).with_suffix('.shards')})")
         for name, m in self.task.modules.items():
+            if name in self.wrapped and self.fsdp and not self.rt.is_main:
+                continue  # on the meta device: the shards come from fsdp.restore
             p = f"module.{name}."
             m.load_state_dict({k[len(p):]: v for k, v in tensors.items() if k.startswith(p)})
         self.step, self.best = meta["step"], meta.get("best")
