@@ -22,13 +22,17 @@ import copy
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .checkpoint import CheckpointError
 
+Modules = dict[str, torch.nn.Module]  # the sharded copies, by the task's module names
+Optimizers = dict[str, torch.optim.Optimizer]
 
-def check(task, cfg) -> None:
+
+def check(task: Any) -> None:
     """A one-line ValueError for what FSDP does not run: families that do not declare `shardable`
     (BatchNorm GANs, classifiers whose losses read the plain module), and Muon."""
     if not getattr(task, "shardable", False):
@@ -40,7 +44,7 @@ def check(task, cfg) -> None:
                          "whole matrices, FSDP holds shards of them); use adamw or --train.distributed=ddp")
 
 
-def shard(module: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> torch.nn.Module:
+def shard(module: torch.nn.Module, optimizers: Optimizers) -> torch.nn.Module:
     """A sharded copy of `module` (per Block, then the root); the optimizers' parameters of `module`
     are replaced by the copy's, by name (before the first step, while their state is empty)."""
     from torch.distributed.fsdp import fully_shard
@@ -67,7 +71,7 @@ def gather(plain: torch.nn.Module, sharded: torch.nn.Module, is_main: bool) -> N
         plain.load_state_dict(full)  # copied into the plain module's tensors, on its device
 
 
-def _flat(sharded: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer]):
+def _flat(sharded: Modules, optimizers: Optimizers) -> tuple[dict[str, torch.Tensor], dict[str, list]]:
     """{name: tensor} of every module's and optimizer's sharded state, and the optimizers' param_groups."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
     holder = torch.nn.ModuleDict(sharded)  # the optimizers' parameters, by one set of names
@@ -85,7 +89,7 @@ def step_folder(last: Path, step: int) -> Path:
     return last.with_suffix(".shards") / f"step{step:07d}"
 
 
-def save(last: Path, step: int, sharded, optimizers, is_main: bool) -> None:
+def save(last: Path, step: int, sharded: Modules, optimizers: Optimizers, is_main: bool) -> None:
     """Every rank calls it: write the sharded state of `step` beside the checkpoint `last`."""
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
@@ -107,7 +111,7 @@ def prune(last: Path, keep: int) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def restore(last: Path, step: int, sharded, optimizers) -> None:
+def restore(last: Path, step: int, sharded: Modules, optimizers: Optimizers) -> None:
     """Every rank calls it: load the sharded state of `step` (resharded by DCP if the world size changed)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,

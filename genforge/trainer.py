@@ -19,7 +19,9 @@ gradients are averaged only on the last micro-step, and each rank runs grad_accu
 micro-steps, so the global batch (batch_size x grad_accum) is the recipe's on any world size. Rank 0
 alone evaluates (on the plain modules), logs and writes checkpoints; the logged training losses are
 averaged over the ranks, and every stop decision (max_iters, time budget, early stopping, stop_at,
-NaN, Ctrl-C) is taken by all ranks at the same step.
+NaN, Ctrl-C) is taken by all ranks at the same step. With --train.distributed=fsdp a sharded copy
+trains instead of the DDP wrapper (genforge/fsdp.py). 'last' holds every rank's RNG streams, so a
+resume on as many processes is exact; fp16 (GPUs without bf16) trains with a GradScaler.
 """
 from __future__ import annotations
 
@@ -167,7 +169,7 @@ class Trainer:
         self._stop_requested = False
         self.accum = micro_steps(cfg.grad_accum, runtime.world_size)
         if cfg.distributed == "fsdp":
-            fsdp.check(task, cfg)
+            fsdp.check(task)
         self.fsdp = cfg.distributed == "fsdp" and runtime.distributed
         self._gathered = -1  # the step the plain modules were last refreshed from the FSDP shards
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.needs_scaler)
@@ -338,9 +340,10 @@ class Trainer:
         resume = meta["resume"]
         if resume.get("fsdp", False) != self.fsdp:
             raise checkpoint.CheckpointError(
-                f"{path}: trained with --train.distributed={'fsdp' if resume.get('fsdp') else 'ddp'} (or on one "
-                f"process); resume it with the same --train.distributed under torchrun (FSDP keeps its optimizer "
-                f"state in {Path(path).with_suffix('.shards')})")
+                f"{path}: trained with --train.distributed=fsdp (its optimizer state is in "
+                f"{Path(path).with_suffix('.shards')}); resume it with --train.distributed=fsdp under torchrun"
+                if resume.get("fsdp") else f"{path}: trained without FSDP (DDP or one process); resume it with "
+                "--train.distributed=ddp")
         for name, m in self.task.modules.items():
             if name in self.wrapped and self.fsdp and not self.rt.is_main:
                 continue  # on the meta device: the shards come from fsdp.restore

@@ -110,7 +110,7 @@ def test_what_fsdp_cannot_shard_is_a_one_line_error(tmp_path):
         Trainer(TwoPhaseTask(), TrainConfig(distributed="fsdp"), run, rt, progress=False)
     muon = SimpleNamespace(shardable=True, optimizers={"adamw": None, "muon": None})
     with pytest.raises(ValueError, match="--train.distributed=fsdp does not run with --train.optimizer=muon"):
-        fsdp.check(muon, TrainConfig(distributed="fsdp"))
+        fsdp.check(muon)
 
 
 # ----------------------------------------------------------------------------- the CUDA decisions, on the CPU
