@@ -262,7 +262,8 @@ def cmd_sample(args) -> int:
         from . import onnx_pipelines
         pipe = onnx_pipelines.load(args.run, threads=max(args.threads, 1))
         if pipe.family in ("text2image", "captiongan"):  # a grid row per --prompt; the run's sampling defaults
-            return onnx_pipelines.sample_images(pipe, args)
+            from .onnx_images import sample_images
+            return sample_images(pipe, args)
         one_prompt(pipe.family)
         args.temperature = 0.8 if args.temperature is None else args.temperature
         return onnx_pipelines.sample_command(pipe, args)
