@@ -102,7 +102,8 @@ def text2image_onnx(pipe, out: Path) -> dict[str, Any]:
 def captiongan_onnx(pipe, out: Path) -> dict[str, Any]:
     c = pipe.g.config
     args = (torch.randn(2, c.z_dim), torch.randint(0, len(pipe.vocab), (2, pipe.text_len)))
-    save_onnx(pipe.g, args, out / "generator.onnx", ["z", "captions"], ["images"], batch_axes("z", "captions", "images"))
+    save_onnx(pipe.g, args, out / "generator.onnx", ["z", "captions"], ["images"],
+              batch_axes("z", "captions", "images"))
     return {"model": "generator.onnx", "z_dim": c.z_dim, "text_len": pipe.text_len,
             "caption_vocab": pipe.vocab.to_dict(), **image_dims(c)}
 

@@ -62,8 +62,8 @@ def runs(tmp_path_factory, fast_exporter):
     vq, _ = vqvae.train(overrides={"model": {"image_size": 28, "width": 8, "res_blocks": 1, "codebook_size": 16,
                                              "code_dim": 4}, "vq": {"monitor_images": 8, "grid_pairs": 2},
                                    "data": {"path": str(bars)}, "train": TRAIN}, out=str(root / "vq"), progress=False)
-    t2i, _ = text2image.train(overrides={"model": {"n_layer": 1, "n_head": 2, "n_embd": 32}, "data": {"path": str(bars)},
-                                         "prior": {"vqvae": str(vq.path), "guidance": 2.0},
+    t2i, _ = text2image.train(overrides={"model": {"n_layer": 1, "n_head": 2, "n_embd": 32},
+                                         "data": {"path": str(bars)}, "prior": {"vqvae": str(vq.path), "guidance": 2.0},
                                          "train": {**TRAIN, "eval_iters": 2, "samples": False}},
                               out=str(root / "t2i"), progress=False)
     gan, _ = captiongan.train("captiongan", {
@@ -183,7 +183,8 @@ def test_imageclf_parity(runs):
 
 
 def test_int8_reports_size_and_quality(runs):
-    reports = {f: json.loads((runs[f][1] / "quantize.json").read_text()) for f in ("text2image", "captiongan", "imageclf")}
+    reports = {f: json.loads((runs[f][1] / "quantize.json").read_text())
+               for f in ("text2image", "captiongan", "imageclf")}
     t2i = reports["text2image"]
     assert t2i["fp32"]["file"] == "prior.onnx" and t2i["int8"]["file"] == "prior.int8.onnx"
     assert t2i["int8"]["bytes"] < t2i["fp32"]["bytes"] and t2i["fp32"]["examples"] > 0
@@ -191,12 +192,12 @@ def test_int8_reports_size_and_quality(runs):
     pipe = inference.load(runs["text2image"][0], device="cpu")
     assert t2i["fp32"]["val_loss"] == pytest.approx(pipe.evaluate()["val_loss"], abs=1e-4)  # same split, same loss
     assert reports["captiongan"]["fp32"]["mean_abs_pixel_change_vs_torch"] < 0.01
-    assert 0 < reports["captiongan"]["int8"]["bytes"] and reports["captiongan"]["int8"]["mean_abs_pixel_change_vs_torch"] < 20
+    gan = reports["captiongan"]
+    assert gan["int8"]["file"] == "generator.int8.onnx" and gan["int8"]["mean_abs_pixel_change_vs_torch"] < 20
     clf = reports["imageclf"]
     assert clf["fp32"]["images"] == clf["int8"]["images"] > 0
     assert abs(clf["int8"]["accuracy"] - clf["fp32"]["accuracy"]) <= 0.1
     assert load_onnx(runs["text2image"][1]).generate("top", 2, seed=0).shape == (2, 28, 28, 1)  # the int8 prior
-    assert main(["export", str(runs["vqvae"][0]), "--quantize", "int8", "--out", str(runs["vqvae"][1].parent / "q")]) == 2
 
 
 BLOCK_TORCH = """
@@ -212,7 +213,8 @@ from genforge.onnx_pipelines import load
 t2i, cgan, vq, clf, png, npz = sys.argv[1:7]
 assert main(["sample", t2i, "--backend", "onnx", "--prompt", "a bar at the top", "--prompt", "the bottom bar",
              "--n", "4", "--top-k", "1", "--out", png]) == 0
-assert main(["sample", cgan, "--backend", "onnx", "--prompt", "the top bar", "--n", "3", "--seed", "1", "--out", npz]) == 0
+assert main(["sample", cgan, "--backend", "onnx", "--prompt", "the top bar", "--n", "3", "--seed", "1",
+             "--out", npz]) == 0
 images = np.load(sys.argv[7])
 print("codes:", load(vq).encode(images).tolist())
 print("labels:", [r["label"] for r in load(clf).classify(images)])
