@@ -201,8 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--no-progress", action="store_true", help="no progress bars")
     x = sub.add_parser("export", help="export a run for deployment: ONNX (a torch-free runtime) or GPT-2 files")
     x.add_argument("run", help="run directory, checkpoint file, or hf:DIR")
-    x.add_argument("--format", default="onnx", help="onnx (GPT, GAN, sequence classifiers) or hf (GPT runs "
-                   "GPT-2 can express)")
+    x.add_argument("--format", default="onnx", help="onnx (GPT, GAN, sequence classifiers, image families) "
+                   "or hf (GPT runs GPT-2 can express)")
     x.add_argument("--out", help="export directory (default RUN/onnx or RUN/hf)")
     x.add_argument("--quantize", help="int8: also write dynamically quantised linear layers, used by the runtime; "
                    "sizes and quality of both in quantize.json")
@@ -261,6 +261,9 @@ def cmd_sample(args) -> int:
     if args.backend == "onnx":  # no torch on this path
         from . import onnx_pipelines
         pipe = onnx_pipelines.load(args.run, threads=max(args.threads, 1))
+        if pipe.family in ("text2image", "captiongan"):  # a grid row per --prompt; the run's sampling defaults
+            from .onnx_images import sample_images
+            return sample_images(pipe, args)
         one_prompt(pipe.family)
         args.temperature = 0.8 if args.temperature is None else args.temperature
         return onnx_pipelines.sample_command(pipe, args)

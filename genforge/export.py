@@ -18,6 +18,7 @@ describing what the runtime (genforge/onnx_pipelines.py) needs:
 `--quantize int8` adds `<name>.int8.onnx` (onnxruntime's dynamic quantisation of MatMul / Gemm / LSTM,
 i.e. the linear layers), which the runtime then uses, and writes quantize.json: both files' sizes and the quality
 of each (GPT: validation loss; classifier: accuracy; GAN: mean pixel change against fp32).
+The image families (vqvae, text2image, captiongan, imageclf) are exported by genforge/export_images.py.
 """
 from __future__ import annotations
 
@@ -69,11 +70,15 @@ def export(run: str, fmt: str = "onnx", out: str | None = None, quantize: str | 
             raise ValueError(f"{run}: --format hf exports GPT runs only, not a {pipe.family!r} run")
         check_gpt2(pipe.model.config, run)
     dest = Path(out) if out else Path(str(run).removeprefix("hf:")) / fmt
-    writer = {"gpt": gpt_onnx, "gan": gan_onnx, "classifier": classifier_onnx}.get(pipe.family)
+    from .export_images import IMAGE_WRITERS
+    writer = {"gpt": gpt_onnx, "gan": gan_onnx, "classifier": classifier_onnx, **IMAGE_WRITERS}.get(pipe.family)
     if fmt == "onnx" and writer is None:
         raise ValueError(f"{run}: a {pipe.family!r} run has no ONNX export yet")
     if fmt == "onnx" and pipe.family == "classifier":
         check_classifier(pipe, run)
+    if quantize and pipe.family == "vqvae":
+        raise ValueError(f"{run}: --quantize int8 does not apply to a vqvae run (its encoder's codes must stay exact, "
+                         "and its convolutions stay fp32); export it in fp32")
     prepare_out(dest, overwrite)
     if fmt == "hf":
         gpt_hf(pipe, dest)
@@ -171,8 +176,9 @@ class Decoder(nn.Module):
         return (g.lm_head(g.ln_f(x)), *cache.present)
 
 
-def gpt_onnx(pipe, out: Path) -> dict[str, Any]:
-    c = pipe.model.config
+def save_decoder(gpt, path: Path) -> dict[str, Any]:
+    """The KV-cached decoder graph of a GPT (models/gpt.py) at `path`, and the sizes the runtime needs."""
+    c = gpt.config
     hs, L = c.n_embd // c.n_head, c.n_layer
     if c.block_size < 4:
         raise ValueError(f"model.block_size={c.block_size}: the ONNX export traces 4 positions; it needs >= 4")
@@ -186,11 +192,16 @@ def gpt_onnx(pipe, out: Path) -> dict[str, Any]:
             "logits": {0: "batch_size", 1: "sequence_length"},
             **{n: {0: "batch_size", 2: "past_sequence_length"} for n in kv},
             **{n: {0: "batch_size", 2: "total_sequence_length"} for n in present}}
-    save_onnx(Decoder(pipe.model), args, out / "model.onnx", ["input_ids", "attention_mask", "position_ids", *kv],
+    save_onnx(Decoder(gpt), args, path, ["input_ids", "attention_mask", "position_ids", *kv],
               ["logits", *present], axes)
+    return {"context_length": c.block_size, "n_layer": L, "n_head": c.n_head, "head_size": hs,
+            "vocab_size": c.vocab_size}
+
+
+def gpt_onnx(pipe, out: Path) -> dict[str, Any]:
+    dims = save_decoder(pipe.model, out / "model.onnx")
     write_genai_files(pipe, out)
-    return {"model": "model.onnx", "tokenizer": pipe.tokenizer.to_dict(), "context_length": c.block_size,
-            "n_layer": L, "n_head": c.n_head, "head_size": hs, "vocab_size": c.vocab_size}
+    return {"model": "model.onnx", "tokenizer": pipe.tokenizer.to_dict(), **dims}
 
 
 def hf_tokenizer(tok):
@@ -292,6 +303,9 @@ def quality(dest: Path, manifest: dict[str, Any], pipe, data: str | None) -> dic
 
 
 def measure(onnx_pipe, pipe, data: str | None) -> dict[str, Any]:
+    from .export_images import IMAGE_WRITERS, measure_images
+    if pipe.family in IMAGE_WRITERS:
+        return measure_images(onnx_pipe, pipe, data)
     cfg = pipe.meta.get("config", {}).get("data", {})
     if pipe.family == "gan":  # same latents: how far int8 moves the pixels (0..255)
         z = np.random.default_rng(0).standard_normal((64, onnx_pipe.z_dim))

@@ -14,6 +14,7 @@ manifest, DIR/genforge_export.json (written by genforge/export.py):
   with numpy's generator, so a seed gives other images than the torch pipeline's (same z, same image);
 - classifier: the model on (input_ids (B, T), lengths (B,)); its featurizer (words, char or BPE ids,
   padding and truncation) re-implemented here from the exported JSON, the temperature applied here.
+The image families' pipelines (vqvae, text2image, captiongan, imageclf) live in genforge/onnx_images.py.
 """
 from __future__ import annotations
 
@@ -75,7 +76,9 @@ def session(path: Path, threads: int = 1):
 def load(path: str | Path, model: str | None = None, threads: int = 1):
     """The pipeline of the export at `path`; `model` picks another ONNX file of it (e.g. the fp32 one)."""
     d, manifest = read_manifest(path)
-    cls = {"gpt": OnnxGPTPipeline, "gan": OnnxGANPipeline, "classifier": OnnxClassifierPipeline}.get(manifest["family"])
+    from .onnx_images import IMAGE_PIPELINES
+    cls = {"gpt": OnnxGPTPipeline, "gan": OnnxGANPipeline, "classifier": OnnxClassifierPipeline,
+           **IMAGE_PIPELINES}.get(manifest["family"])
     if cls is None:
         raise ValueError(f"{d / MANIFEST}: family {manifest['family']!r} has no ONNX runtime")
     return cls(d, manifest, session(d / (model or manifest["model"]), threads))
@@ -303,4 +306,4 @@ def sample_command(pipe, args: argparse.Namespace) -> int:
         print(f"genforge: wrote {out}")
         return 0
     raise ValueError(f"{pipe.path}: a {pipe.family!r} export has nothing to sample; use "
-                     "genforge.onnx_pipelines.load(DIR).classify(texts)")
+                     "genforge.onnx_pipelines.load(DIR): .classify(texts or images), .encode / .decode (vqvae)")
