@@ -13,7 +13,9 @@ manifest, DIR/genforge_export.json (written by genforge/export.py):
 - GAN: the generator, z (B, z_dim) [, labels (B,)] -> images (B, C, H, W) in [-1, 1]; latents are drawn
   with numpy's generator, so a seed gives other images than the torch pipeline's (same z, same image);
 - classifier: the model on (input_ids (B, T), lengths (B,)); its featurizer (words, char or BPE ids,
-  padding and truncation) re-implemented here from the exported JSON, the temperature applied here.
+  padding and truncation) re-implemented here from the exported JSON, the temperature applied here;
+  the hashed n-gram bags on (input_ids (total,), offsets (B,)), hashed by genforge.data.words.ngram_ids
+  (numpy: the very function training used).
 """
 from __future__ import annotations
 
@@ -212,7 +214,8 @@ class OnnxGANPipeline:
 
 
 class OnnxClassifierPipeline:
-    """An exported sequence classifier: `predict_proba(texts)`, `classify(texts)`; calibrated as the run."""
+    """An exported text classifier (sequence model or n-gram bag): `predict_proba(texts)`, `classify(texts)`;
+    calibrated as the run."""
 
     family = "classifier"
 
@@ -255,9 +258,19 @@ class OnnxClassifierPipeline:
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()), None)
         if bad is not None:
             raise ValueError(f"texts[{bad}] is empty or not a string; there is nothing to classify")
-        ids, lengths = self.features(list(texts))
-        return np.concatenate([self.sess.run(None, {"input_ids": ids[s:s + 256], "lengths": lengths[s:s + 256]})[0]
+        texts = list(texts)
+        return np.concatenate([self.sess.run(None, self.inputs(texts[s:s + 256]))[0]
                                for s in range(0, len(texts), 256)]) if texts else np.zeros((0, 1), np.float32)
+
+    def inputs(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """The model's inputs: ids and lengths (sequence models), or hashed n-gram ids and offsets (bags)."""
+        f = self.featurizer
+        if f["kind"] != "ngram":
+            ids, lengths = self.features(texts)
+            return {"input_ids": ids, "lengths": lengths}
+        from .data.words import ngram_ids, words
+        ids, offsets = ngram_ids([words(t[:f["max_chars"]], f["punctuation"]) for t in texts], f["ngram"], f["buckets"])
+        return {"input_ids": ids, "offsets": offsets[:-1]}  # (total,), (N,): text i owns ids[offsets[i]:...]
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         s = self.scores(texts).astype(np.float64) / self.temperature
