@@ -21,11 +21,15 @@ TEXTS = ["superb, loved it!", "awful and DULL <br /> film", "Ünïcödé café �
          "!?", "a " * 60 + "wonderful", "x", "the movie was the movie was the movie", "tab\tnew\nline  spaces"]
 
 
-@pytest.fixture(scope="module")
-def bags(tmp_path_factory):
-    """{preset: (run, export)}: nbbag on two classes (int8 too), bag on three."""
-    root = tmp_path_factory.mktemp("bags")
-    out = {}
+_BAGS: dict = {}
+
+
+def bag_runs(factory) -> dict:
+    """{preset: (run, export)}: nbbag on two classes (exported with int8 too), bag on three; made once per
+    session (tests/test_serve_onnx.py serves the nbbag export)."""
+    if _BAGS:
+        return _BAGS
+    root = factory.mktemp("bags")
     for preset, labels, extra in (("nbbag", (0, 1), ["--data.buckets=16384"]),
                                   ("bag", (0, 1, 2), ["--data.ngram=3", "--data.buckets=4096"])):
         data = root / f"{preset}.jsonl"
@@ -33,8 +37,13 @@ def bags(tmp_path_factory):
         run = root / preset
         assert main(["train", "classifier", "--data", str(data), "--preset", preset, "--out", str(run),
                      "--train.threads=1", "--fit.epochs=3", "--no-progress"] + extra) == 0
-        out[preset] = run, export(str(run), quantize="int8" if preset == "nbbag" else None)
-    return out
+        _BAGS[preset] = run, export(str(run), quantize="int8" if preset == "nbbag" else None)
+    return _BAGS
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory):
+    return bag_runs(tmp_path_factory)
 
 
 @pytest.mark.parametrize("punctuation,n", [(False, 2), (True, 3)])
