@@ -268,7 +268,6 @@ def test_errors_name_the_parameter(gpt_rope, gan_export, classifier_runs, tmp_pa
         (["export", str(run), "--out", str(run), "--overwrite"], "replaces only an earlier genforge export"),
         (["export", str(tmp_path / "nothing")], "run not found"),
         (["sample", str(tmp_path), "--backend", "onnx"], "no genforge_export.json"),
-        (["serve", str(run), "--backend", "onnx"], "--backend onnx: not yet"),
     ]
     for args, msg in cases:
         assert main(args) == 2, args
