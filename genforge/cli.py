@@ -433,8 +433,8 @@ def cmd_serve(args) -> int:
     from pydantic import ValidationError
 
     from . import checkpoint, validate
-    from .run import find_checkpoint
     from .onnx_pipelines import MANIFEST, read_manifest
+    from .run import find_checkpoint
     from .server import Settings, serve
     try:
         settings = Settings(host=args.host, port=args.port, api_key=args.api_key, cors_origins=args.cors_origins,

@@ -13,9 +13,7 @@ manifest, DIR/genforge_export.json (written by genforge/export.py):
 - GAN: the generator, z (B, z_dim) [, labels (B,)] -> images (B, C, H, W) in [-1, 1]; latents are drawn
   with numpy's generator, so a seed gives other images than the torch pipeline's (same z, same image);
 - classifier: the model on (input_ids (B, T), lengths (B,)); its featurizer (words, char or BPE ids,
-  padding and truncation) re-implemented here from the exported JSON, the temperature applied here;
-  the hashed n-gram bags on (input_ids (total,), offsets (B,)), hashed by genforge.data.words.ngram_ids
-  (numpy: the very function training used).
+  padding and truncation) re-implemented here from the exported JSON, the temperature applied here.
 """
 from __future__ import annotations
 
@@ -119,8 +117,9 @@ class OnnxGPTPipeline:
         self.path, self.meta, self.sess = path, manifest, sess
         self.tokenizer = tokenizer_from_dict(manifest["tokenizer"])
         self.context_length, self.n_layer = manifest["context_length"], manifest["n_layer"]
-        self.n_head, self.head_size, self.vocab_size = manifest["n_head"], manifest["head_size"], manifest["vocab_size"]
-        self.labels: list[str] = []  # label-conditioned GPTs serve from torch only
+        self.n_head, self.head_size = manifest["n_head"], manifest["head_size"]
+        self.vocab_size = manifest["vocab_size"]
+        self.labels: list[str] = []  # the model list's labels: an export does not carry a conditioned GPT's
 
     def empty_past(self, batch: int) -> list[np.ndarray]:
         return [np.zeros((batch, self.n_head, 0, self.head_size), np.float32)] * (2 * self.n_layer)
@@ -213,7 +212,8 @@ class DecoderSlots:
         (B, T), P = idx.shape, int(start.max())
         mask = np.concatenate([np.arange(P)[None] < start[:, None], np.ones((B, T), bool)], 1)  # (B, P + T)
         positions = start[:, None] + np.arange(T)[None]  # (B, T)
-        logits, presents = self.pipe.run(idx, mask, positions, [np.ascontiguousarray(x) for x in self.kv[:, rows, :, :P]])
+        past = [np.ascontiguousarray(x) for x in self.kv[:, rows, :, :P]]  # (B, nh, P, hs) per layer's k, v
+        logits, presents = self.pipe.run(idx, mask, positions, past)
         new = np.stack(presents)[..., P:, :]  # (2 * n_layer, B, nh, T, hs): the keys and values of idx
         for b in range(B):
             self.kv[:, rows.start + b, :, start[b]:start[b] + T] = new[:, b]
@@ -259,8 +259,9 @@ class OnnxGANPipeline:
 
 
 class OnnxClassifierPipeline:
-    """An exported text classifier (sequence model or n-gram bag): `predict_proba(texts)`, `classify(texts)`;
-    calibrated as the run."""
+    """An exported text classifier: `predict_proba(texts)`, `classify(texts)`; calibrated as the run. The
+    hashed n-gram bags (nbbag, bag) run on (input_ids (total,), offsets (B,)), hashed here by
+    genforge.data.words.ngram_ids: numpy, the very function the training featurizer calls."""
 
     family = "classifier"
 
