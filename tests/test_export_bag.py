@@ -56,7 +56,7 @@ def test_runtime_featurizer_gives_the_training_ids(punctuation, n):
     assert np.array_equal(ours["offsets"], ref.offsets[:-1].numpy())
     assert ours["input_ids"].min() >= 0 and ours["input_ids"].max() < 1 << 22
     sizes = np.diff(ref.offsets.numpy())
-    assert sizes[TEXTS.index("!?")] == (3 if punctuation and n == 3 else 2 if punctuation else 0)
+    assert sizes[TEXTS.index("!?")] == (3 if punctuation else 0)  # "!", "?", "! ?" or no word at all
 
 
 @pytest.mark.parametrize("preset", ["nbbag", "bag"])
