@@ -14,6 +14,7 @@
     genforge synth runs/cdcgan --n 1000 --out synth/mnist [--judge RUN --min-confidence 0.9] [--dedup 0.05]
     genforge synth-eval images --data ../shared/datasets/mnist --out runs/se --fractions 0.01,0.1,1
     genforge export runs/shakespeare --format onnx [--quantize int8]   genforge sample RUN --backend onnx
+    genforge serve runs/shakespeare/onnx runs/mnist-gan/onnx --backend onnx
 
 Heavy imports (torch, ...) happen inside the subcommands, so `genforge --help` is instant. What
 differs between families (sampling, evaluation, the hints after training) is answered by the
@@ -148,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-tokens-limit", type=_positive_int, default=4096, help="largest max_tokens allowed")
     v.add_argument("--threads", type=_positive_int, default=None,
                    help="torch CPU threads (default 1: one-token decode steps are too small to split)")
-    v.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: not yet (use sample)")
+    v.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="onnx: serve `genforge export` folders (or runs exported to RUN/onnx) on onnxruntime; "
+                   "export folders given with torch are served from ONNX too")
     v.add_argument("--stream-interval", type=float, default=0.005, metavar="SECONDS",
                    help="least time between stream chunks after the first token; tokens made meanwhile go "
                    "out together (default 0.005; 0 = a chunk per token)")
@@ -433,23 +436,23 @@ def cmd_serve(args) -> int:
     from pydantic import ValidationError
 
     from . import checkpoint, validate
+    from .onnx_pipelines import MANIFEST, read_manifest
     from .run import find_checkpoint
     from .server import Settings, serve
-    if args.backend == "onnx":
-        raise NotImplementedError("genforge serve --backend onnx: not yet; serve the run itself, or sample an "
-                                  "export with genforge sample DIR --backend onnx")
     try:
         settings = Settings(host=args.host, port=args.port, api_key=args.api_key, cors_origins=args.cors_origins,
                             device=args.device, max_batch=args.max_batch, max_queue=args.max_queue,
                             queue_timeout=args.queue_timeout, request_timeout=args.request_timeout,
                             max_tokens_limit=args.max_tokens_limit, threads=args.threads,
-                            stream_interval=args.stream_interval)
+                            stream_interval=args.stream_interval, backend=args.backend)
     except ValidationError as e:
         err = e.errors()[0]
         raise ValueError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
     for run in args.runs:  # fail before listening when a run is missing
         path = run.split("=", 1)[1] if "=" in run and not run.startswith("hf:") else run
-        if not path.startswith("hf:"):
+        if args.backend == "onnx" or (Path(path) / MANIFEST).is_file():
+            read_manifest(path)
+        elif not path.startswith("hf:"):
             ckpt = find_checkpoint(path)
             validate.checkpoint_meta(checkpoint.read_meta(ckpt), ckpt)
     serve(args.runs, settings)

@@ -13,8 +13,9 @@ describing what the runtime (genforge/onnx_pipelines.py) needs:
 - GAN: `generator.onnx`, z (B, z_dim) [, labels (B,)] -> images (B, C, H, W) in [-1, 1] (the EMA generator
   when the run has one, as `genforge sample` uses);
 - classifier: `model.onnx`, (input_ids (B, T), lengths (B,)) -> logits for the sequence models (lstm,
-  transformer, a GPT encoder); the featurizer, labels and temperature go in the manifest. Hashed n-gram
-  bags (the bag and nbbag presets) and ensembles do not export.
+  transformer, a GPT encoder); (input_ids (total,), offsets (B,)) -> logits for the hashed n-gram bags
+  (presets nbbag, the default, and bag); the featurizer, labels and temperature go in the manifest.
+  Ensembles do not export (their members do).
 `--quantize int8` adds `<name>.int8.onnx` (onnxruntime's dynamic quantisation of MatMul / Gemm / LSTM,
 i.e. the linear layers), which the runtime then uses, and writes quantize.json: both files' sizes and the quality
 of each (GPT: validation loss; classifier: accuracy; GAN: mean pixel change against fp32).
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from . import inference
 from .onnx_pipelines import FORMAT, MANIFEST, load as load_export, require
@@ -88,7 +90,8 @@ def export(run: str, fmt: str = "onnx", out: str | None = None, quantize: str | 
                 **writer(pipe, dest)}
     manifest["fp32_model"] = manifest["model"]
     if quantize:
-        manifest["model"] = quantize_int8(dest / manifest["model"]).name
+        bag = manifest.get("featurizer", {}).get("kind") == "ngram"  # its n-gram table is a Gather
+        manifest["model"] = quantize_int8(dest / manifest["model"], ("Gather",) if bag else ()).name
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     if quantize:
         report = quality(dest, manifest, pipe, data)
@@ -266,12 +269,11 @@ class Logits(nn.Module):
 def check_classifier(pipe, run: str) -> None:
     if "ensemble" in pipe.meta:
         raise ValueError(f"{run}: an ensemble does not export to ONNX; export its member runs")
-    if pipe.model.config.arch == "bag":
-        raise ValueError(f"{run}: arch 'bag' (hashed n-gram bags: presets bag and nbbag) does not export to ONNX "
-                         "yet; the sequence models do (presets lstm and transformer, GPT encoders)")
 
 
 def classifier_onnx(pipe, out: Path) -> dict[str, Any]:
+    if pipe.model.config.arch == "bag":
+        return bag_onnx(pipe, out)
     T = pipe.featurizer.max_len
     args = (torch.randint(0, pipe.model.config.vocab_size, (2, T)), torch.tensor([T, max(1, T // 2)]))
     save_onnx(Logits(pipe.model), args, out / "model.onnx", ["input_ids", "lengths"], ["logits"],
@@ -280,16 +282,52 @@ def classifier_onnx(pipe, out: Path) -> dict[str, Any]:
     return {"model": "model.onnx", "featurizer": pipe.featurizer.to_dict(), "labels": pipe.labels,
             "temperature": pipe.temperature}
 
+
+class BagLogits(nn.Module):
+    """A hashed n-gram bag over (input_ids (total,), offsets (B,)) -> logits (B, K), EmbeddingBag's inputs
+    (text i owns input_ids[offsets[i]:offsets[i + 1]]). The NB-linear bag is one table (buckets, K) =
+    (w + nb_prior) * r, gathered and summed per text; fastText's is the mean embedding through the head.
+    The per-text sums are an index_add over each id's text number (a cumsum of the text starts), which
+    the exporter turns into ScatterND; an empty text scores the bias alone."""
+
+    def __init__(self, model):
+        super().__init__()
+        c, body = model.config, model.body
+        self.model, self.mean = model, c.embed_dim > 0
+        table = body.emb.weight if self.mean else (body.w + (c.nb_prior if c.nb else 0.0)) * body.r
+        self.register_buffer("table", table.detach().clone())  # (buckets, E or K)
+
+    def forward(self, input_ids, offsets):
+        total, B, dt = input_ids.size(0), offsets.size(0), self.table.dtype
+        starts = torch.zeros(total + 1, dtype=dt).index_add_(0, offsets[1:], torch.ones(B - 1, dtype=dt))
+        text = starts[:total].cumsum(0).long()  # (total,) the text each id belongs to
+        out = torch.zeros(B, self.table.size(1), dtype=dt).index_add_(0, text, F.embedding(input_ids, self.table))
+        if self.mean:  # (B, E) sums -> means (an empty bag stays 0, as EmbeddingBag's) -> head
+            sizes = torch.diff(offsets, append=offsets.new_full((1,), total))  # (B,)
+            out = self.model.head(out / sizes.clamp(min=1)[:, None].to(dt))
+        return out if self.model.bias is None else out + self.model.bias
+
+
+def bag_onnx(pipe, out: Path) -> dict[str, Any]:
+    """The bag and nbbag presets: the model in ONNX, its featurizer (words -> hashed n-gram ids) run by the
+    runtime with genforge.data.words.ngram_ids, the same numpy code training used."""
+    args = (torch.randint(0, pipe.model.config.vocab_size, (5,)), torch.tensor([0, 3]))
+    save_onnx(BagLogits(pipe.model), args, out / "model.onnx", ["input_ids", "offsets"], ["logits"],
+              {"input_ids": {0: "total_ids"}, "offsets": {0: "batch_size"}, "logits": {0: "batch_size"}})
+    return {"model": "model.onnx", "featurizer": pipe.featurizer.to_dict(), "labels": pipe.labels,
+            "temperature": pipe.temperature}
+
 # ----------------------------------------------------------------------------- int8
 
 
-def quantize_int8(path: Path) -> Path:
+def quantize_int8(path: Path, extra: tuple[str, ...] = ()) -> Path:
     """onnxruntime's dynamic quantisation of the linear layers (MatMul, Gemm, and an LSTM's gate matrices):
-    int8 weights, activations quantised per call. Writes NAME.int8.onnx beside the fp32 file."""
+    int8 weights, activations quantised per call. Writes NAME.int8.onnx beside the fp32 file. `extra` op
+    types: Gather for the n-gram bags, whose table is stored int8 and dequantised when it runs."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     target = path.with_suffix(".int8.onnx")
     with quiet():
-        quantize_dynamic(str(path), str(target), op_types_to_quantize=["MatMul", "Gemm", "LSTM"], weight_type=QuantType.QInt8)
+        quantize_dynamic(str(path), str(target), op_types_to_quantize=["MatMul", "Gemm", "LSTM", *extra], weight_type=QuantType.QInt8)
     return target
 
 

@@ -121,6 +121,8 @@ class OnnxGPTPipeline:
         self.tokenizer = tokenizer_from_dict(manifest["tokenizer"])
         self.context_length, self.n_layer = manifest["context_length"], manifest["n_layer"]
         self.n_head, self.head_size = manifest["n_head"], manifest["head_size"]
+        self.vocab_size = manifest["vocab_size"]
+        self.labels: list[str] = []  # the model list's labels: an export does not carry a conditioned GPT's
 
     def empty_past(self, batch: int) -> list[np.ndarray]:
         return [np.zeros((batch, self.n_head, 0, self.head_size), np.float32)] * (2 * self.n_layer)
@@ -128,8 +130,15 @@ class OnnxGPTPipeline:
     def forward(self, ids: np.ndarray, past: list[np.ndarray], start: int) -> tuple[np.ndarray, list[np.ndarray]]:
         """ids (B, T) at positions start.. after `past` -> (logits (B, T, V), presents)."""
         B, T = ids.shape
-        feed = {"input_ids": ids.astype(np.int64), "attention_mask": np.ones((B, start + T), np.int64),
-                "position_ids": np.broadcast_to(np.arange(start, start + T, dtype=np.int64), (B, T)).copy()}
+        positions = np.broadcast_to(np.arange(start, start + T, dtype=np.int64), (B, T))
+        return self.run(ids, np.ones((B, start + T), np.int64), positions, past)
+
+    def run(self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray,
+            past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One decoder call: ids (B, T), mask (B, P + T) (0 = a past key no query sees), positions (B, T),
+        past (B, nh, P, hs) per layer's keys then values -> (logits (B, T, V), presents (B, nh, P + T, hs))."""
+        feed = {"input_ids": ids.astype(np.int64), "attention_mask": mask.astype(np.int64),
+                "position_ids": np.ascontiguousarray(positions, np.int64)}
         for i in range(self.n_layer):
             feed[f"past_key_values.{i}.key"], feed[f"past_key_values.{i}.value"] = past[2 * i], past[2 * i + 1]
         out = self.sess.run(None, feed)
@@ -175,6 +184,44 @@ class OnnxGPTPipeline:
     def generate(self, prompt: str, max_new_tokens: int = 200, **kw) -> str:
         return prompt + "".join(p[0] for p in self.stream(prompt, max_new_tokens, **kw))
 
+
+class DecoderSlots:
+    """The model side of genforge/engine.py's batching engine (GPTSlots' interface) over an exported
+    decoder, in numpy: keys and values (2 * n_layer, S, nh, context, hs), one slot per sequence.
+
+    `forward(idx, start, rows)` runs tokens idx (B, T) of the slots `rows`, row b at positions start[b]..;
+    the rows' caches go in as one past of P = max(start) positions, and the attention mask hides each
+    row's positions start[b]..P-1 (another row's length), so rows at different lengths share a call.
+    Returns the logits of each row's last token (B, V) and writes the new keys into the slots."""
+
+    def __init__(self, pipe: OnnxGPTPipeline):
+        self.pipe, self.block_size, self.vocab_size = pipe, pipe.context_length, pipe.vocab_size
+        self.capacity, self.kv = 0, None
+
+    def reserve(self, slots: int) -> None:
+        if slots <= self.capacity:
+            return
+        p, new = self.pipe, max(slots, 2 * self.capacity)
+        kv = np.zeros((2 * p.n_layer, new, p.n_head, self.block_size, p.head_size), np.float32)
+        if self.capacity:
+            kv[:, :self.capacity] = self.kv
+        self.kv, self.capacity = kv, new
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        self.kv[:, dst, :, :length] = self.kv[:, src, :, :length]
+
+    def forward(self, idx: np.ndarray, start: np.ndarray, rows: slice) -> np.ndarray:
+        idx, start = np.asarray(idx, np.int64), np.asarray(start, np.int64)
+        (B, T), P = idx.shape, int(start.max())
+        mask = np.concatenate([np.arange(P)[None] < start[:, None], np.ones((B, T), bool)], 1)  # (B, P + T)
+        positions = start[:, None] + np.arange(T)[None]  # (B, T)
+        past = [np.ascontiguousarray(x) for x in self.kv[:, rows, :, :P]]  # (B, nh, P, hs) per layer's k, v
+        logits, presents = self.pipe.run(idx, mask, positions, past)
+        new = np.stack(presents)[..., P:, :]  # (2 * n_layer, B, nh, T, hs): the keys and values of idx
+        for b in range(B):
+            self.kv[:, rows.start + b, :, start[b]:start[b] + T] = new[:, b]
+        return logits[:, -1]  # (B, V)
+
 # ----------------------------------------------------------------------------- GAN
 
 
@@ -215,7 +262,9 @@ class OnnxGANPipeline:
 
 
 class OnnxClassifierPipeline:
-    """An exported sequence classifier: `predict_proba(texts)`, `classify(texts)`; calibrated as the run."""
+    """An exported text classifier: `predict_proba(texts)`, `classify(texts)`; calibrated as the run. The
+    hashed n-gram bags (nbbag, bag) run on (input_ids (total,), offsets (B,)), hashed here by
+    genforge.data.words.ngram_ids: numpy, the very function the training featurizer calls."""
 
     family = "classifier"
 
@@ -258,9 +307,19 @@ class OnnxClassifierPipeline:
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()), None)
         if bad is not None:
             raise ValueError(f"texts[{bad}] is empty or not a string; there is nothing to classify")
-        ids, lengths = self.features(list(texts))
-        return np.concatenate([self.sess.run(None, {"input_ids": ids[s:s + 256], "lengths": lengths[s:s + 256]})[0]
+        texts = list(texts)
+        return np.concatenate([self.sess.run(None, self.inputs(texts[s:s + 256]))[0]
                                for s in range(0, len(texts), 256)]) if texts else np.zeros((0, 1), np.float32)
+
+    def inputs(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """The model's inputs: ids and lengths (sequence models), or hashed n-gram ids and offsets (bags)."""
+        f = self.featurizer
+        if f["kind"] != "ngram":
+            ids, lengths = self.features(texts)
+            return {"input_ids": ids, "lengths": lengths}
+        from .data.words import ngram_ids, words
+        ids, offsets = ngram_ids([words(t[:f["max_chars"]], f["punctuation"]) for t in texts], f["ngram"], f["buckets"])
+        return {"input_ids": ids, "offsets": offsets[:-1]}  # (total,), (N,): text i owns ids[offsets[i]:...]
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         s = self.scores(texts).astype(np.float64) / self.temperature

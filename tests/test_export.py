@@ -161,7 +161,7 @@ def classifier_runs(workdir):
     runs = {}
     for preset, extra in (("transformer", ["--model.embed_dim=16", "--model.n_head=2", "--model.n_layer=1",
                                            "--data.max_len=24"]),
-                          ("lstm", ["--data.max_len=12", "--model.hidden=8"]), ("nbbag", ["--data.buckets=4096"])):
+                          ("lstm", ["--data.max_len=12", "--model.hidden=8"])):
         runs[preset] = workdir / f"clf-{preset}"
         assert main(["train", "classifier", "--data", str(data), "--preset", preset, "--out", str(runs[preset]),
                      "--train.threads=1", "--fit.epochs=2", "--data.vocab_size=200", "--no-progress"] + extra) == 0
@@ -264,12 +264,10 @@ def test_errors_name_the_parameter(gpt_rope, gan_export, classifier_runs, tmp_pa
     cases = [
         (["export", str(run), "--format", "tflite"], "--format 'tflite': expected one of onnx, hf"),
         (["export", str(run), "--quantize", "int4"], "--quantize 'int4': only int8"),
-        (["export", str(classifier_runs[0]["nbbag"])], "arch 'bag'"),
         (["export", str(run)], "exists and is not empty; pass --overwrite"),
         (["export", str(run), "--out", str(run), "--overwrite"], "replaces only an earlier genforge export"),
         (["export", str(tmp_path / "nothing")], "run not found"),
         (["sample", str(tmp_path), "--backend", "onnx"], "no genforge_export.json"),
-        (["serve", str(run), "--backend", "onnx"], "--backend onnx: not yet"),
     ]
     for args, msg in cases:
         assert main(args) == 2, args

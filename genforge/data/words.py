@@ -99,6 +99,12 @@ def _word_hashes(tokens: list[str], cache: dict[str, int]) -> np.ndarray:
 def hashed_ngrams(token_lists: list[list[str]], n: int, buckets: int) -> BagFeatures:
     """Distinct hashed 1..n-grams of each text (binary bag), deterministic across runs."""
     import torch
+    ids, offsets = ngram_ids(token_lists, n, buckets)
+    return BagFeatures(torch.from_numpy(ids), torch.from_numpy(offsets))
+
+
+def ngram_ids(token_lists: list[list[str]], n: int, buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """hashed_ngrams in numpy alone (the ONNX runtime's featurizer): ids (total,), offsets (N + 1,)."""
     cache: dict[str, int] = {}
     lens = np.array([len(t) for t in token_lists], dtype=np.int64)
     flat = _word_hashes([w for t in token_lists for w in t], cache)  # (total tokens,)
@@ -119,7 +125,7 @@ def hashed_ngrams(token_lists: list[list[str]], n: int, buckets: int) -> BagFeat
     docs, ids = key // buckets, key % buckets
     offsets = np.zeros(len(token_lists) + 1, dtype=np.int64)
     np.cumsum(np.bincount(docs, minlength=len(token_lists)), out=offsets[1:])
-    return BagFeatures(torch.from_numpy(ids), torch.from_numpy(offsets))
+    return ids, offsets
 
 
 # ----------------------------------------------------------------------------- featurizer

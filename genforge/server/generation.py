@@ -100,7 +100,7 @@ def encode(served: Served, text: str, param: str) -> list[int]:
 
 
 def check_context(served: Served, ids: list[int], param: str) -> None:
-    block = served.pipeline.model.config.block_size
+    block = served.pipeline.context_length
     if len(ids) > block:
         raise APIError(400, f"This model's maximum context length is {block} tokens, but the {param} has "
                        f"{len(ids)} tokens.", param=param, code="context_length_exceeded")

@@ -17,6 +17,8 @@ class Settings(BaseModel):
     api_key: str | None = None  # when set, every route but /health, / and OPTIONS needs "Authorization: Bearer KEY"
     cors_origins: list[str] = []  # origins allowed to call the API from a browser ("*" = any); empty = CORS off
     device: str = "auto"  # where models run: auto, cpu, cuda, ...
+    backend: Literal["torch", "onnx"] = "torch"  # onnx: every source is a `genforge export` folder (or a run
+    #                                          exported to RUN/onnx), run by onnxruntime; torch serves such folders too
     max_batch: int = Field(32, ge=1, le=1024)  # sequences decoded together per GPT model
     max_queue: int = Field(256, ge=0, le=100_000)  # sequences waiting for a slot before new requests get 429
     queue_timeout: float = Field(30.0, gt=0)  # seconds a request may wait for a slot before it gets 429

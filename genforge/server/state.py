@@ -2,6 +2,11 @@
 
 Models are loaded in the background once the app starts (so /health can answer 503 while they
 load) through `genforge.inference.load`, and looked up by the routes with `ServerState.get`.
+Exports (`genforge export RUN --format onnx`: every source with `--backend onnx`, and any folder holding
+an export's manifest) load through genforge.onnx_pipelines and run on onnxruntime; an exported GPT is
+decoded by the same batching engine, over its ONNX decoder (OnnxSlots), so streaming, stop strings,
+logprobs, queueing and timeouts behave as with torch (the engine's scheduler and sampler are torch's:
+the server imports torch either way).
 """
 from __future__ import annotations
 
@@ -12,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import torch
 
-from .. import inference
+from .. import inference, onnx_pipelines
 from ..engine import Engine, engine_for
 from .errors import APIError
 from .settings import Settings
@@ -35,6 +41,8 @@ class Served:
 def model_name(source) -> str:
     """A run's name: its directory name (runs/NAME, runs/NAME/checkpoints/best.safetensors, hf:DIR)."""
     p = Path(str(source).removeprefix("hf:"))
+    if p.name == "onnx":  # RUN/onnx, the default export folder, is named after its run
+        p = p.parent
     if p.suffix == ".safetensors":
         p = p.parent.parent if p.parent.name == "checkpoints" else p.with_suffix("")
     return p.resolve().name if str(p) in ("", ".") else p.name
@@ -60,9 +68,16 @@ def name_sources(sources) -> dict[str, Any]:
     return named
 
 
+class OnnxSlots(onnx_pipelines.DecoderSlots):
+    """An exported GPT's decoder as the engine's model side: the engine's torch tensors in and out."""
+
+    def forward(self, idx: torch.Tensor, start: torch.Tensor, rows: slice) -> torch.Tensor:
+        return torch.from_numpy(super().forward(idx.numpy(), start.numpy(), rows))
+
+
 class ServerState:
-    def __init__(self, sources: dict[str, Any], settings: Settings, loader=inference.load):
-        self.sources, self.settings, self.loader = sources, settings, loader
+    def __init__(self, sources: dict[str, Any], settings: Settings, loader=None):
+        self.sources, self.settings, self.loader = sources, settings, loader or self.load_source
         self.models: dict[str, Served] = {}
         self.engines: dict[str, Engine] = {}
         self.loading = True
@@ -84,8 +99,9 @@ class ServerState:
                 served = Served(name, pipe, family, created=int(time.time()))
                 if family in TEXT:
                     s = self.settings
-                    served.engine = engine_for(pipe, max_batch=s.max_batch, max_queue=s.max_queue,
-                                               queue_timeout=s.queue_timeout)
+                    kw = dict(max_batch=s.max_batch, max_queue=s.max_queue, queue_timeout=s.queue_timeout)
+                    served.engine = (Engine(OnnxSlots(pipe), tokenizer=pipe.tokenizer, **kw)
+                                     if isinstance(pipe, onnx_pipelines.OnnxGPTPipeline) else engine_for(pipe, **kw))
                     self.engines[name] = served.engine
                 self.models[name] = served
         except Exception as e:  # reported by /health and every model route (without file paths)
@@ -97,6 +113,12 @@ class ServerState:
                 self.on_failure()
         finally:
             self.loading = False
+
+    def load_source(self, src, device: str):
+        """A run on torch, or an export on onnxruntime (with backend onnx, or a folder holding an export)."""
+        if self.settings.backend == "onnx" or (Path(str(src)) / onnx_pipelines.MANIFEST).is_file():
+            return onnx_pipelines.load(src, threads=self.settings.threads or 1)
+        return inference.load(src, device=device)
 
     def close(self):
         for engine in self.engines.values():
