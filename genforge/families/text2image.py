@@ -20,6 +20,10 @@ mask in the loss and in sampling). The image loss is weighted above the text los
 row-group logits processor returns uncond + g * (cond - uncond) (g = 1: plain conditional sampling,
 without the unconditional rows). The codes are decoded by the stage-1 decoder, whose weights
 (module.vqvae.*) and config (meta["vqvae"]) are copied into every checkpoint, so a run loads alone.
+Training ends with `record_guidance`: a seeded sweep of guidance scales over validation captions
+(metrics/text2image.py guidance_sweep) whose best scale goes into the checkpoints' metadata
+("guidance") as the run's default (prior.tune_guidance=false: prior.guidance). The training and
+test images' codes are cached by the tokenizer's sha256 and the images' bytes (`cached_codes`).
 Tests: pytest tests/families/test_text2image.py
 """
 from __future__ import annotations
