@@ -85,7 +85,7 @@ def bench(args, minutes: float) -> dict:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     row.update(data=args.data, route=args.route, minutes=minutes, codes_used=None, recon_mse=None, sweep={})
     if args.route == "dalle":
-        stage1 = genforge.load(vq_run, device="cpu").evaluate(n=args.n)
+        stage1 = genforge.load(vq_run, device="cpu").evaluate(n=args.n, feature_steps=args.judge_steps)
         row.update(codes_used=stage1["codes_used"], recon_mse=stage1["mse"])
     pipe = genforge.load(run, device="cpu")
     row["guidance"] = pipe.meta.get("guidance")  # the prior's measured default (None: a GAN has no guidance)
