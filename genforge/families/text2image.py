@@ -340,6 +340,10 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
         vocab = CaptionVocab.from_dict(run.read_json("captions.json")) if resume else CaptionVocab.build(data.captions)
         text_len = pc.text_len or max(len(caption_words(c)) for c in data.captions)
         pc = cfg["prior"] = dataclasses.replace(pc, text_len=text_len)
+        if pc.tune_guidance and not (len(test) and (path == "shapes" or data.labels is not None)):
+            print(f"genforge: {data.source} has no labelled test images to judge a guidance sweep on; the default "
+                  f"guidance stays prior.guidance={pc.guidance:g}", file=sys.stderr)
+            pc = cfg["prior"] = dataclasses.replace(pc, tune_guidance=False)
         layout = Layout(len(vocab), vq.codebook_size, text_len, vq.code_length)
         cfg["model"] = dataclasses.replace(cfg["model"], vocab_size=layout.vocab_size, block_size=layout.block_size)
         train_set = (torch.as_tensor(vocab.encode_batch(data.captions, text_len)),

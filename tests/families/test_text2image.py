@@ -328,6 +328,22 @@ def test_the_priors_codes_are_cached_by_tokenizer_and_images(tiny_t2i, tmp_path,
     assert calls == [10, 9]
 
 
+def test_a_set_without_labels_has_no_judge_so_the_run_keeps_the_configured_guidance(tiny_t2i, tmp_path, capsys):
+    from genforge import checkpoint
+    meta = checkpoint.read_meta(tiny_t2i / "checkpoints" / "best.safetensors")
+    data = write_captioned(tmp_path / "bars")
+    rows = [json.loads(line) for line in (data / "captions.jsonl").read_text().splitlines()]
+    (data / "captions.jsonl").write_text("".join(json.dumps({"image": r["image"], "caption": r["caption"]}) + "\n"
+                                                 for r in rows))
+    ov = {"model": {"n_layer": 1, "n_head": 2, "n_embd": 16}, "data": {"path": str(data)},
+          "prior": {"vqvae": meta["vqvae"]["source"], "guidance": 2.5},
+          "train": {**TRAIN, "max_iters": 1, "eval_interval": 1, "eval_iters": 1, "samples": False}}
+    run, _ = t2i.train(overrides=ov, out=str(tmp_path / "run"), progress=False)
+    assert "no labelled test images to judge a guidance sweep on" in capsys.readouterr().err
+    assert checkpoint.read_meta(run.checkpoint("best"))["guidance"] == {"scale": 2.5, "method": "config"}
+    assert genforge.load(run.path, device="cpu").guidance == 2.5
+
+
 def test_generate_returns_its_warnings_instead_of_issuing_them(pipe):
     prompts = ["a bar at the zenith", "purple elephants"]
     with warnings.catch_warnings():
