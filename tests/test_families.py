@@ -43,7 +43,8 @@ STEPS = {
     "classifier": {"train": {"batch_size": 16, "max_iters": 2, "eval_interval": 2}, "fit": {"epochs": 0}},
     "vqvae": {"train": {"batch_size": 8, "max_iters": 2, "eval_interval": 2}},
     "imageclf": {"train": {"batch_size": 16, "max_iters": 2, "eval_interval": 2}, "fit": {"epochs": 0}},
-    "text2image": {"train": {"batch_size": 4, "max_iters": 2, "eval_interval": 2, "eval_iters": 1, "samples": False}},
+    "text2image": {"train": {"batch_size": 4, "max_iters": 2, "eval_interval": 2, "eval_iters": 1, "samples": False},
+                   "prior": {"tune_guidance": False}},
 }
 # the vqvae is no generator: an image tokenizer (images <-> codes)
 CONTRACT = {"gpt": base.TextGenerationPipeline, "gan": base.ImageGenerationPipeline,

@@ -491,3 +491,19 @@ def held_out(data: ImageSet, split: str, test_fraction: float, seed: int) -> Ima
         raise ValueError(f"{data.source}: {len(data)} images are too few to hold out {test_fraction:.0%} for testing")
     idx = np.sort(perm[:n_test] if split == "test" else perm[n_test:])
     return data.subset(idx, f"{data.source} ({split} split)")
+
+
+@dataclass
+class ImageDataConfig:
+    """The `data` section of the image families (gan, captiongan, vqvae, text2image)."""
+    path: str = ""  # IDX file or folder, image folder, .npz, captions file, a name; '' = scikit-learn's 8x8 digits
+    test_fraction: float = 0.1  # held out for evaluation when the source has no test split
+    max_bad: float = 0.01  # share of corrupt images skipped (with a warning) before it is an error
+
+    def validate(self):
+        if not 0.0 <= self.test_fraction < 1.0 or not 0.0 <= self.max_bad <= 1.0:
+            raise ValueError("data.test_fraction must be in [0, 1) and data.max_bad in [0, 1]")
+
+    def read(self, split: str, size: int, channels: int, seed: int, path: str | None = None) -> ImageSet:
+        """One split of this section's images (or of `path`) at a size and channel count."""
+        return load(self.path if path is None else path, size, channels, split, self.test_fraction, seed, self.max_bad)

@@ -243,7 +243,8 @@ class TextToImagePipeline(Protocol):
     `prompt` is one caption for all n images, or a list of n captions (one per image); `guidance`
     (classifier-free guidance scale, where the model has it), `temperature` and `top_k` default to
     the run's settings when None. An empty prompt is a ValueError naming `prompt`, so is one longer
-    than `text_len` words; a prompt with no known word gives unconditional images and a warning.
+    than `text_len` words; a prompt with no known word gives unconditional images and a warning (issued
+    with warnings.warn, or with `return_warnings` returned as (images, warnings): thread-safe, for servers).
     """
     family: str
     meta: dict[str, Any]
@@ -252,7 +253,8 @@ class TextToImagePipeline(Protocol):
     text_len: int  # the caption context, in words
 
     def generate(self, prompt: str | list[str], n: int = 1, seed: int | None = None, guidance: float | None = None,
-                 temperature: float | None = None, top_k: int | None = None) -> np.ndarray: ...
+                 temperature: float | None = None, top_k: int | None = None,
+                 return_warnings: bool = False) -> np.ndarray | tuple[np.ndarray, list[str]]: ...
 
 
 @runtime_checkable

@@ -154,26 +154,27 @@ class CaptionGANPipeline:
                                   config.from_dict(CaptionEncoderConfig, c["text"], "text"))
         return cls(*gan.load_generator(path, FAMILY, make, device, dtype))
 
-    def encode(self, prompt: str | list[str], n: int) -> torch.Tensor:
-        """Word ids (n, text_len) of one caption for all n images, or of one caption per image."""
+    def encode(self, prompt: str | list[str], n: int) -> tuple[torch.Tensor, list[str]]:
+        """Word ids (n, text_len) of one caption for all n images, or of one caption per image; and warnings."""
         prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
         if len(prompts) != n:
             raise ValueError(f"prompt: {len(prompts)} captions for n={n} images (give one, or one per image)")
-        ids = torch.zeros(n, self.text_len, dtype=torch.long)
+        ids, notes = torch.zeros(n, self.text_len, dtype=torch.long), []
         for i, text in enumerate(prompts):
             if not isinstance(text, str) or not text.strip():
                 raise ValueError("prompt: empty; describe the image, e.g. 'a handwritten seven'")
             known = [t for t in self.vocab.encode(text, self.text_len)[0] if t != UNK]
             if not known:
-                warnings.warn(f"prompt {text[:60]!r}: no word this model knows; generating unconditional images",
-                              stacklevel=3)
+                notes.append(f"prompt {text[:60]!r}: no word this model knows; generating unconditional images")
             ids[i, :len(known)] = torch.tensor(known, dtype=torch.long)
-        return ids
+        return ids, list(dict.fromkeys(notes))
 
     @torch.no_grad()
     def generate(self, prompt: str | list[str], n: int = 1, seed: int | None = None, guidance: float | None = None,
-                 temperature: float | None = None, top_k: int | None = None) -> np.ndarray:
-        """n images as uint8 (n, H, W, C); `temperature` scales the latent (1 = as trained); same seed, same images."""
+                 temperature: float | None = None, top_k: int | None = None,
+                 return_warnings: bool = False) -> np.ndarray | tuple[np.ndarray, list[str]]:
+        """n images as uint8 (n, H, W, C); `temperature` scales the latent (1 = as trained); same seed, same images.
+        The prompts' warnings are issued, or with return_warnings returned as (images, warnings)."""
         if guidance is not None:
             raise ValueError("guidance: a caption GAN has no guidance scale; leave it unset")
         if top_k is not None:
@@ -182,9 +183,14 @@ class CaptionGANPipeline:
             raise ValueError(f"temperature: must be > 0, got {temperature}")
         if n <= 0:
             raise ValueError(f"n must be positive, got {n}")
-        ids = self.encode(prompt, n)
+        ids, notes = self.encode(prompt, n)
         z = torch.randn(n, self.g.config.z_dim, generator=gan._generator(seed)) * (temperature or 1.0)
-        return gan.sample_in_chunks(self.g, self.rt, z, ids)
+        images = gan.sample_in_chunks(self.g, self.rt, z, ids)
+        if return_warnings:
+            return images, notes
+        for note in notes:
+            warnings.warn(note, stacklevel=2)
+        return images
 
 
 def pipeline_from_checkpoint(path, device: str = "auto", dtype: str = "fp32") -> CaptionGANPipeline:

@@ -30,6 +30,7 @@ import torch
 
 from .. import checkpoint, config
 from ..data import images as image_data
+from ..data.images import ImageDataConfig
 from ..images import make_grid, to_pil, to_uint8
 from ..metrics.monitor_images import TrainingImageScorer
 from ..models.gan import (GANConfig, Generator, d_loss, diff_augment, g_loss, gradient_penalty,
@@ -43,17 +44,6 @@ from . import base
 FAMILY = "gan"
 DESCRIPTION = "image GANs: MLP GAN, DCGAN, stabilised and class-conditional"
 METRICS = {"feature_fd": "feature Fréchet distance"}
-
-
-@dataclass
-class ImageDataConfig:
-    path: str = ""  # IDX file or folder, folder of images, or .npz; '' = scikit-learn's 8x8 digits
-    test_fraction: float = 0.1  # held out for evaluation when the source has no test split
-    max_bad: float = 0.01  # share of corrupt images skipped (with a warning) before it is an error
-
-    def validate(self):
-        if not 0.0 <= self.test_fraction < 1.0 or not 0.0 <= self.max_bad <= 1.0:
-            raise ValueError("data.test_fraction must be in [0, 1) and data.max_bad in [0, 1]")
 
 
 @dataclass
@@ -299,9 +289,8 @@ class GANTask(base.IntervalLosses):
 def load_images(cfg: dict[str, Any]) -> tuple[image_data.ImageSet, image_data.ImageSet | None]:
     """The training images, and the test images when a labelled set is monitored."""
     mc, dc, gc, tc = cfg["model"], cfg["data"], cfg["gan"], cfg["train"]
-    data = image_data.load(dc.path, mc.image_size, mc.channels, "train", dc.test_fraction, tc.seed, dc.max_bad)
-    test = image_data.load(dc.path, mc.image_size, mc.channels, "test", dc.test_fraction, tc.seed, dc.max_bad) \
-        if gc.monitor_samples and data.labels is not None else None
+    data = dc.read("train", mc.image_size, mc.channels, tc.seed)
+    test = dc.read("test", mc.image_size, mc.channels, tc.seed) if gc.monitor_samples and data.labels is not None else None
     return data, test
 
 

@@ -20,6 +20,10 @@ mask in the loss and in sampling). The image loss is weighted above the text los
 row-group logits processor returns uncond + g * (cond - uncond) (g = 1: plain conditional sampling,
 without the unconditional rows). The codes are decoded by the stage-1 decoder, whose weights
 (module.vqvae.*) and config (meta["vqvae"]) are copied into every checkpoint, so a run loads alone.
+Training ends with `record_guidance`: a seeded sweep of guidance scales over validation captions
+(metrics/text2image.py guidance_sweep) whose best scale goes into the checkpoints' metadata
+("guidance") as the run's default (prior.tune_guidance=false: prior.guidance). The training and
+test images' codes are cached by the tokenizer's sha256 and the images' bytes (`cached_codes`).
 Tests: pytest tests/families/test_text2image.py
 """
 from __future__ import annotations
@@ -29,6 +33,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +46,7 @@ import torch.nn.functional as F
 from .. import checkpoint, config
 from ..data import images as image_data
 from ..data.captions import PAD, CaptionVocab, caption_words
+from ..data.text import cache_dir
 from ..data.templates import captioned
 from ..images import make_grid, to_pil, to_uint8
 from ..models.gpt import GPT, GPTConfig, check_sampling
@@ -57,24 +63,16 @@ METRICS = {"val_loss": "validation loss (weighted text + image)"}
 
 
 @dataclass
-class T2IDataConfig:
-    path: str = ""  # labelled images (captioned from templates), a captioned set, or a name in $GENFORGE_DATASETS
-    test_fraction: float = 0.1  # held out for validation when the source has no test split
-    max_bad: float = 0.01  # share of corrupt images skipped (with a warning) before it is an error
-
-    def validate(self):
-        if not 0.0 <= self.test_fraction < 1.0 or not 0.0 <= self.max_bad <= 1.0:
-            raise ValueError("data.test_fraction must be in [0, 1) and data.max_bad in [0, 1]")
-
-
-@dataclass
 class PriorConfig:
     vqvae: str = ""  # the stage-1 run (genforge train vqvae); its weights and config are copied into this run
     text_len: int = 0  # caption context in words; 0 = the longest training caption
     image_weight: float = 7.0  # loss weight of the image positions ...
     text_weight: float = 1.0  # ... and of the text positions (weighted mean of the two)
     caption_dropout: float = 0.15  # share of training captions replaced by PAD (classifier-free guidance)
-    guidance: float = 3.0  # default guidance scale at sampling; 1 = conditional, 0 = unconditional
+    guidance: float = 3.0  # guidance scale at sampling unless the run measured one; 1 = conditional, 0 = unconditional
+    tune_guidance: bool = True  # after training: sweep SCALES on validation captions, keep the best as the default
+    tune_images: int = 300  # validation images per scale in that sweep
+    feature_steps: int = 0  # training steps of the judge's feature network (labelled sets), sweep and eval; 0 = auto
     temperature: float = 1.0  # default sampling temperature
     top_k: int | None = None  # default top-k at sampling; None = every code
 
@@ -85,11 +83,14 @@ class PriorConfig:
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(f"prior.caption_dropout must be in [0, 1), got {self.caption_dropout}")
         check_guidance(self.guidance, "prior.guidance")
+        if self.tune_images < 1 or self.feature_steps < 0:
+            raise ValueError("prior.tune_images must be >= 1 and prior.feature_steps >= 0")
         check_sampling(1, self.temperature, self.top_k, None)
 
 
 def sections() -> dict[str, Any]:
-    return {"model": GPTConfig(n_layer=4, n_head=4, n_embd=128), "data": T2IDataConfig(), "prior": PriorConfig(),
+    return {"model": GPTConfig(n_layer=4, n_head=4, n_embd=128), "data": image_data.ImageDataConfig(),
+            "prior": PriorConfig(),
             "train": TrainConfig(max_iters=3000, batch_size=64, lr=2e-3, min_lr=2e-4, warmup_iters=100,
                                  eval_interval=500, eval_iters=20)}
 
@@ -225,6 +226,18 @@ def image_codes(vqvae: VQVAE, images: np.ndarray, batch: int = 500) -> torch.Ten
         out.append(vqvae.encode(x.to(device)).cpu())
     return torch.cat(out) if out else torch.zeros(0, vqvae.code_length, dtype=torch.long)
 
+
+def cached_codes(vqvae: VQVAE, tokenizer_sha256: str, images: np.ndarray) -> torch.Tensor:
+    """`image_codes`, cached under $GENFORGE_CACHE/codes by the tokenizer checkpoint's sha256 and the images' bytes."""
+    key = hashlib.sha256(f"{tokenizer_sha256}|{images.shape}".encode())
+    key.update(np.ascontiguousarray(images))
+    path = cache_dir() / "codes" / f"{key.hexdigest()[:32]}.safetensors"
+    if path.exists():
+        return checkpoint.load(path)[0]["codes"]
+    codes = image_codes(vqvae, images)
+    checkpoint.save(path, {"codes": codes}, {"family": "image-codes", "tokenizer_sha256": tokenizer_sha256})
+    return codes
+
 # ----------------------------------------------------------------------------- task
 
 
@@ -276,9 +289,8 @@ class Text2ImageTask(base.IntervalLosses):
             return
         pipe = Text2ImagePipeline(self.prior, self.vqvae, self.vocab, self.meta(), self.rt)
         prompts = [p for p in self.sample_prompts for _ in range(8)]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            grid = make_grid(pipe.generate(prompts, len(prompts), seed=step), 8)
+        images, _ = pipe.generate(prompts, len(prompts), seed=step, return_warnings=True)
+        grid = make_grid(images, 8)
         monitor.image("samples", grid, step)
         to_pil(grid).save(self.run.file("samples") / f"step{step:06d}.png")
 
@@ -317,26 +329,29 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
         raise ValueError("no training data: pass --data (a labelled image set such as mnist, or a captions file)")
 
     def build(rt: Runtime) -> base.Build:
-        dc: T2IDataConfig = cfg["data"]
+        dc: image_data.ImageDataConfig = cfg["data"]
         pc: PriorConfig = cfg["prior"]
         tc: TrainConfig = cfg["train"]
         vq, vq_meta = load_stage1(pc.vqvae)
         vc = vq.config
         path = resolve_data(dc.path)
-        data = captioned(image_data.load(path, vc.image_size, vc.channels, "train", dc.test_fraction, tc.seed,
-                                         dc.max_bad), tc.seed)
-        test = captioned(image_data.load(path, vc.image_size, vc.channels, "test", dc.test_fraction, tc.seed,
-                                         dc.max_bad), tc.seed)
+        data, test = (captioned(dc.read(split, vc.image_size, vc.channels, tc.seed, path), tc.seed)
+                      for split in ("train", "test"))
         vocab = CaptionVocab.from_dict(run.read_json("captions.json")) if resume else CaptionVocab.build(data.captions)
         text_len = pc.text_len or max(len(caption_words(c)) for c in data.captions)
         pc = cfg["prior"] = dataclasses.replace(pc, text_len=text_len)
+        if pc.tune_guidance and not (len(test) and (path == "shapes" or data.labels is not None)):
+            print(f"genforge: {data.source} has no labelled test images to judge a guidance sweep on; the default "
+                  f"guidance stays prior.guidance={pc.guidance:g}", file=sys.stderr)
+            pc = cfg["prior"] = dataclasses.replace(pc, tune_guidance=False)
         layout = Layout(len(vocab), vq.codebook_size, text_len, vq.code_length)
         cfg["model"] = dataclasses.replace(cfg["model"], vocab_size=layout.vocab_size, block_size=layout.block_size)
-        train_set = (torch.as_tensor(vocab.encode_batch(data.captions, text_len)), image_codes(vq, data.images))
+        train_set = (torch.as_tensor(vocab.encode_batch(data.captions, text_len)),
+                     cached_codes(vq, vq_meta["sha256"], data.images))
         val = None
         if len(test):  # a caption longer than the context is cut: the context is the training captions'
             cut = [" ".join(caption_words(c)[:text_len]) for c in test.captions]
-            val = (torch.as_tensor(vocab.encode_batch(cut, text_len)), image_codes(vq, test.images))
+            val = (torch.as_tensor(vocab.encode_batch(cut, text_len)), cached_codes(vq, vq_meta["sha256"], test.images))
         prior = GPT(cfg["model"])
         banner = (f"text2image prior with {prior.num_params() / 1e6:.2f}M parameters over {len(vocab)} words + "
                   f"{layout.codes} codes ({text_len} + {layout.code_len} positions), {len(data):,} captioned "
@@ -346,7 +361,32 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
                               vq_meta, cfg, rt, run)
         return base.Build(task, banner, config={"preset": preset}, files={"captions.json": vocab.to_dict()})
 
-    return run, base.launch(FAMILY, cfg, run, build, resume, progress)
+    result = base.launch(FAMILY, cfg, run, build, resume, progress)
+    if run.is_main and result.stopped != "interrupted":
+        record_guidance(Text2ImagePipeline.from_checkpoint(run.path, device=cfg["train"].device), run.path)
+    return run, result
+
+
+def record_guidance(pipe: Text2ImagePipeline, run: str | Path, feature_steps: int = 0) -> dict:
+    """Set the run's default guidance and write it into its checkpoints' metadata ('guidance'): the best scale
+    of a seeded sweep over prior.tune_images validation captions (metrics/text2image.py guidance_sweep), or
+    with prior.tune_guidance=false the configured prior.guidance."""
+    if not pipe.pc.tune_guidance:
+        info = {"scale": pipe.pc.guidance, "method": "config"}
+    else:
+        from ..metrics.text2image import SCALES, guidance_sweep
+        info = guidance_sweep(pipe, SCALES, pipe.pc.tune_images, feature_steps=feature_steps or pipe.pc.feature_steps,
+                              where=str(run))
+        swept = ", ".join(f"{g}: {a:.1%}" for g, a in info["accuracy"].items())
+        print(f"genforge: guidance sweep, caption accuracy on {info['n']} validation captions ({info['judge']}): "
+              f"{swept}; default guidance {info['scale']:g}, saved in the checkpoints (--guidance overrides it; "
+              "--prior.tune_guidance=false skips the sweep)", file=sys.stderr)
+    paths = [Path(run)] if Path(run).is_file() else [RunDir(run).checkpoint(w) for w in ("best", "last")]
+    for path in filter(Path.exists, paths):
+        tensors, meta = checkpoint.load(path)
+        checkpoint.save(path, tensors, {**meta, "guidance": info})
+    pipe.meta["guidance"], pipe.guidance = info, info["scale"]
+    return info
 
 
 # ----------------------------------------------------------------------------- inference
@@ -362,6 +402,8 @@ class Text2ImagePipeline:
         self.pc = config.from_dict(PriorConfig, meta["config"]["prior"], "prior")
         self.image_size, self.channels = vqvae.config.image_size, vqvae.config.channels
         self.text_len = self.pc.text_len
+        self.guidance = float((meta.get("guidance") or {}).get("scale", self.pc.guidance))  # the run's default
+        check_guidance(self.guidance, "checkpoint metadata guidance.scale")
         self.layout = Layout(len(vocab), vqvae.codebook_size, self.text_len, vqvae.code_length)
 
     @classmethod
@@ -377,11 +419,11 @@ class Text2ImagePipeline:
         vqvae.to(rt.device).eval()
         return cls(prior, vqvae, CaptionVocab.from_dict(meta["caption_vocab"], f"{ckpt}: caption_vocab"), meta, rt)
 
-    def captions(self, prompts: list[str]) -> torch.Tensor:
-        """Prompts -> word ids (N, text_len). Unknown words are left out with a warning (so only known words
-        count against the caption context); a prompt with no known word becomes the empty caption
+    def captions(self, prompts: list[str]) -> tuple[torch.Tensor, list[str]]:
+        """Prompts -> word ids (N, text_len) and warnings. Unknown words are left out with a warning (so only
+        known words count against the caption context); a prompt with no known word becomes the empty caption
         (unconditional images). No words at all, or more known words than text_len: a ValueError."""
-        rows = {}
+        rows, notes = {}, []
         for text in dict.fromkeys(prompts):
             words = caption_words(text) if isinstance(text, str) else []
             if not words:
@@ -389,28 +431,31 @@ class Text2ImagePipeline:
             unknown = [w for w in words if w not in self.vocab.index]
             known, _ = self.vocab.encode(" ".join(w for w in words if w in self.vocab.index), self.text_len)
             if not known:
-                warnings.warn(f"prompt {text!r}: no word this model knows; the images are unconditional", stacklevel=4)
+                notes.append(f"prompt {text!r}: no word this model knows; the images are unconditional")
             elif unknown:
-                warnings.warn(f"prompt {text!r}: unknown words left out: {', '.join(unknown)}", stacklevel=4)
+                notes.append(f"prompt {text!r}: unknown words left out: {', '.join(unknown)}")
             rows[text] = known + [PAD] * (self.text_len - len(known))
-        return torch.tensor([rows[p] for p in prompts], dtype=torch.long).view(len(prompts), self.text_len)
+        return torch.tensor([rows[p] for p in prompts], dtype=torch.long).view(len(prompts), self.text_len), notes
 
     @torch.no_grad()
     def generate(self, prompt: str | list[str], n: int = 1, seed: int | None = None, guidance: float | None = None,
-                 temperature: float | None = None, top_k: int | None = None, batch: int = 256) -> np.ndarray:
+                 temperature: float | None = None, top_k: int | None = None, batch: int = 256,
+                 return_warnings: bool = False) -> np.ndarray | tuple[np.ndarray, list[str]]:
         """n images as uint8 (n, H, W, C) for one prompt, or for a list of n prompts (one each); same seed,
-        same images. guidance / temperature / top_k: None = the run's defaults."""
+        same images. guidance / temperature / top_k: None = the run's defaults. The prompts' warnings are
+        issued (warnings.warn), or with return_warnings returned beside the images as (images, warnings)."""
         if n <= 0:
             raise ValueError(f"n must be positive, got {n}")
         prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
         if len(prompts) != n:
             raise ValueError(f"prompt: {len(prompts)} prompts for n={n} images; give one prompt, or one per image")
-        g = self.pc.guidance if guidance is None else guidance
+        g = self.guidance if guidance is None else guidance
         check_guidance(g)
         temperature = self.pc.temperature if temperature is None else temperature
         top_k = self.pc.top_k if top_k is None else top_k
         check_sampling(1, temperature, top_k, None)
-        captions = self.captions(prompts).to(self.rt.device)
+        captions, notes = self.captions(prompts)
+        captions = captions.to(self.rt.device)
         gen = torch.Generator(device=self.rt.device)
         gen.manual_seed(seed if seed is not None else torch.seed())
         out = []
@@ -418,6 +463,10 @@ class Text2ImagePipeline:
             with self.rt.autocast():
                 codes = sample_codes(self.prior, self.layout, captions[i:i + batch], g, temperature, top_k, gen)
             out.append(to_uint8(self.vqvae.decode(codes).float()))
+        if return_warnings:
+            return np.concatenate(out), notes
+        for note in notes:
+            warnings.warn(note, stacklevel=2)
         return np.concatenate(out)
 
     def grid(self, prompts: list[str], per_prompt: int = 8, seed: int | None = None, scale: int = 1, **kw):
@@ -428,13 +477,13 @@ class Text2ImagePipeline:
     def evaluate(self, path: str | None = None) -> dict[str, float]:
         """The prior's validation losses on the test split of `path` (default: the run's data set), captioned
         as in training."""
-        dc = config.from_dict(T2IDataConfig, self.meta["config"]["data"], "data")
+        dc = config.from_dict(image_data.ImageDataConfig, self.meta["config"]["data"], "data")
         seed = config.from_dict(TrainConfig, self.meta["config"]["train"], "train").seed
-        test = captioned(image_data.load(resolve_data(path or dc.path), self.image_size, self.channels, "test",
-                                         dc.test_fraction, seed, dc.max_bad), seed)
+        test = captioned(dc.read("test", self.image_size, self.channels, seed, resolve_data(path or dc.path)), seed)
         cut = [" ".join(caption_words(c)[:self.text_len]) for c in test.captions]
         captions = torch.as_tensor(self.vocab.encode_batch(cut, self.text_len))
-        return evaluate_prior(self.prior, self.layout, self.pc, captions, image_codes(self.vqvae, test.images), self.rt)
+        codes = cached_codes(self.vqvae, self.meta["vqvae"]["sha256"], test.images)
+        return evaluate_prior(self.prior, self.layout, self.pc, captions, codes, self.rt)
 
 
 def pipeline_from_checkpoint(path, device: str = "auto", dtype: str = "fp32") -> Text2ImagePipeline:
@@ -455,6 +504,10 @@ def sample_command(pipe: Text2ImagePipeline, args: argparse.Namespace) -> int:
         raise ValueError("--prompt: a text-to-image run needs a prompt, e.g. --prompt \"a handwritten seven\"")
     out, n = args.out or "samples.png", args.n or (16 if len(prompts) == 1 else 8)
     kw = dict(seed=args.seed, guidance=args.guidance, temperature=args.temperature, top_k=args.top_k)
+    if args.guidance is None:
+        how = (pipe.meta.get("guidance") or {}).get("method") == "sweep" and "measured best at the end of training"
+        print(f"genforge: guidance {pipe.guidance:g} (the run's default{', ' + how if how else ''}; --guidance "
+              "to change)", file=sys.stderr)
     if out.endswith(".npz"):
         images = pipe.generate([p for p in prompts for _ in range(n)], n * len(prompts), **kw)
         np.savez_compressed(out, images=images, prompts=np.array([p for p in prompts for _ in range(n)]))
@@ -468,8 +521,12 @@ def eval_command(args: argparse.Namespace) -> int:
     """`genforge eval RUN`: the prior's validation losses and the caption-faithfulness report, as JSON."""
     pipe = Text2ImagePipeline.from_checkpoint(args.run, device=args.device)
     report: dict[str, Any] = {"prior": pipe.evaluate(args.data)}
+    steps = args.feature_steps or pipe.pc.feature_steps
+    if "guidance" not in pipe.meta:  # a run from before the sweep, or stopped early: measure its default now
+        record_guidance(pipe, args.run, steps)
+    report["guidance"] = pipe.meta["guidance"]
     from ..metrics.text2image import evaluate_text2image
-    report.update(evaluate_text2image(pipe, n=args.n, seed=args.seed, data=args.data, feature_steps=args.feature_steps))
+    report.update(evaluate_text2image(pipe, n=args.n, seed=args.seed, data=args.data, feature_steps=steps))
     print(json.dumps(report, indent=2))
     return 0
 

@@ -32,6 +32,7 @@ import torch
 
 from .. import checkpoint, config
 from ..data import images as image_data
+from ..data.images import ImageDataConfig
 from ..images import make_grid, to_pil, to_uint8
 from ..metrics.feature_net import to_input
 from ..models.vqvae import VQVAE, VQVAEConfig
@@ -39,7 +40,6 @@ from ..run import RunDir
 from ..runtime import Runtime, make_runtime
 from ..trainer import Result, TrainConfig
 from . import base
-from .gan import ImageDataConfig
 
 FAMILY = "vqvae"
 DESCRIPTION = "VQ-VAE image tokenizers (conv or article 002's MLP autoencoder; EMA codebook or FSQ)"
@@ -200,8 +200,7 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
         mc: VQVAEConfig = cfg["model"]
         dc: ImageDataConfig = cfg["data"]
         tc: TrainConfig = cfg["train"]
-        data = image_data.load(dc.path, mc.image_size, mc.channels, "train", dc.test_fraction, tc.seed, dc.max_bad)
-        test = image_data.load(dc.path, mc.image_size, mc.channels, "test", dc.test_fraction, tc.seed, dc.max_bad)
+        data, test = (dc.read(split, mc.image_size, mc.channels, tc.seed) for split in ("train", "test"))
         model = VQVAE(mc)
         n = sum(p.numel() for p in model.parameters())
         banner = (f"VQ-VAE ({mc.arch}, {mc.quantizer}, {model.codebook_size} codes, {model.code_length} per image) "

@@ -2,6 +2,7 @@
 
     genforge eval RUN                                # a text2image or captiongan run
     report = evaluate_text2image(pipe, n=1000, seed=0, data=None)
+    sweep = guidance_sweep(pipe, n=300)              # a prior's default guidance (end of training)
 
 Three parts, each against a baseline:
 - caption accuracy: a frozen judge (metrics/judges.py) reads each generated image and compares it
@@ -15,6 +16,8 @@ Three parts, each against a baseline:
 - memorisation: the RMS pixel distance (0..1) of each generated image to its nearest training image,
   against the same for real test images; "copies" is the share of generated images nearer to a
   training image than 99% of real test images are.
+`guidance_sweep` measures caption accuracy at each guidance scale on the training phrasings only
+and names the best, so the held-out numbers above stay untouched by the choice.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from . import judges, protocol
 PIPELINE_FIELDS = ("generate", "image_size", "channels", "text_len", "meta", "family")
 JUDGE_FIT = 0.98  # a judge reading real test images less well than this, per attribute, is not fit to judge
 MIN_PER_CLASS = 10  # fewer generated images of a class than this: no per-class scores
+SCALES = (1.0, 1.5, 2.0, 3.0, 5.0)  # the guidance scales a run's sweep tries (guidance_sweep)
 
 
 def requests(data_path: str, test: ImageSet, held_out_combos: ImageSet | None, n: int, seed: int
@@ -47,8 +51,9 @@ def requests(data_path: str, test: ImageSet, held_out_combos: ImageSet | None, n
         attrs = [shapes.attributes(test.captions[i]) for i in pick]
         out = {split: ([shapes.caption(a, rng, split) for a in attrs], attrs, test.labels[pick])
                for split in ("train", "held_out")}
-        held = held_out_combos.subset(rng.choice(len(held_out_combos), n, replace=len(held_out_combos) < n), "")
-        out["held_out_combos"] = (held.captions, [shapes.attributes(c) for c in held.captions], held.labels)
+        if held_out_combos is not None:
+            held = held_out_combos.subset(rng.choice(len(held_out_combos), n, replace=len(held_out_combos) < n), "")
+            out["held_out_combos"] = (held.captions, [shapes.attributes(c) for c in held.captions], held.labels)
         return out
     names = test.class_names
     if test.captions is not None:
@@ -93,9 +98,8 @@ def per_class(net, fake: np.ndarray, classes: np.ndarray, test: ImageSet, train:
     return out
 
 
-def evaluate_text2image(pipe, n: int = 1000, seed: int = 0, data: str | None = None, kid_subsets: int = 50,
-                        feature_steps: int = 0, judge_steps: int = 0, where: str = "run") -> dict:
-    """Caption accuracy, quality and memorisation of n images per caption set from a TextToImagePipeline."""
+def instruments(pipe, n: int, data: str | None, feature_steps: int, judge_steps: int, where: str):
+    """The run's data source, its (train, test) images, feature network and judge."""
     missing = [f for f in PIPELINE_FIELDS if not hasattr(pipe, f)]
     if missing:
         raise ValueError(f"{where}: a {getattr(pipe, 'family', '?')!r} run; text-to-image metrics need a run that "
@@ -107,6 +111,27 @@ def evaluate_text2image(pipe, n: int = 1000, seed: int = 0, data: str | None = N
                                           src.feature_steps, src.fields)
     judge = judges.judge_for(src.path, pipe.image_size, pipe.channels, src.test_fraction, src.seed,
                              src.feature_steps, judge_steps, net)
+    return src, train, test, net, judge
+
+
+def guidance_sweep(pipe, scales: tuple[float, ...] = SCALES, n: int = 300, seed: int = 1, data: str | None = None,
+                   feature_steps: int = 0, where: str = "run") -> dict:
+    """All-attributes caption accuracy of n images at each guidance scale, and the best scale (the smallest of
+    a tie): the captions ask for what n test images show, in the training phrasings (or a captioned set's own
+    test captions), so the held-out phrasings and combinations stay unseen by the choice."""
+    src, _, test, _, judge = instruments(pipe, n, data, feature_steps, 0, where)
+    sets = requests(src.path, test, None, n, seed)
+    prompts, wanted, _ = sets["train"] if "train" in sets else sets["own"]
+    acc = {g: judges.compare(judge.read(pipe.generate(prompts, n=n, seed=seed, guidance=g, return_warnings=True)[0]),
+                             wanted)["all"] for g in scales}
+    return {"scale": max(scales, key=lambda g: (acc[g], -g)), "method": "sweep",
+            "accuracy": {f"{g:g}": a for g, a in acc.items()}, "n": n, "seed": seed, "judge": judge.id}
+
+
+def evaluate_text2image(pipe, n: int = 1000, seed: int = 0, data: str | None = None, kid_subsets: int = 50,
+                        feature_steps: int = 0, judge_steps: int = 0, where: str = "run") -> dict:
+    """Caption accuracy, quality and memorisation of n images per caption set from a TextToImagePipeline."""
+    src, train, test, net, judge = instruments(pipe, n, data, feature_steps, judge_steps, where)
     combos = image_data.load("shapes", pipe.image_size, pipe.channels, "held_out_combos") \
         if src.path == "shapes" else None
     want = (n, pipe.image_size, pipe.image_size, pipe.channels)

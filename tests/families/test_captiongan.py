@@ -143,6 +143,11 @@ def test_prompt_lists_warnings_and_bad_inputs(trained):
         unknown = pipe.generate("zebra giraffe", n=2, seed=1)
         assert np.array_equal(unknown, pipe.generate(["zebra", "giraffe"], n=2, seed=1))  # both: the empty caption
     assert any("no word this model knows" in str(w.message) for w in caught)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # returned, not issued
+        images, said = pipe.generate("zebra giraffe", n=2, seed=1, return_warnings=True)
+    assert np.array_equal(images, unknown) and said == [str(w.message) for w in caught][:1]
+    assert said == ["prompt 'zebra giraffe': no word this model knows; generating unconditional images"]
     for kwargs, message in [({"prompt": ""}, "prompt: empty"), ({"prompt": "   "}, "prompt: empty"),
                             ({"prompt": "a " * 9}, "prompt: 9 words, more than this model's caption context of 8"),
                             ({"prompt": ["a bar"], "n": 2}, "prompt: 1 captions for n=2"),

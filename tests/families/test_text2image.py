@@ -55,10 +55,11 @@ def tiny_tokenizer(data: str, out) -> str:
 
 
 def train_tiny(root, **prior):
-    """A 4-step text2image run on the bars set over a 4-step tokenizer run (root/vq)."""
+    """A 4-step text2image run on the bars set over a 4-step tokenizer run (root/vq); its guidance sweep
+    draws 8 images per scale, judged by a 4-step feature network."""
     data = str(write_captioned(root / "bars"))
     ov = {"model": {"n_layer": 1, "n_head": 2, "n_embd": 32}, "data": {"path": data},
-          "prior": {"vqvae": tiny_tokenizer(data, root / "vq"), **prior},
+          "prior": {"vqvae": tiny_tokenizer(data, root / "vq"), "tune_images": 8, "feature_steps": 4, **prior},
           "train": {**TRAIN, "eval_iters": 2, "samples": False}}
     return t2i.train(overrides=ov, out=str(root / "run"), progress=False)
 
@@ -244,9 +245,10 @@ def test_train_cli_takes_the_tokenizer_as_vqvae(tiny_t2i, tmp_path, capsys):
     args = ["train", "text2image", "--vqvae", meta["vqvae"]["source"], "--data", meta["config"]["data"]["path"],
             "--out", str(tmp_path / "cli"), "--no-progress", "--model.n_layer=1", "--model.n_embd=16",
             "--model.n_head=2", "--train.max_iters=1", "--train.eval_interval=1", "--train.samples=false",
-            "--train.device=cpu", "--train.dtype=fp32"]
+            "--train.device=cpu", "--train.dtype=fp32", "--prior.tune_guidance=false"]
     assert cli.main(args) == 0
     assert "genforge sample" in capsys.readouterr().out
+    assert checkpoint.read_meta(find_checkpoint(tmp_path / "cli"))["guidance"] == {"scale": 3.0, "method": "config"}
     saved = json.loads((tmp_path / "cli" / "config.json").read_text())
     assert saved["config"]["prior"]["vqvae"] == meta["vqvae"]["source"] and saved["family"] == "text2image"
     assert cli.main(["train", "text2image", "--data", "mnist", "--out", str(tmp_path / "none")]) == 2
@@ -260,3 +262,95 @@ def test_eval_reports_the_priors_losses_and_caption_accuracy(tiny_t2i, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["prior"]["val_loss"] > 0 and math.isfinite(report["prior"]["val_text_loss"])
     assert 0 <= report["caption_accuracy"]["own"]["all"] <= 1  # a captioned set: its own test captions
+
+
+# ----------------------------------------------------------------------------- measured guidance, cached codes, warnings
+
+
+def test_training_ends_with_a_guidance_sweep_and_sampling_uses_its_best_scale(tiny_t2i, tmp_path, capsys, monkeypatch):
+    from genforge import checkpoint
+    from genforge.metrics.text2image import SCALES
+    best, last = (checkpoint.read_meta(tiny_t2i / "checkpoints" / f"{w}.safetensors")["guidance"] for w in ("best", "last"))
+    assert best == last and best["method"] == "sweep" and best["n"] == 8
+    acc = {float(g): a for g, a in best["accuracy"].items()}
+    assert tuple(acc) == SCALES and all(0 <= a <= 1 for a in acc.values())
+    assert best["scale"] == min(g for g in SCALES if acc[g] == max(acc.values()))  # the best; of a tie, the smallest
+    tensors, meta = checkpoint.load(tiny_t2i / "checkpoints" / "best.safetensors")
+    five = checkpoint.save(tmp_path / "five.safetensors", tensors, {**meta, "guidance": {**best, "scale": 5.0}})
+    pipe = genforge.load(five, device="cpu")
+    used = []
+    real = t2i.sample_codes
+    monkeypatch.setattr(t2i, "sample_codes", lambda *a: used.append(a[3]) or real(*a))
+    default = pipe.generate("a bar at the top", n=4, seed=3)
+    assert used == [5.0] and np.array_equal(default, pipe.generate("a bar at the top", n=4, seed=3, guidance=5.0))
+    assert cli.main(["sample", str(five), "--prompt", "a bar at the top", "--out", str(tmp_path / "g.png")]) == 0
+    assert used[-1] == 5.0
+    assert "guidance 5 (the run's default, measured best at the end of training" in capsys.readouterr().err
+    bad = checkpoint.save(tmp_path / "bad.safetensors", tensors, {**meta, "guidance": {"scale": -2}})
+    with pytest.raises(ValueError, match="^checkpoint metadata guidance.scale: .*got -2"):
+        genforge.load(bad, device="cpu")
+
+
+def test_eval_measures_the_guidance_of_a_run_that_has_none(tiny_t2i, tmp_path, capsys):
+    from genforge import checkpoint
+    tensors, meta = checkpoint.load(tiny_t2i / "checkpoints" / "best.safetensors")
+    old = checkpoint.save(tmp_path / "old.safetensors", tensors, {k: v for k, v in meta.items() if k != "guidance"})
+    assert genforge.load(old, device="cpu").guidance == 3.0  # no measurement: prior.guidance
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["eval", str(old), "--n", "8", "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["guidance"]["method"] == "sweep" and checkpoint.read_meta(old)["guidance"] == report["guidance"]
+    assert report["guidance"] == meta["guidance"]  # seeded: the same sweep as at the end of training
+
+
+def test_the_priors_codes_are_cached_by_tokenizer_and_images(tiny_t2i, tmp_path, monkeypatch):
+    from genforge import checkpoint
+    from genforge.models.vqvae import VQVAE
+    meta = checkpoint.read_meta(tiny_t2i / "checkpoints" / "best.safetensors")
+    calls = []
+    real = VQVAE.encode
+    monkeypatch.setattr(VQVAE, "encode", lambda self, x: calls.append(len(x)) or real(self, x))
+    ov = {"model": {"n_layer": 1, "n_head": 2, "n_embd": 16}, "data": {"path": meta["config"]["data"]["path"]},
+          "prior": {"vqvae": meta["vqvae"]["source"], "tune_guidance": False},
+          "train": {**TRAIN, "max_iters": 1, "eval_interval": 1, "eval_iters": 1, "samples": False}}
+    t2i.train(overrides=ov, out=str(tmp_path / "a"), progress=False)
+    assert sum(calls) == 64  # every training and test image, once
+    t2i.train(overrides=ov, out=str(tmp_path / "b"), progress=False)
+    assert sum(calls) == 64  # the second build reads the cache
+    vq = genforge.load(tiny_t2i, device="cpu").vqvae
+    images = np.random.default_rng(0).integers(0, 256, (10, 12, 12, 1), dtype=np.uint8)
+    first = t2i.cached_codes(vq, "a" * 64, images)
+    assert torch.equal(first, t2i.image_codes(vq, images)) and torch.equal(t2i.cached_codes(vq, "a" * 64, images), first)
+    del calls[:]
+    t2i.cached_codes(vq, "b" * 64, images)  # another tokenizer misses the cache
+    t2i.cached_codes(vq, "a" * 64, images[:9])  # so do other images
+    assert calls == [10, 9]
+
+
+def test_a_set_without_labels_has_no_judge_so_the_run_keeps_the_configured_guidance(tiny_t2i, tmp_path, capsys):
+    from genforge import checkpoint
+    meta = checkpoint.read_meta(tiny_t2i / "checkpoints" / "best.safetensors")
+    data = write_captioned(tmp_path / "bars")
+    rows = [json.loads(line) for line in (data / "captions.jsonl").read_text().splitlines()]
+    (data / "captions.jsonl").write_text("".join(json.dumps({"image": r["image"], "caption": r["caption"]}) + "\n"
+                                                 for r in rows))
+    ov = {"model": {"n_layer": 1, "n_head": 2, "n_embd": 16}, "data": {"path": str(data)},
+          "prior": {"vqvae": meta["vqvae"]["source"], "guidance": 2.5},
+          "train": {**TRAIN, "max_iters": 1, "eval_interval": 1, "eval_iters": 1, "samples": False}}
+    run, _ = t2i.train(overrides=ov, out=str(tmp_path / "run"), progress=False)
+    assert "no labelled test images to judge a guidance sweep on" in capsys.readouterr().err
+    assert checkpoint.read_meta(run.checkpoint("best"))["guidance"] == {"scale": 2.5, "method": "config"}
+    assert genforge.load(run.path, device="cpu").guidance == 2.5
+
+
+def test_generate_returns_its_warnings_instead_of_issuing_them(pipe):
+    prompts = ["a bar at the zenith", "purple elephants"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        images, said = pipe.generate(prompts, n=2, seed=4, return_warnings=True)
+    assert said == ["prompt 'a bar at the zenith': unknown words left out: zenith",
+                    "prompt 'purple elephants': no word this model knows; the images are unconditional"]
+    with pytest.warns(UserWarning) as issued:
+        assert np.array_equal(images, pipe.generate(prompts, n=2, seed=4))
+    assert [str(w.message) for w in issued] == said

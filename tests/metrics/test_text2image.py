@@ -92,3 +92,36 @@ def test_bad_inputs(tmp_path, one_thread):
     with pytest.raises(ValueError, match="no labels"):
         np.savez(tmp_path / "unlabelled.npz", images=np.zeros((40, 8, 8), np.uint8))
         judges.judge_for(str(tmp_path / "unlabelled.npz"), 8, 1)
+
+
+
+def test_guidance_sweep_picks_the_most_faithful_scale_on_training_phrasings_only(monkeypatch):
+    test = images.load("digits", 8, 1, "test")
+    names, asked = test.class_names, []
+
+    class PixelReader:  # a judge that reads the class from the first pixel
+        id, accuracy = "pixel-reader", {"class": 1.0}
+
+        def read(self, ims):
+            return [{"class": names[int(im[0, 0, 0]) % 10]} for im in ims]
+    monkeypatch.setattr(text2image, "instruments", lambda *a: (text2image.protocol.RunData("digits", 0.1, 0, 0, {}),
+                                                                None, test, None, PixelReader()))
+
+    class Guided(FakePipe):  # draws the class a prompt names at the scales in `right`, the next class otherwise
+        right = (2.0,)
+
+        def generate(self, prompt, n=1, seed=None, guidance=None, temperature=None, top_k=None, return_warnings=False):
+            asked.extend(prompt)
+            ims = np.zeros((n, 8, 8, 1), np.uint8)
+            for i, p in enumerate(prompt):
+                w = next(w for w in caption_words(p) if w.isdecimal() or w in templates.NUMBER_WORDS)
+                k = int(w) if w.isdecimal() else templates.NUMBER_WORDS.index(w)
+                ims[i, 0, 0, 0] = k if guidance in self.right else k + 1
+            return ims, []
+
+    sweep = text2image.guidance_sweep(Guided("digits", 8, 1, None), n=50)
+    assert sweep["accuracy"] == {"1": 0.0, "1.5": 0.0, "2": 1.0, "3": 0.0, "5": 0.0} and sweep["scale"] == 2.0
+    assert sweep["n"] == 50 and sweep["judge"] == "pixel-reader" and len(asked) == 5 * 50
+    assert set(asked) <= {p for ps in templates.prompts(names, "train") for p in ps}  # never a held-out phrasing
+    Guided.right = (1.5, 3.0)
+    assert text2image.guidance_sweep(Guided("digits", 8, 1, None), n=50)["scale"] == 1.5  # of a tie, the smallest

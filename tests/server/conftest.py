@@ -51,11 +51,12 @@ class FakeText2Image(FakeGAN):
     family = "text2image"
     text_len = 8
 
-    def generate(self, prompt, n=1, seed=None, guidance=None, temperature=None, top_k=None):
+    def generate(self, prompt, n=1, seed=None, guidance=None, temperature=None, top_k=None, return_warnings=False):
         assert prompt, "text-to-image needs a prompt"
         self.calls.append((n, seed, prompt))
         self.last_guidance = guidance
-        return np.full((n, self.image_size, self.image_size, self.channels), len(prompt) % 256, dtype=np.uint8)
+        images = np.full((n, self.image_size, self.image_size, self.channels), len(prompt) % 256, dtype=np.uint8)
+        return (images, []) if return_warnings else images
 
 
 class FakeClassifier:

@@ -1,10 +1,12 @@
 """`genforge serve` over a tiny REAL text2image run: /v1/models, /v1/images/generations with a prompt
 (the same images as the Python API for the same seed), each bad prompt (empty: 400; no known word:
-images and a warning; more known words than the caption context: 400 naming the limit), and the
-playground's warning line.
+images and a warning; more known words than the caption context: 400 naming the limit), the
+playground's warning line, and two models generating at once each answering with its own warnings.
 """
 import base64
 import io
+import threading
+import warnings
 
 import httpx
 import numpy as np
@@ -80,3 +82,42 @@ def test_playground_shows_the_warning(live, page):  # noqa: F811
     page.click("#image-generate")
     page.wait_for_function("document.querySelectorAll('#image-grid img').length === 2")
     page.wait_for_selector("#status:has-text('no word this model knows')")
+
+
+class Rendezvous:
+    """A text-to-image fake whose `generate` waits for the other model's, so the two run at once; it warns as
+    the real pipelines do: issued with warnings.warn, or returned beside the images with return_warnings."""
+    family, text_len, image_size, channels, meta = "text2image", 8, 4, 1, {"family": "text2image"}
+
+    def __init__(self, barrier: threading.Barrier, said: list[str]):
+        self.barrier, self.said = barrier, said
+
+    def generate(self, prompt, n=1, seed=None, guidance=None, temperature=None, top_k=None, return_warnings=False):
+        self.barrier.wait()
+        for note in [] if return_warnings else self.said:
+            warnings.warn(note)
+        self.barrier.wait()  # both have warned (or not) before either returns
+        images = np.zeros((n, 4, 4, 1), np.uint8)
+        return (images, list(self.said)) if return_warnings else images
+
+
+def test_two_models_generating_at_once_keep_their_own_warnings():
+    barrier = threading.Barrier(2, timeout=20)
+    server = LiveServer({"warns": Rendezvous(barrier, ["prompt 'x': unknown words left out: x"]),
+                         "quiet": Rendezvous(barrier, [])})
+    replies = {}
+
+    def ask(model):
+        replies[model] = httpx.post(server.url + "/v1/images/generations", json={"model": model, "prompt": "a bar"},
+                                    timeout=60)
+    try:
+        threads = [threading.Thread(target=ask, args=(m,)) for m in ("warns", "quiet")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        server.stop()
+    assert replies["warns"].status_code == replies["quiet"].status_code == 200
+    assert replies["warns"].json()["warnings"] == ["prompt 'x': unknown words left out: x"]
+    assert "warnings" not in replies["quiet"].json()

@@ -5,7 +5,8 @@ b64_json (the default; "url" is refused), `seed` (extra). Class-conditional GANs
 as `label` (extra: index or name) or as a prompt naming one class ("7", "a handwritten 7"); without
 either the n images go through the classes in turn (0, 1, 2, ...). Unconditional GANs take an empty
 prompt. Text-to-image models need `prompt`; what they warn about (unknown words, a prompt with no
-known word giving unconditional images) comes back in `warnings` (extra).
+known word giving unconditional images) comes back in `warnings` (extra): the pipeline returns them
+(`generate(..., return_warnings=True)`), so two models generating at once keep their own.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import base64
 import io
 import re
 import time
-import warnings
 
 import anyio
 import numpy as np
@@ -97,7 +97,7 @@ async def create_images(body: ImageRequest, request: Request):
     if isinstance(pipe, TextToImagePipeline):
         if not body.prompt or not body.prompt.strip():
             raise APIError(400, "prompt: a text-to-image model needs a prompt", param="prompt")
-        kwargs.update(prompt=body.prompt, guidance=body.guidance)
+        kwargs.update(prompt=body.prompt, guidance=body.guidance, return_warnings=True)
         if body.label is not None:
             raise APIError(400, "label: text-to-image models take a prompt, not a label", param="label")
     else:
@@ -107,13 +107,12 @@ async def create_images(body: ImageRequest, request: Request):
         kwargs["labels"] = label
 
     def run():
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                return pipe.generate(**kwargs), list(dict.fromkeys(str(w.message) for w in caught))
-            except ValueError as e:
-                param = next((p for p in ("prompt", "label", "guidance") if str(e).startswith(p)), None)
-                raise APIError(400, str(e), param=param or ("label" if "label" in str(e) else None)) from None
+        try:
+            out = pipe.generate(**kwargs)
+        except ValueError as e:
+            param = next((p for p in ("prompt", "label", "guidance") if str(e).startswith(p)), None)
+            raise APIError(400, str(e), param=param or ("label" if "label" in str(e) else None)) from None
+        return out if kwargs.get("return_warnings") else (out, [])
 
     async with served.lock:
         images, said = await anyio.to_thread.run_sync(run)
