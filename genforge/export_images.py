@@ -92,11 +92,11 @@ def vqvae_onnx(pipe, out: Path) -> dict[str, Any]:
 
 def text2image_onnx(pipe, out: Path) -> dict[str, Any]:
     """prior.onnx, the GPT decoder over the joint vocabulary; decoder.onnx, the frozen VQ decoder; the caption
-    vocabulary, the layout and the run's sampling defaults in the manifest."""
+    vocabulary, the layout and the run's sampling defaults (its measured guidance) in the manifest."""
     pc = pipe.pc
     return {"model": "prior.onnx", **save_decoder(pipe.prior, out / "prior.onnx"), **save_vq(pipe.vqvae, out, False),
             "caption_vocab": pipe.vocab.to_dict(), "layout": dataclasses.asdict(pipe.layout),
-            "defaults": {"guidance": pc.guidance, "temperature": pc.temperature, "top_k": pc.top_k}}
+            "defaults": {"guidance": pipe.guidance, "temperature": pc.temperature, "top_k": pc.top_k}}
 
 
 def captiongan_onnx(pipe, out: Path) -> dict[str, Any]:
@@ -126,7 +126,7 @@ def measure_images(onnx_pipe, pipe, data: str | None) -> dict[str, Any]:
     cfg = pipe.meta["config"]["data"]
     if pipe.family == "captiongan":
         z = np.random.default_rng(0).standard_normal((64, onnx_pipe.z_dim))
-        ids = pipe.encode([pipe.vocab.words[2 + i % (len(pipe.vocab) - 2)] for i in range(64)], 64)  # one-word captions
+        ids, _ = pipe.encode([pipe.vocab.words[2 + i % (len(pipe.vocab) - 2)] for i in range(64)], 64)  # one-word captions
         with torch.no_grad():
             ref = to_uint8(pipe.g(torch.from_numpy(z).float(), ids))
         ours = onnx_pipe.raw(z, ids.numpy())

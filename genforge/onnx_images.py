@@ -48,22 +48,31 @@ def second_session(path: Path, manifest: dict[str, Any], key: str, sess):
 
 
 def caption_ids(vocab: CaptionVocab, prompts: list[str], text_len: int) -> np.ndarray:
-    """Prompts -> word ids (N, text_len), as the torch pipelines read them: unknown words left out with a
-    warning, a prompt with no known word the empty caption (unconditional, with a warning), no words at all
-    or more known words than text_len a ValueError."""
-    out = np.zeros((len(prompts), text_len), np.int64)  # PAD = 0
+    """Prompts -> (word ids (N, text_len), warnings), as the torch pipelines read them: unknown words left
+    out with a warning, a prompt with no known word the empty caption (unconditional, with a warning), no
+    words at all or more known words than text_len a ValueError."""
+    out, notes = np.zeros((len(prompts), text_len), np.int64), []  # PAD = 0
     for i, text in enumerate(prompts):
         words = caption_words(text) if isinstance(text, str) else []
         if not words:
             raise ValueError(f"prompt: {text!r} has no words; describe the image, e.g. 'a handwritten seven'")
         known = [w for w in words if w in vocab.index]
         ids, _ = vocab.encode(" ".join(known), text_len)
-        if len(known) < len(words):
-            warnings.warn(f"prompt {text!r}: " + ("no word this model knows; the images are unconditional" if not known
-                          else f"unknown words left out: {', '.join(w for w in words if w not in vocab.index)}"),
-                          stacklevel=3)
+        note = f"prompt {text!r}: " + ("no word this model knows; the images are unconditional" if not known
+                                       else f"unknown words left out: {', '.join(w for w in words if w not in vocab.index)}")
+        if len(known) < len(words) and note not in notes:  # once per prompt, however many images it asks for
+            notes.append(note)
         out[i, :len(ids)] = ids
-    return out
+    return out, notes
+
+
+def finish(images: np.ndarray, notes: list[str], return_warnings: bool):
+    """(images, warnings) for the server (no process-wide warning state), else the warnings issued."""
+    if return_warnings:
+        return images, notes
+    for note in notes:
+        warnings.warn(note, stacklevel=3)
+    return images
 
 
 def prompt_list(prompt: str | list[str], n: int) -> list[str]:
@@ -147,8 +156,10 @@ class OnnxText2ImagePipeline(OnnxGPTPipeline):
         return np.stack(codes, 1) - words
 
     def generate(self, prompt: str | list[str], n: int = 1, seed: int | None = None, guidance: float | None = None,
-                 temperature: float | None = None, top_k: int | None = None, batch: int = 256) -> np.ndarray:
-        """n images for one prompt, or for a list of n prompts; None = the run's default; same seed, same images."""
+                 temperature: float | None = None, top_k: int | None = None, batch: int = 256,
+                 return_warnings: bool = False):
+        """n images for one prompt, or for a list of n prompts; None = the run's default; same seed, same images.
+        The prompts' warnings are issued, or with return_warnings returned as (images, warnings)."""
         prompts = prompt_list(prompt, n)
         g = self.defaults["guidance"] if guidance is None else guidance
         if not (isinstance(g, (int, float)) and math.isfinite(g) and 0 <= g <= 100):
@@ -156,9 +167,10 @@ class OnnxText2ImagePipeline(OnnxGPTPipeline):
         temperature = self.defaults["temperature"] if temperature is None else temperature
         top_k = self.defaults["top_k"] if top_k is None else top_k
         check_sampling(1, temperature, top_k, None)
-        captions, rng = caption_ids(self.vocab, prompts, self.text_len), np.random.default_rng(seed)
-        return np.concatenate([self.decoder.decode(self.sample_codes(captions[i:i + batch], g, temperature, top_k, rng))
-                               for i in range(0, n, batch)])
+        (captions, notes), rng = caption_ids(self.vocab, prompts, self.text_len), np.random.default_rng(seed)
+        images = np.concatenate([self.decoder.decode(self.sample_codes(captions[i:i + batch], g, temperature, top_k, rng))
+                                 for i in range(0, n, batch)])
+        return finish(images, notes, return_warnings)
 
 
 class OnnxCaptionGANPipeline(OnnxGANPipeline):
@@ -178,14 +190,14 @@ class OnnxCaptionGANPipeline(OnnxGANPipeline):
         return self.sess.run(None, {"z": z.astype(np.float32), "captions": np.asarray(captions, np.int64)})[0]
 
     def generate(self, prompt: str | list[str], n: int = 1, seed: int | None = None, guidance: float | None = None,
-                 temperature: float | None = None, top_k: int | None = None) -> np.ndarray:
+                 temperature: float | None = None, top_k: int | None = None, return_warnings: bool = False):
         if guidance is not None or top_k is not None:
             raise ValueError("guidance, top_k: a caption GAN samples no tokens and has no guidance; leave them unset")
         if temperature is not None and not temperature > 0:
             raise ValueError(f"temperature: must be > 0, got {temperature}")
-        captions = caption_ids(self.vocab, prompt_list(prompt, n), self.text_len)
+        captions, notes = caption_ids(self.vocab, prompt_list(prompt, n), self.text_len)
         z = np.random.default_rng(seed).standard_normal((n, self.z_dim)) * (temperature or 1.0)
-        return pixels(self.raw(z, captions))
+        return finish(pixels(self.raw(z, captions)), notes, return_warnings)
 
 
 class OnnxImageClassifierPipeline(OnnxClassifierPipeline):

@@ -63,7 +63,8 @@ def runs(tmp_path_factory, fast_exporter):
                                              "code_dim": 4}, "vq": {"monitor_images": 8, "grid_pairs": 2},
                                    "data": {"path": str(bars)}, "train": TRAIN}, out=str(root / "vq"), progress=False)
     t2i, _ = text2image.train(overrides={"model": {"n_layer": 1, "n_head": 2, "n_embd": 32},
-                                         "data": {"path": str(bars)}, "prior": {"vqvae": str(vq.path), "guidance": 2.0},
+                                         "data": {"path": str(bars)}, "prior": {"vqvae": str(vq.path), "guidance": 2.0,
+                                                                 "tune_guidance": False},
                                          "train": {**TRAIN, "eval_iters": 2, "samples": False}},
                               out=str(root / "t2i"), progress=False)
     gan, _ = captiongan.train("captiongan", {
@@ -121,7 +122,7 @@ def test_text2image_prior_logits_decoder_and_greedy_codes_match_torch(runs):
     with torch.no_grad():
         images = pipe.vqvae.decode(torch.from_numpy(codes)).numpy()
     assert max_diff(onnx_pipe.decoder.raw(codes), images) <= 1e-5
-    captions = pipe.captions(PROMPTS)
+    captions, _ = pipe.captions(PROMPTS)
     assert np.array_equal(onnx_pipe.vocab.encode_batch(PROMPTS, pipe.text_len), captions.numpy())
     greedy = {}
     for g in (1.0, 2.0, 0.0):  # conditional only, guided, unconditional: greedy (top_k=1) codes identical
@@ -155,12 +156,41 @@ def test_text2image_prompts_are_read_as_torch_reads_them(runs):
         onnx_pipe.generate("top", 1, top_k=0)
 
 
+def test_served_text2image_export_answers_with_its_own_warnings(runs):
+    """The images route over an exported text2image run: the pipeline's images for the seed, and the prompt's
+    warnings in the reply (returned by the pipeline, not caught from the process-wide warning state)."""
+    import base64
+    import io
+
+    import httpx
+    from PIL import Image
+
+    from tests.server.conftest import LiveServer
+
+    _, out = runs["text2image"]
+    pipe = load_onnx(out)
+    images, notes = pipe.generate("a purple bar at the top", 2, seed=5, return_warnings=True)
+    assert notes == ["prompt 'a purple bar at the top': unknown words left out: purple"]
+    assert np.array_equal(images, pipe.generate("a purple bar at the top", 2, seed=5, return_warnings=True)[0])
+    server = LiveServer([f"bars={out}"])
+    try:
+        reply = httpx.post(server.url + "/v1/images/generations", timeout=60,
+                           json={"model": "bars", "prompt": "a purple bar at the top", "n": 2, "seed": 5})
+    finally:
+        server.stop()
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["warnings"] == notes
+    got = np.stack([np.asarray(Image.open(io.BytesIO(base64.b64decode(d["b64_json"])))).reshape(images.shape[1:])
+                    for d in reply.json()["data"]])
+    assert np.array_equal(got, images)
+
+
 def test_captiongan_generator_parity(runs):
     run, out = runs["captiongan"]
     onnx_pipe, pipe = fp32(out), inference.load(run, device="cpu")
     for n in (3, 5):
         z = np.random.default_rng(n).standard_normal((n, 16)).astype(np.float32)
-        ids = pipe.encode((PROMPTS + ["zebra"])[:n] if n == 3 else "a bar at the top", n)
+        ids, _ = pipe.encode((PROMPTS + ["zebra"])[:n] if n == 3 else "a bar at the top", n)
         with torch.no_grad():
             ref = pipe.g(torch.from_numpy(z), ids).numpy()  # (n, 1, 28, 28)
         assert max_diff(onnx_pipe.raw(z, ids.numpy()), ref) <= 1e-5
