@@ -74,7 +74,7 @@ def test_candidates_start_from_the_preset_and_skip_fixed_or_missing_axes():
 
 
 def test_successive_halving_keeps_the_better_half_and_respects_the_budget():
-    cfg = C._resolve("nbbag", {"fit": {"tune_trials": 6}}, None, False, None)
+    cfg = C._resolve("nbbag", {"fit": {"tune_trials": 6, "tune_budget": 32}}, None, False, None)
     seen = []
 
     def trial(c):  # lower is better: ngram 2 and alpha 0.5 win, more epochs help
