@@ -161,7 +161,7 @@ def classifier_runs(workdir):
     runs = {}
     for preset, extra in (("transformer", ["--model.embed_dim=16", "--model.n_head=2", "--model.n_layer=1",
                                            "--data.max_len=24"]),
-                          ("lstm", ["--data.max_len=12", "--model.hidden=8"]), ("nbbag", ["--data.buckets=4096"])):
+                          ("lstm", ["--data.max_len=12", "--model.hidden=8"]), ("nbbag", ["--data.buckets=4096", "--fit.tune=false"])):
         runs[preset] = workdir / f"clf-{preset}"
         assert main(["train", "classifier", "--data", str(data), "--preset", preset, "--out", str(runs[preset]),
                      "--train.threads=1", "--fit.epochs=2", "--data.vocab_size=200", "--no-progress"] + extra) == 0
