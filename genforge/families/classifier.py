@@ -377,6 +377,8 @@ def fit(cfg: dict[str, Any], run: RunDir, train_set: Labelled, val_set: Labelled
         val_y = torch.from_numpy(encode_labels(val_set, labels)) if val_set is not None else None
 
         gpt_cfg, gpt_state, extra = None, None, dict(tuned)
+        if saved and "tune" in saved:  # a resumed run keeps the record of what tuning chose
+            extra["tune"] = saved["tune"]
         if resume:
             featurizer = Featurizer.from_dict(run.read_json("featurizer.json"))
             if saved.get("gpt_config"):
