@@ -3,7 +3,7 @@ import json
 
 from genforge.cli import main
 
-FAST = ["--data.buckets=4096", "--train.threads=1", "--train.batch_size=16", "--fit.epochs=3", "--no-progress"]
+FAST = ["--data.buckets=4096", "--train.threads=1", "--train.batch_size=16", "--fit.epochs=3", "--fit.tune=false", "--no-progress"]
 
 
 def test_train_eval_classify_cv(reviews, tmp_path, capsys):

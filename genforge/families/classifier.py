@@ -12,7 +12,12 @@
 evaluated on the validation (and optional test) data, with metrics.json and plots in
 RUN/eval/<split>/. Before that, `calibrate` fits a temperature on the validation split (never the
 test split; `--fit.calibrate=false`: T = 1) into the best checkpoint's metadata, and every pipeline
-divides the logits by it. `--fit.l1` adds an L1 penalty (`l1_penalty`). `ClassifierPipeline`
+divides the logits by it. `--fit.l1` adds an L1 penalty (`l1_penalty`). The default preset (nbbag)
+first tunes n-grams, NB smoothing, regularisation and epochs on the validation split
+(genforge/families/tune.py; `--fit.tune=false`: the preset as written; settings given on the command
+line are kept). Hashed n-grams are made once per setting (`feature_rows`, cached on disk by
+genforge/data/featcache.py): tuning trials, CV folds and held-out folds take rows of them, and the NB
+bag's optimizer moves only the rows training can reach (`RowAdamW`). `ClassifierPipeline`
 rebuilds everything from a checkpoint: `.classify(texts)`, `.evaluate(file)`; `sample_command`,
 `eval_command`, `next_steps` and `model_info` answer the CLI and the server.
 """
@@ -22,7 +27,10 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import checkpoint, config
+from ..data import featcache
 from ..data.labelled import (Labelled, encode_labels, label_vocabulary, read_labelled, read_texts,
                              stratified_split)
 from ..data.tokenizers import tokenizer_from_dict
@@ -42,7 +51,7 @@ from ..models.gpt import GPTConfig
 from ..run import RunDir, find_checkpoint
 from ..runtime import Runtime, make_runtime
 from ..trainer import Result, Trainer, TrainConfig
-from . import base, classify
+from . import base, classify, tune
 
 FAMILY = "classifier"
 DESCRIPTION = "text classifiers: LSTM, fastText- and NB-style bags, transformers, GPT encoders"
@@ -84,12 +93,18 @@ class FitConfig:
     eval_batch: int = 256  # texts per batch when evaluating
     calibrate: bool = True  # fit a temperature on the validation split after training (false: T = 1)
     l1: float = 0.0  # L1 penalty weight: adds l1 * sum |w| over matrices and embeddings (never biases, norms)
+    tune: bool = False  # choose n-grams, NB smoothing, regularisation and epochs on validation (families/tune.py)
+    tune_trials: int = 4  # settings the search draws (the preset as written is one of them)
+    tune_budget: float = 24.0  # epochs the search may spend, summed over its trials (4 trials: 4x2 + 2x4 + 1x8)
+    tune_seconds: float = 0.0  # wall-clock cap of the search as well; 0 = none (a clock is not reproducible)
 
     def validate(self):
         if self.epochs < 0 or self.eval_batch <= 0 or self.evals_per_epoch <= 0:
             raise ValueError("fit.epochs must be >= 0, fit.eval_batch and fit.evals_per_epoch positive")
         if not (self.l1 >= 0 and math.isfinite(self.l1)):
             raise ValueError(f"fit.l1 must be a finite number >= 0, got {self.l1}")
+        if self.tune_trials <= 0 or self.tune_budget <= 0 or self.tune_seconds < 0:
+            raise ValueError("fit.tune_trials and fit.tune_budget must be positive, fit.tune_seconds >= 0")
 
 
 def sections() -> dict[str, Any]:
@@ -122,7 +137,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "data": {"tokenizer": "ngram", "ngram": 3, "buckets": 1 << 22},
         "train": {"batch_size": 64, "lr": 1e-3, "min_lr": 1e-4, "schedule": "linear", "warmup_iters": 0,
                   "weight_decay": 0.0, "grad_clip": 0.0},
-        "fit": {"epochs": 6},
+        "fit": {"epochs": 6, "tune": True},
     },
     # a small transformer encoder over words, trained from scratch
     "transformer": {
@@ -169,7 +184,8 @@ class ClassifierTask(base.IntervalLosses):
         self.featurizer, self.labels, self.cfg, self.rt, self.extra_meta = featurizer, labels, cfg, rt, extra_meta
         tc: TrainConfig = cfg["train"]
         self.modules = {"model": model}
-        self.optimizers = optimizers(model, tc)
+        rows = train_x.ids.unique() if isinstance(train_x, BagFeatures) else None  # (M,) ids training can reach
+        self.optimizers = optimizers(model, tc, rows)
         self.items_per_step = tc.batch_size * tc.grad_accum
         fit: FitConfig = cfg["fit"]
         self.select_metric = {"loss": "val_loss", "accuracy": "val_error", "last": None}[fit.select]
@@ -234,15 +250,54 @@ def l1_penalty(model: TextClassifier, inputs: list[torch.Tensor]) -> torch.Tenso
     return total
 
 
-def optimizers(model: TextClassifier, tc: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+class RowAdamW(torch.optim.AdamW):
+    """AdamW on the rows `rows` of a (V, K) weight, exactly as dense AdamW would move them, at the cost
+    of M rows instead of V: a row no training text contains has a zero gradient forever, starts at 0
+    and so stays 0 under AdamW (its moments stay 0, decay scales 0). The NB bag hashes into 2^22
+    buckets while 10k short texts reach a few 100k of them; dense AdamW spent 2/3 of `cv` there. A
+    gradient hook gathers the rows during backward, so gradient clipping sees them."""
+
+    def __init__(self, weight: torch.nn.Parameter, rows: torch.Tensor, **kw):
+        self.weight, self.rows, self.synced = weight, rows.to(weight.device), False
+        K = weight.size(1)  # flat indices of the rows' elements: index_select on them is the fast path
+        self.flat = (self.rows[:, None] * K + torch.arange(K, device=weight.device)).view(-1)  # (M * K,)
+        self.rows_param = torch.nn.Parameter(self._take(weight.detach()))  # (M, K)
+        super().__init__([self.rows_param], **kw)
+        weight.register_hook(self._gather)
+
+    def _take(self, t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(-1).index_select(0, self.flat).view(len(self.rows), -1)  # (V, K) -> (M, K)
+
+    def _gather(self, grad: torch.Tensor) -> None:
+        g = self._take(grad)
+        self.rows_param.grad = g if self.rows_param.grad is None else self.rows_param.grad + g
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        super().zero_grad(set_to_none)
+        self.weight.grad = None
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if not self.synced:  # the weight may have been loaded (resume) after this optimizer was made
+            self.rows_param.copy_(self._take(self.weight))
+            self.synced = True
+        super().step()
+        self.weight.index_copy_(0, self.rows, self.rows_param)
+
+
+def optimizers(model: TextClassifier, tc: TrainConfig, rows: torch.Tensor | None = None
+               ) -> dict[str, torch.optim.Optimizer]:
     """AdamW with weight decay (L2) on matrices and embeddings, none on biases and norms; the
     fastText bag's n-gram embeddings get sparse gradients and SparseAdam (lazy: only rows seen in
     a batch move, no weight decay). The NB-linear bag stays dense: on IMDB, dense Adam reached
-    92.08% where lazy SparseAdam reached 91.81% with the same steps."""
-    sparse = []
+    92.08% where lazy SparseAdam reached 91.81% with the same steps; given the `rows` the training
+    texts contain, its weight gets `RowAdamW` (the same updates, on those rows only)."""
+    sparse, rowwise = [], None
     if model.config.arch == "bag" and model.config.embed_dim > 0:
         sparse = [model.body.emb.weight]
-    ids = {id(p) for p in sparse}
+    elif model.config.arch == "bag" and rows is not None:
+        rowwise = model.body.w
+    ids = {id(p) for p in sparse + [rowwise]}
     decay = [p for p in model.parameters() if p.dim() >= 2 and id(p) not in ids]
     rest = [p for p in model.parameters() if p.dim() < 2 and id(p) not in ids]
     opts: dict[str, torch.optim.Optimizer] = {"adamw": torch.optim.AdamW(
@@ -251,6 +306,8 @@ def optimizers(model: TextClassifier, tc: TrainConfig) -> dict[str, torch.optim.
     if sparse:
         # SparseAdam refuses lr 0; a vanishing lr behaves the same (the trainer scales it per step)
         opts["sparse"] = torch.optim.SparseAdam(sparse, lr=max(tc.lr, 1e-30), betas=(tc.beta1, tc.beta2))
+    if rowwise is not None:
+        opts["rows"] = RowAdamW(rowwise, rows, lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
     return opts
 
 # ----------------------------------------------------------------------------- training
@@ -269,10 +326,47 @@ def _read(path: str, data: LabelledDataConfig, where: str) -> Labelled:
     return read_labelled(path, data.text_field, data.label_field, data.errors)
 
 
+def feature_rows(texts: list[str]) -> Callable[[Featurizer, Any], Any]:
+    """rows(featurizer, idx): the features of texts[idx]. An ngram featurizer (stateless) hashes all of
+    `texts` once per setting (and through the on-disk cache), so folds and tuning trials only take rows."""
+    memo: dict[str, Any] = {}
+
+    def rows(f: Featurizer, idx):
+        if f.kind != "ngram":
+            return f.transform([texts[i] for i in idx])
+        k = json.dumps(f.to_dict(), sort_keys=True)
+        if k not in memo:
+            memo[k] = featcache.transform(f, texts)
+        return featcache.subset(memo[k], idx)
+    return rows
+
+
 def fit(cfg: dict[str, Any], run: RunDir, train_set: Labelled, val_set: Labelled | None,
         init_from: str | None = None, resume: bool = False, progress: bool = True,
-        preset: str | None = None) -> Result:
-    """Train on in-memory labelled data (used by `train` and by each fold of `cross_validate`)."""
+        preset: str | None = None, features: Callable[[Featurizer], tuple] | None = None,
+        fixed: set[str] = frozenset()) -> Result:
+    """Train on in-memory labelled data (used by `train` and by each fold of `cross_validate`);
+    `features(featurizer)` gives (train features, val features or None), by default from `feature_rows`.
+    With fit.tune, `tune.search` picks the settings (but the `fixed` "section.field" ones) first, each trial
+    training on train_set."""
+    if features is None:
+        n, texts = len(train_set.texts), train_set.texts + (val_set.texts if val_set is not None else [])
+        rows = feature_rows(texts)
+        features = lambda f: (rows(f, range(n)), rows(f, range(n, len(texts))) if val_set is not None else None)
+    tuned = {}
+    if cfg["fit"].tune and not resume and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        print("genforge: fit.tune is off under torchrun (a trial is one process' run): the preset as written",
+              file=sys.stderr)
+    elif cfg["fit"].tune and not resume:
+        if val_set is None or init_from or cfg["model"].arch != "bag" or cfg["data"].tokenizer != "ngram":
+            raise ValueError("fit.tune=true tunes an n-gram bag (preset nbbag or bag) on a validation split: give "
+                             "data.val_fraction > 0 or data.val_path, or pass --fit.tune=false")
+
+        def trial(c: dict[str, Any]) -> float:
+            with tempfile.TemporaryDirectory(prefix="genforge-tune-") as tmp:
+                r = fit(c, RunDir(tmp), train_set, val_set, progress=False, preset=preset, features=features)
+            return r.best if r.best is not None else r.metrics["val_loss"]
+        cfg, tuned["tune"] = tune.search(cfg, trial, fixed)
 
     def build(rt: Runtime) -> base.Build:
         data: LabelledDataConfig = cfg["data"]
@@ -282,7 +376,9 @@ def fit(cfg: dict[str, Any], run: RunDir, train_set: Labelled, val_set: Labelled
         y = torch.from_numpy(encode_labels(train_set, labels))
         val_y = torch.from_numpy(encode_labels(val_set, labels)) if val_set is not None else None
 
-        gpt_cfg, gpt_state, extra = None, None, {}
+        gpt_cfg, gpt_state, extra = None, None, dict(tuned)
+        if saved and "tune" in saved:  # a resumed run keeps the record of what tuning chose
+            extra["tune"] = saved["tune"]
         if resume:
             featurizer = Featurizer.from_dict(run.read_json("featurizer.json"))
             if saved.get("gpt_config"):
@@ -298,8 +394,7 @@ def fit(cfg: dict[str, Any], run: RunDir, train_set: Labelled, val_set: Labelled
                                     data.punctuation, data.max_chars).fit(train_set.texts)
         if gpt_cfg is not None:
             extra["gpt_config"] = dataclasses.asdict(gpt_cfg)
-        train_x = featurizer.transform(train_set.texts)
-        val_x = featurizer.transform(val_set.texts) if val_set is not None else None
+        train_x, val_x = features(featurizer)
         cfg["model"] = dataclasses.replace(cfg["model"], vocab_size=featurizer.num_ids, num_classes=len(labels),
                                            max_len=featurizer.max_len, pad=featurizer.pad)
         model = TextClassifier(cfg["model"], gpt_cfg)
@@ -324,17 +419,20 @@ def fit(cfg: dict[str, Any], run: RunDir, train_set: Labelled, val_set: Labelled
 
     result = base.launch(FAMILY, cfg, run, build, resume, progress)
     if run.is_main and val_set is not None:
-        calibrate(run, val_set, cfg["fit"].calibrate, cfg["train"].device)
+        calibrate(run, val_set, cfg["fit"].calibrate, cfg["train"].device, features)
     return result
 
 
-def calibrate(run: RunDir, val_set: Labelled, enabled: bool = True, device: str = "auto") -> float:
+def calibrate(run: RunDir, val_set: Labelled, enabled: bool = True, device: str = "auto",
+              features: Callable[[Featurizer], tuple] | None = None) -> float:
     """Fit the temperature of the best checkpoint on the validation texts (never the test split) and
     write it into that checkpoint's metadata (`calibration`), where every pipeline finds it."""
     ckpt = find_checkpoint(run.path)
     pipe = ClassifierPipeline.from_checkpoint(ckpt, device=device)
     y = torch.from_numpy(encode_labels(val_set, pipe.labels))
-    return classify.calibrate_checkpoint(ckpt, pipe.scores(val_set.texts), y, enabled, "texts")
+    logits = (predict(pipe.model, features(pipe.featurizer)[1], pipe.rt, pipe.batch_size) if features
+              else pipe.scores(val_set.texts))
+    return classify.calibrate_checkpoint(ckpt, logits, y, enabled, "texts")
 
 
 def _resolve(preset, overrides, init_from, resume, run: RunDir) -> dict[str, Any]:
@@ -349,6 +447,11 @@ def _resolve(preset, overrides, init_from, resume, run: RunDir) -> dict[str, Any
         for name, values in (GPT_INIT if init_from else {}).items():  # a GPT encoder fixes these
             layers.setdefault(name, {}).update(values)
     return base.resolve(sections(), {"chosen": layers}, "chosen", overrides, run, resume)
+
+
+def _given(overrides: dict) -> set[str]:
+    """"section.field" of every override: settings the user chose, which tuning keeps."""
+    return {f"{section}.{k}" for section, values in overrides.items() for k in values}
 
 
 def train(preset: str | None = None, overrides: dict | None = None, out: str | None = None,
@@ -368,7 +471,7 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
     else:
         train_set, val_set = full, None
     result = fit(cfg, run, train_set, val_set, init_from=None if resume else init_from, resume=resume,
-                 progress=progress, preset=preset)
+                 progress=progress, preset=preset, fixed=_given(overrides))
     if run.is_main:
         pipe = ClassifierPipeline.from_checkpoint(run.path, device=cfg["train"].device)
         if val_set is not None:
@@ -389,14 +492,18 @@ def cross_validate(preset: str | None = None, overrides: dict | None = None, fol
     full = _read(data.path, data, "training")
     labels = label_vocabulary(full.labels, full.source)
     y = encode_labels(full, labels)
+    rows = feature_rows(full.texts)  # n-grams are hashed once for all folds (and tuning trials)
 
     def run_fold(k: int, train_idx, val_idx, test_idx) -> dict:
         cfg = _resolve(preset, overrides, init_from, False, RunDir(root))
         val_set = full.subset(val_idx) if val_idx is not None else None
         run = RunDir(root / f"fold{k + 1}")
-        fit(cfg, run, full.subset(train_idx), val_set, init_from=init_from, progress=progress, preset=preset)
+        fit(cfg, run, full.subset(train_idx), val_set, init_from=init_from, progress=progress, preset=preset,
+            features=lambda f: (rows(f, train_idx), rows(f, val_idx) if val_idx is not None else None),
+            fixed=_given(overrides))
         pipe = ClassifierPipeline.from_checkpoint(run.path, device=cfg["train"].device)
-        return pipe.evaluate_set(full.subset(test_idx), out=run.file("eval") / "heldout")
+        return pipe.evaluate_set(full.subset(test_idx), out=run.file("eval") / "heldout",
+                                 features=rows(pipe.featurizer, test_idx))
 
     return classify.cross_validate(y, folds, cfg0["train"].seed, data.val_fraction, root, labels, run_fold)
 
@@ -454,11 +561,14 @@ class ClassifierPipeline:
         return [{"label": self.labels[int(p.argmax())], "probs": {c: float(v) for c, v in zip(self.labels, p)}}
                 for p in probs]
 
-    def evaluate_set(self, data: Labelled, out: Path | None = None) -> dict:
+    def evaluate_set(self, data: Labelled, out: Path | None = None, features=None) -> dict:
         """Every metric of the calibrated probabilities, plus `ece_uncalibrated`, `log_loss_uncalibrated`
-        (the raw probabilities') and the `temperature`."""
+        (the raw probabilities'), the `temperature` and what tuning chose (`tuned`); `features`: data's
+        texts already featurized."""
         y = encode_labels(data, self.labels)
-        return classify.report(y, self.scores(data.texts), self.temperature, self.labels, out, data=data.source)
+        logits = self.scores(data.texts) if features is None else predict(self.model, features, self.rt, self.batch_size)
+        tuned = {"tuned": self.meta["tune"]["chosen"]} if "tune" in self.meta else {}
+        return classify.report(y, logits, self.temperature, self.labels, out, data=data.source, **tuned)
 
     def evaluate(self, path: str, errors: str = "strict", text_field: str | None = None,
                  label_field: str | None = None, out: str | Path | None = None) -> dict:

@@ -16,7 +16,7 @@ from genforge.metrics.classification import expected_calibration_error
 from genforge.models.classifier import ClassifierConfig, TextClassifier, probabilities
 from tests.conftest import make_reviews
 
-FAST = {"train": {"threads": 1, "batch_size": 16}, "fit": {"epochs": 4}, "data": {"buckets": 4096}}
+FAST = {"train": {"threads": 1, "batch_size": 16}, "fit": {"epochs": 4, "tune": False}, "data": {"buckets": 4096}}
 
 
 def overrides(path, **sections):

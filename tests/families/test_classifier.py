@@ -12,7 +12,7 @@ from genforge.families import classifier as C
 from genforge.families import gpt
 from tests.conftest import make_reviews
 
-FAST = {"train": {"threads": 1, "batch_size": 16}, "fit": {"epochs": 4}}
+FAST = {"train": {"threads": 1, "batch_size": 16}, "fit": {"epochs": 4, "tune": False}}
 
 
 def overrides(path, **sections):
@@ -152,7 +152,7 @@ def test_real_imdb_subset(datasets, tmp_path):
         (tmp_path / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in sub))
     run, _ = C.train("nbbag", {"data": {"path": str(tmp_path / "train.jsonl"), "test_path": str(tmp_path / "test.jsonl"),
                                         "ngram": 2, "buckets": 1 << 20},
-                               "train": {"threads": 1}, "fit": {"epochs": 2}}, out=str(tmp_path / "r"), progress=False)
+                               "train": {"threads": 1}, "fit": {"epochs": 2, "tune": False}}, out=str(tmp_path / "r"), progress=False)
     m = json.loads((run.path / "eval" / "test" / "metrics.json").read_text())
     assert m["n"] == 2000 and m["accuracy"] > 0.84 and m["roc_auc"] > 0.9
 
