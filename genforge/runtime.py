@@ -143,6 +143,11 @@ def _main_first(rt: Runtime):
         dist.barrier()
 
 
+def main_process() -> bool:
+    """False on the ranks of a torchrun launch but rank 0 (RANK set and not 0): what reports and writes once."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def dist_timeout() -> float:
     """GENFORGE_DIST_TIMEOUT: seconds to form the process group and to wait in any collective."""
     raw = os.environ.get("GENFORGE_DIST_TIMEOUT", "1800")

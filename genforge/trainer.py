@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol
 import torch
 
 from . import checkpoint
+from .data.shards import Shares
 from .errors import TrainingDiverged
 from .monitor import Monitor
 from .run import RunDir
@@ -166,10 +167,14 @@ class Trainer:
         self.accum = micro_steps(cfg.grad_accum, runtime.world_size)
         self.wrapped: dict[str, torch.nn.Module] = {}  # the DistributedDataParallel wrappers, by module name
         self.placed = {name: self._place(name, m) for name, m in task.modules.items()}
-        # the batch generator: one stream for every draw of the task's data, seeded seed + rank
-        self.generator = torch.Generator().manual_seed(cfg.seed + runtime.rank)
-        if runtime.rank:  # the other ranks' dropout and noise differ from rank 0's (their weights do not)
-            torch.manual_seed(cfg.seed + runtime.rank)
+        # the global batch as micro-batch slots (data/shards.py): this rank draws slots rank x accum + m; the
+        # batch generator is the stream of the slot being drawn, seeded seed + slot (one slot: seed, as always)
+        self.shares = Shares(cfg.seed, cfg.grad_accum, runtime.rank * self.accum)
+        self.generator = torch.Generator().manual_seed(cfg.seed + self.shares.slot)
+        if self.shares.slot:  # the other ranks' dropout and noise differ from rank 0's (their weights do not)
+            torch.manual_seed(cfg.seed + self.shares.slot)
+        self._streams: dict[int, tuple] | None = None  # the other local slots' streams, made at the first step
+        self._live = 0  # the local slot whose streams are live (0 between steps: what checkpoints save)
         task.bind(self)
         for opt in task.optimizers.values():
             for g in opt.param_groups:
@@ -208,6 +213,26 @@ class Trainer:
             for ddp in self.wrapped.values():
                 stack.enter_context(ddp.no_sync())
         return stack
+
+    def _switch(self, m: int) -> None:
+        """Make local slot m's streams live: the batch generator, torch's CPU RNG and the task's data order
+        (`rng_state`), so micro-step m draws what the process owning slot m alone would."""
+        if self.accum == 1:
+            return
+        order = getattr(self.task, "rng_state", dict)
+        if self._streams is None:  # before the first draw (after any resume), seeded from the slot and the step
+            seeds = {j: self.cfg.seed + self.rt.rank * self.accum + j + 1_000_003 * self.step for j in range(self.accum)}
+            self._streams = {j: (torch.Generator().manual_seed(s).get_state(),) * 2 + (order(),)
+                             for j, s in seeds.items() if j}
+        if m == self._live:
+            return
+        self._streams[self._live] = (self.generator.get_state(), torch.get_rng_state(), order())
+        gen, rng, state = self._streams[m]
+        self.generator.set_state(gen)
+        torch.set_rng_state(rng)
+        if state:
+            self.task.set_rng_state(state)
+        self._live, self.shares.slot = m, self.rt.rank * self.accum + m
 
     # ------------------------------------------------------------------ collectives (distributed only)
 
@@ -302,8 +327,8 @@ class Trainer:
             self.generator.set_state(tensors["rng.data"])
             torch.set_rng_state(tensors["rng.torch"])
         else:  # the other ranks start fresh streams of their own, seeded from the rank and the step
-            self.generator.manual_seed(self.cfg.seed + self.rt.rank + 1_000_003 * self.step)
-            torch.manual_seed(self.cfg.seed + self.rt.rank + 1_000_003 * self.step)
+            self.generator.manual_seed(self.cfg.seed + self.shares.slot + 1_000_003 * self.step)
+            torch.manual_seed(self.cfg.seed + self.shares.slot + 1_000_003 * self.step)
         self.train_seconds = meta.get("train_seconds", 0.0)
         self.train_cpu_seconds = meta.get("train_cpu_seconds", 0.0)
         self.bad_evals = meta["resume"]["bad_evals"]
@@ -325,6 +350,7 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
             bad = None
             for i in range(self.accum):
+                self._switch(i)
                 with self._no_sync(i == self.accum - 1):
                     with self.rt.autocast():
                         loss, extra = loss_fn()
@@ -345,6 +371,7 @@ class Trainer:
                 logs[f"{opt_name}_grad_norm"] = norm.item()
             for opt in opts:
                 opt.step()
+        self._switch(0)
         after = getattr(self.task, "after_step", None)
         if after is not None:
             after(self.step)

@@ -155,7 +155,8 @@ class GPTTask(base.IntervalLosses):
         self.trainer = trainer
 
     def _loss(self):
-        x, y = self.train_split.batch(self.cfg["train"].batch_size, self.trainer.generator)
+        x, y = self.train_split.batch(self.cfg["train"].batch_size, self.trainer.generator,
+                                      self.trainer.shares)
         _, loss = self.trainer.module("model")(x.to(self.rt.device), y.to(self.rt.device))
         self._recent.append(loss.item())
         return loss, {"loss": self._recent[-1]}

@@ -1,0 +1,127 @@
+"""Data per rank (genforge/data/shards.py): each micro-batch slot its own stream and share, so N processes
+train what one process with N times the accumulation trains.
+
+    pytest tests/test_distributed_data.py -q
+
+The shares themselves and the 1-vs-N draws of each family are checked in one process (a rank of two is
+played by a runtime that says rank 1 of 2 and holds no process group); the rest are real 2-process gloo
+launches under torchrun with timeouts: the GPT and the GAN against a 1-process run at the same global
+batch, the GPT on two "nodes" over the c10d rendezvous, every other family and `genforge cv`.
+"""
+import dataclasses
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from genforge import families
+from genforge.cli import main
+from genforge.data.shards import Shares
+from genforge.data.text import TokenSplit
+from genforge.families import base
+from genforge.runtime import Runtime
+from tests.test_distributed import RECORDER, TINY_GPT, TORCHRUN, _env, _rows, _run
+from tests.test_families import tiny, write_data
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# ----------------------------------------------------------------------------- the shares
+
+
+def test_one_slot_draws_windows_as_before_and_slots_read_disjoint_blocks():
+    n, block = 1000, 16
+    before = torch.randint(n - block, (64,), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(Shares(0).window_starts(n, block, 64, torch.Generator().manual_seed(3)), before)
+    seen = []
+    for slot in range(3):
+        starts = Shares(0, 3, slot).window_starts(n, block, 4000, torch.Generator().manual_seed(slot))
+        assert int(starts.min()) >= 0 and int(starts.max()) < n - block  # every window inside the split
+        blocks = set((starts // block).tolist())
+        assert all(b % 3 == slot for b in blocks)  # rank-strided: slot s reads blocks s, s + 3, ...
+        seen.append(blocks)
+    assert set.union(*seen) == set(range((n - block + block - 1) // block))  # together: every block
+    with pytest.raises(ValueError, match=r"no block of 16 tokens for micro-batch share 2 of train.grad_accum=3"):
+        Shares(0, 3, 2).window_starts(40, 16, 1, torch.Generator())  # blocks 0 and 1 only
+
+
+@pytest.mark.parametrize("drop_last,per_epoch", [(True, 2), (False, 3)])
+def test_example_shares_split_every_epoch_disjointly(drop_last, per_epoch):
+    gen = torch.Generator().manual_seed(0)
+    orders = [base.EpochOrder(11, gen, drop_last, Shares(5, 2, s)) for s in range(2)]  # shares of 5 (the 11th waits)
+    epochs = []
+    for _ in range(2):  # batches of 2: two a share with drop_last, else 2 + 2 + 1
+        parts = [torch.cat([o.next(2) for _ in range(per_epoch)]) for o in orders]
+        assert not set(parts[0].tolist()) & set(parts[1].tolist())  # disjoint
+        assert len(set(torch.cat(parts).tolist())) == (8 if drop_last else 10)
+        epochs.append(parts)
+    assert not torch.equal(epochs[0][0], epochs[1][0])  # a fresh permutation per epoch, the same on each slot
+    assert orders[0].epoch == orders[1].epoch == 1 and torch.equal(orders[0].perm, orders[1].perm)
+    with pytest.raises(ValueError, match=r"3 training example\(s\) cannot be split into train.grad_accum=4"):
+        base.EpochOrder(3, gen, True, Shares(0, 4, 0))
+
+
+# ----------------------------------------------------------------------------- 1 vs N draws, in one process
+
+
+def _train_as(monkeypatch, name: str, data: str, out: Path, rank: int, world: int, extra: dict,
+              accum: int = 2) -> tuple[list, dict]:
+    """Train `name` two steps as rank `rank` of `world` (no process group: the runtime only says so);
+    returns every draw (slot, indices or windows) and the first step's losses."""
+    family, draws, logs = families.get(name), [], []
+    real_next, real_batch = base.EpochOrder.next, TokenSplit.batch
+
+    def order_next(self, size):
+        idx = real_next(self, size)
+        draws.append((self.shares.slot if self.shares else 0, idx.tolist()))
+        return idx
+
+    def batch(self, size, gen, shares=None):
+        x, y = real_batch(self, size, gen, shares)
+        if shares is not None:  # training draws (evaluation draws none)
+            draws.append((shares.slot, x.tolist()))
+        return x, y
+    monkeypatch.setattr(base.EpochOrder, "next", order_next)
+    monkeypatch.setattr(TokenSplit, "batch", batch)
+    monkeypatch.setattr(Runtime, "distributed", property(lambda self: False))
+    make = base.make_runtime
+    monkeypatch.setattr(base, "make_runtime", lambda *a, **k: dataclasses.replace(
+        make(*a, **{**k, "distributed": False}), rank=rank, world_size=world))
+    from genforge.trainer import Trainer
+    step = Trainer._one_step
+    monkeypatch.setattr(Trainer, "_one_step", lambda self: logs.append(step(self)) or logs[-1])
+    ov = tiny(family, None, data)
+    for section, values in extra.items():
+        ov.setdefault(section, {}).update(values)
+    ov["train"].update(grad_accum=accum, samples=False, dtype="fp32")
+    family.train(None, ov, out=str(out), progress=False)
+    monkeypatch.undo()
+    return draws, {k: v for k, v in logs[0].items() if k != "lr" and "grad_norm" not in k}
+
+
+@pytest.mark.parametrize("name", ["gpt", "gan", "imageclf", "text2image"])
+def test_one_process_draws_what_two_ranks_draw(name, tmp_path, monkeypatch):
+    data = write_data(name, tmp_path)
+    extra = {"aug": {"flip": True}} if name == "imageclf" else {}
+    if name == "text2image":
+        from tests.families.test_text2image import tiny_tokenizer
+        extra = {"prior": {"vqvae": tiny_tokenizer(data, tmp_path / "vq"), "caption_dropout": 0.5}}
+    one, one_logs = _train_as(monkeypatch, name, data, tmp_path / "one", 0, 1, extra)
+    ranks = [_train_as(monkeypatch, name, data, tmp_path / f"r{r}", r, 2, extra) for r in range(2)]
+    assert {s for s, _ in one} == {0, 1} and [s for s, _ in ranks[1][0]] == [1] * len(ranks[1][0])
+    for r, (draws, _) in enumerate(ranks):  # slot r of the one process is rank r's micro-batch
+        assert [d for s, d in one if s == r] == [d for _, d in draws]
+    assert ranks[0][0] != ranks[1][0]
+    if name != "gan":  # one phase: the first step's loss is the mean of the ranks' (noise, dropout, augmentation)
+        for k, v in one_logs.items():
+            assert v == pytest.approx((ranks[0][1][k] + ranks[1][1][k]) / 2, abs=1e-5), k
+
+
+def test_one_slot_runs_draw_as_before(tmp_path, monkeypatch):
+    """grad_accum 1 on one process: one slot, the trainer's generator alone (what the recorded-loss tests pin)."""
+    draws, _ = _train_as(monkeypatch, "gan", write_data("gan", tmp_path), tmp_path / "r", 0, 1, {}, accum=1)
+    assert {s for s, _ in draws} == {0}
+    assert draws[0][1] == torch.randperm(58, generator=torch.Generator().manual_seed(1337))[:8]  # 58 train images.tolist()
