@@ -124,4 +124,157 @@ def test_one_slot_runs_draw_as_before(tmp_path, monkeypatch):
     """grad_accum 1 on one process: one slot, the trainer's generator alone (what the recorded-loss tests pin)."""
     draws, _ = _train_as(monkeypatch, "gan", write_data("gan", tmp_path), tmp_path / "r", 0, 1, {}, accum=1)
     assert {s for s, _ in draws} == {0}
-    assert draws[0][1] == torch.randperm(58, generator=torch.Generator().manual_seed(1337))[:8]  # 58 train images.tolist()
+    assert draws[0][1] == torch.randperm(58, generator=torch.Generator().manual_seed(1337))[:8].tolist()  # 58 train images
+
+
+# ----------------------------------------------------------------------------- 2 processes against 1, under torchrun
+
+
+def _losses(run: Path) -> dict[int, dict[str, float]]:
+    """Per logged step, the training losses (train/... without the rates and norms) and eval/val_loss."""
+    out: dict[int, dict[str, float]] = {}
+    for row in _rows(run):
+        keep = {k: v for k, v in row.items() if ("loss" in k) and "seconds" not in k}
+        out.setdefault(row["step"], {}).update(keep)
+    return out
+
+
+def _same_losses(one: Path, two: Path) -> None:
+    a, b = _losses(one), _losses(two)
+    assert a.keys() == b.keys() and all(a[s].keys() == b[s].keys() for s in a)
+    for s in a:
+        for k, v in a[s].items():
+            assert abs(v - b[s][k]) < 1e-5, (s, k, v, b[s][k])
+
+
+def _ranks(record: Path) -> list[dict]:
+    return [json.loads((record / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def _gpt_args(corpus: Path, out: Path) -> list[str]:
+    return (["train", "gpt", "--data", str(corpus), "--out", str(out), "--train.grad_accum=2", "--train.max_iters=6"]
+            + TINY_GPT + ["--train.log_interval=1", "--train.eval_interval=3", "--model.dropout=0.1"])
+
+
+@pytest.fixture(scope="module")
+def gpt_reference(tmp_path_factory) -> tuple[Path, Path]:
+    """The corpus and a 1-process GPT run at the global batch of the launches below (4 x 2)."""
+    import random
+    root = tmp_path_factory.mktemp("reference")
+    rng = random.Random(0)
+    words = "the quick brown fox jumps over a lazy dog while cats sit on warm mats".split()
+    corpus = root / "corpus.txt"
+    corpus.write_text(" ".join(rng.choice(words) for _ in range(4000)))
+    assert main(_gpt_args(corpus, root / "one")) == 0
+    return corpus, root / "one"
+
+
+def _launch(tmp_path: Path, cmd: list[str]) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    record = tmp_path / "record"
+    record.mkdir()
+    (tmp_path / "recorder.py").write_text(RECORDER)
+    p = _run(TORCHRUN + [str(tmp_path / "recorder.py")] + cmd, _env(tmp_path, RECORD=str(record)), timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p, _ranks(record)
+
+
+def test_gpt_on_two_processes_trains_what_one_process_trains(tmp_path, gpt_reference):
+    corpus, one = gpt_reference
+    p, (r0, r1) = _launch(tmp_path, _gpt_args(corpus, tmp_path / "two"))
+    assert "global batch 8 (4 x 1 x 2 processes)" in p.stderr
+    assert r0["weights"] == r1["weights"] and not set(r0["batches"]) & set(r1["batches"])
+    _same_losses(one, tmp_path / "two")  # every step's loss and each val_loss, within 1e-5
+
+
+def test_gan_on_two_processes_trains_what_one_process_trains(tmp_path):
+    args = ["train", "gan", "--preset", "mlp", "--data", "", "--model.mlp_hidden=[32,32]", "--model.image_size=8",
+            "--train.max_iters=4", "--train.eval_interval=2", "--train.log_interval=1", "--train.batch_size=8",
+            "--train.grad_accum=2", "--train.dtype=fp32", "--train.samples=false", "--gan.monitor_samples=0",
+            "--gan.n_critic=2", "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "one")]) == 0
+    _, (r0, r1) = _launch(tmp_path, args + ["--out", str(tmp_path / "two")])
+    assert r0["weights"] == r1["weights"]  # G, D and the EMA G
+    _same_losses(tmp_path / "one", tmp_path / "two")  # d_loss, g_loss of every step
+
+
+def test_gpt_on_two_nodes_over_the_c10d_rendezvous(tmp_path, gpt_reference):
+    corpus, one = gpt_reference
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    record = tmp_path / "record"
+    record.mkdir()
+    (tmp_path / "recorder.py").write_text(RECORDER)
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
+            f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=genforge-two-nodes", str(tmp_path / "recorder.py")]
+    env = _env(tmp_path, RECORD=str(record))
+    nodes = [subprocess.Popen(node + _gpt_args(corpus, tmp_path / "two"), env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        outs = [n.communicate(timeout=240) for n in nodes]
+    finally:
+        for n in nodes:
+            n.kill()
+    assert [n.returncode for n in nodes] == [0, 0], "\n".join(err[-2000:] for _, err in outs)
+    r0, r1 = _ranks(record)
+    assert r0["weights"] == r1["weights"]
+    _same_losses(one, tmp_path / "two")
+
+
+# every other family trains 2 steps on 2 processes (one launch, run after run: the process group is formed
+# and left per run), then `genforge cv`; per rank, each run's step and weights digest
+FAMILIES = '''
+import hashlib, json, os, sys
+import genforge.trainer as trainer
+from genforge import families
+from genforge.cli import main
+from tests.test_families import tiny
+
+data, out = json.loads(sys.argv[1]), sys.argv[2]
+done, fit = {}, trainer.Trainer.fit
+def fit_and_record(self):
+    result = fit(self)
+    h = hashlib.sha256()
+    for name, m in sorted(self.task.modules.items()):
+        for k, v in sorted(m.named_parameters()):
+            h.update(v.detach().cpu().numpy().tobytes())
+    done[str(self.run.path)] = [result.step, h.hexdigest()]
+    return result
+trainer.Trainer.fit = fit_and_record
+
+def train(name, **extra):
+    family = families.get(name)
+    ov = tiny(family, None, data[name])
+    for section, values in extra.items():
+        ov.setdefault(section, {}).update(values)
+    ov["train"].update(grad_accum=2, dtype="fp32", samples=False)
+    return family.train(None, ov, out=os.path.join(out, name), progress=False)[0]
+
+vq = train("vqvae", model={"image_size": 12})
+train("text2image", prior={"vqvae": str(vq.path)})
+train("captiongan")
+train("imageclf")
+code = main(["cv", "--data", data["classifier"], "--preset", "nbbag", "--folds", "2", "--out", os.path.join(out, "cv"),
+             "--data.buckets=4096", "--train.batch_size=16", "--fit.epochs=1", "--train.grad_accum=2", "--no-progress"])
+with open(os.path.join(out, f"rank{os.environ['RANK']}.json"), "w") as f:
+    json.dump({"runs": done, "cv": code}, f)
+'''
+
+
+def test_every_family_and_cv_train_on_two_processes(tmp_path):
+    import genforge
+    data = {name: write_data(name, tmp_path / name) for name in ("vqvae", "text2image", "captiongan", "imageclf",
+                                                                 "classifier") if (tmp_path / name).mkdir() is None}
+    (tmp_path / "families.py").write_text(FAMILIES)
+    out = tmp_path / "runs"
+    p = _run(TORCHRUN + [str(tmp_path / "families.py"), json.dumps(data), str(out)], _env(tmp_path), timeout=400)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0 == r1 and r0["cv"] == 0  # every run: the same step and weights on both ranks
+    runs = {Path(k).name for k in r0["runs"]}
+    assert {"vqvae", "text2image", "captiongan", "imageclf", "fold1", "fold2"} <= runs
+    assert all(step == 2 for step, _ in r0["runs"].values())
+    for name in ("vqvae", "text2image", "captiongan", "imageclf"):
+        assert genforge.load(out / name, device="cpu").family == name  # rank 0 wrote it, whole
+    assert p.stdout.count("2-fold cross-validation") == 1 and (out / "cv" / "cv.json").is_file()
+    assert p.stderr.count("genforge: fold 1/2") == 1  # rank 0 reports
