@@ -11,12 +11,15 @@ last checkpoints (atomic), resume, early stopping, time budget, Ctrl-C, and logg
     result = trainer.fit()
 
 Inside its loss functions a task calls `self.trainer.module(name)` (the placed module, compiled
-or wrapped as configured) and draws batches with `self.trainer.generator`; `task.modules` stay
-the plain modules that checkpoints hold and evaluation uses.
+or wrapped as configured) and draws batches with `self.trainer.generator` and `self.trainer.shares`
+(its data order or token windows take the drawing slot's share); `task.modules` stay the plain
+modules that checkpoints hold and evaluation uses.
 
 Under torchrun (Runtime.distributed) every trained module is wrapped in DistributedDataParallel,
 gradients are averaged only on the last micro-step, and each rank runs grad_accum / world_size
-micro-steps, so the global batch (batch_size x grad_accum) is the recipe's on any world size. Rank 0
+micro-steps, so the global batch (batch_size x grad_accum) is the recipe's on any world size. Each
+micro-step is a slot of the global batch with its own streams and data share (data/shards.py), so
+N processes draw what one process with the same grad_accum draws. Rank 0
 alone evaluates (on the plain modules), logs and writes checkpoints; the logged training losses are
 averaged over the ranks, and every stop decision (max_iters, time budget, early stopping, stop_at,
 NaN, Ctrl-C) is taken by all ranks at the same step.

@@ -24,6 +24,7 @@ from genforge.data.shards import Shares
 from genforge.data.text import TokenSplit
 from genforge.families import base
 from genforge.runtime import Runtime
+from genforge.trainer import Trainer
 from tests.test_distributed import RECORDER, TINY_GPT, TORCHRUN, _env, _rows, _run
 from tests.test_families import tiny, write_data
 
@@ -67,7 +68,7 @@ def test_example_shares_split_every_epoch_disjointly(drop_last, per_epoch):
 # ----------------------------------------------------------------------------- 1 vs N draws, in one process
 
 
-def _train_as(monkeypatch, name: str, data: str, out: Path, rank: int, world: int, extra: dict,
+def _train_as(name: str, data: str, out: Path, rank: int, world: int, extra: dict,
               accum: int = 2) -> tuple[list, dict]:
     """Train `name` two steps as rank `rank` of `world` (no process group: the runtime only says so);
     returns every draw (slot, indices or windows) and the first step's losses."""
@@ -84,33 +85,31 @@ def _train_as(monkeypatch, name: str, data: str, out: Path, rank: int, world: in
         if shares is not None:  # training draws (evaluation draws none)
             draws.append((shares.slot, x.tolist()))
         return x, y
-    monkeypatch.setattr(base.EpochOrder, "next", order_next)
-    monkeypatch.setattr(TokenSplit, "batch", batch)
-    monkeypatch.setattr(Runtime, "distributed", property(lambda self: False))
-    make = base.make_runtime
-    monkeypatch.setattr(base, "make_runtime", lambda *a, **k: dataclasses.replace(
-        make(*a, **{**k, "distributed": False}), rank=rank, world_size=world))
-    from genforge.trainer import Trainer
-    step = Trainer._one_step
-    monkeypatch.setattr(Trainer, "_one_step", lambda self: logs.append(step(self)) or logs[-1])
+    make, step = base.make_runtime, Trainer._one_step
     ov = tiny(family, None, data)
     for section, values in extra.items():
         ov.setdefault(section, {}).update(values)
     ov["train"].update(grad_accum=accum, samples=False, dtype="fp32")
-    family.train(None, ov, out=str(out), progress=False)
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(base.EpochOrder, "next", order_next)
+        mp.setattr(TokenSplit, "batch", batch)
+        mp.setattr(Runtime, "distributed", property(lambda self: False))
+        mp.setattr(base, "make_runtime", lambda *a, **k: dataclasses.replace(
+            make(*a, **{**k, "distributed": False}), rank=rank, world_size=world))
+        mp.setattr(Trainer, "_one_step", lambda self: logs.append(step(self)) or logs[-1])
+        family.train(None, ov, out=str(out), progress=False)
     return draws, {k: v for k, v in logs[0].items() if k != "lr" and "grad_norm" not in k}
 
 
 @pytest.mark.parametrize("name", ["gpt", "gan", "imageclf", "text2image"])
-def test_one_process_draws_what_two_ranks_draw(name, tmp_path, monkeypatch):
+def test_one_process_draws_what_two_ranks_draw(name, tmp_path):
     data = write_data(name, tmp_path)
     extra = {"aug": {"flip": True}} if name == "imageclf" else {}
     if name == "text2image":
         from tests.families.test_text2image import tiny_tokenizer
         extra = {"prior": {"vqvae": tiny_tokenizer(data, tmp_path / "vq"), "caption_dropout": 0.5}}
-    one, one_logs = _train_as(monkeypatch, name, data, tmp_path / "one", 0, 1, extra)
-    ranks = [_train_as(monkeypatch, name, data, tmp_path / f"r{r}", r, 2, extra) for r in range(2)]
+    one, one_logs = _train_as(name, data, tmp_path / "one", 0, 1, extra)
+    ranks = [_train_as(name, data, tmp_path / f"r{r}", r, 2, extra) for r in range(2)]
     assert {s for s, _ in one} == {0, 1} and [s for s, _ in ranks[1][0]] == [1] * len(ranks[1][0])
     for r, (draws, _) in enumerate(ranks):  # slot r of the one process is rank r's micro-batch
         assert [d for s, d in one if s == r] == [d for _, d in draws]
@@ -120,9 +119,9 @@ def test_one_process_draws_what_two_ranks_draw(name, tmp_path, monkeypatch):
             assert v == pytest.approx((ranks[0][1][k] + ranks[1][1][k]) / 2, abs=1e-5), k
 
 
-def test_one_slot_runs_draw_as_before(tmp_path, monkeypatch):
+def test_one_slot_runs_draw_as_before(tmp_path):
     """grad_accum 1 on one process: one slot, the trainer's generator alone (what the recorded-loss tests pin)."""
-    draws, _ = _train_as(monkeypatch, "gan", write_data("gan", tmp_path), tmp_path / "r", 0, 1, {}, accum=1)
+    draws, _ = _train_as("gan", write_data("gan", tmp_path), tmp_path / "r", 0, 1, {}, accum=1)
     assert {s for s, _ in draws} == {0}
     assert draws[0][1] == torch.randperm(58, generator=torch.Generator().manual_seed(1337))[:8].tolist()  # 58 train images
 
@@ -263,8 +262,10 @@ with open(os.path.join(out, f"rank{os.environ['RANK']}.json"), "w") as f:
 
 def test_every_family_and_cv_train_on_two_processes(tmp_path):
     import genforge
-    data = {name: write_data(name, tmp_path / name) for name in ("vqvae", "text2image", "captiongan", "imageclf",
-                                                                 "classifier") if (tmp_path / name).mkdir() is None}
+    data = {}
+    for name in ("vqvae", "text2image", "captiongan", "imageclf", "classifier"):
+        (tmp_path / name).mkdir()
+        data[name] = write_data(name, tmp_path / name)
     (tmp_path / "families.py").write_text(FAMILIES)
     out = tmp_path / "runs"
     p = _run(TORCHRUN + [str(tmp_path / "families.py"), json.dumps(data), str(out)], _env(tmp_path), timeout=400)
