@@ -329,7 +329,7 @@ class Trainer:
                 self.task.set_rng_state(task_state)
             self.generator.set_state(tensors["rng.data"])
             torch.set_rng_state(tensors["rng.torch"])
-        else:  # the other ranks start fresh streams of their own, seeded from the rank and the step
+        else:  # the other ranks start fresh streams of their own, seeded from the slot and the step
             self.generator.manual_seed(self.cfg.seed + self.shares.slot + 1_000_003 * self.step)
             torch.manual_seed(self.cfg.seed + self.shares.slot + 1_000_003 * self.step)
         self.train_seconds = meta.get("train_seconds", 0.0)

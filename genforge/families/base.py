@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from .. import checkpoint, config
+from ..data.shards import Shares
 from ..run import RunDir, find_checkpoint
 from ..runtime import Runtime, make_runtime, seed_everything
-from ..data.shards import Shares
 from ..trainer import Result, Task, Trainer, micro_steps
 
 # ----------------------------------------------------------------------------- training set-up
