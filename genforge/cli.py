@@ -364,6 +364,7 @@ def cmd_ensemble(args) -> int:
 
 def cmd_cv(args, rest: list[str]) -> int:
     from . import config, families
+    from .runtime import main_process
     family = families.get(args.family)
     if not hasattr(family, "cross_validate"):
         raise ValueError(f"--family {args.family}: no cross-validation for this family (classifier, imageclf)")
@@ -373,6 +374,8 @@ def cmd_cv(args, rest: list[str]) -> int:
         overrides.setdefault("train", {})["seed"] = args.seed
     res = family.cross_validate(args.preset, overrides, folds=args.folds, out=args.out,
                                     init_from=args.init_from, progress=not args.no_progress)
+    if not main_process():  # under torchrun, rank 0 reports
+        return 0
     print(f"{args.folds}-fold cross-validation ({args.data}):")
     for name, s in res["summary"].items():
         print(f"  {name:32s} {s['mean']:.4f} ± {s['std']:.4f}")

@@ -12,6 +12,7 @@ the CPU gives each local process cores / local processes threads; `close()` leav
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import random
@@ -121,13 +122,16 @@ class Runtime:
                                    "every process must run the same command (same flags and files)")
 
     def close(self, together: bool = True) -> None:
-        """Leave the process group at the end of training: `together` (a run that ended well) after a
-        barrier, so no rank tears the group down while rank 0 still evaluates or writes; after an error
-        at once (the other ranks may be gone)."""
+        """The end of training: `together` (a run that ended well) a barrier, so no rank goes on while rank 0
+        still evaluates or writes, and the group stays for this process's next run (cv's folds; it is left
+        at exit): one formed again reuses torch's store keys, where a rank can read the last group's
+        addresses ('Connection reset by peer'). After an error the group is left at once (the other
+        ranks may be gone)."""
         import torch.distributed as dist
         if self.distributed and dist.is_initialized():
             if together:
                 dist.barrier()
+                return
             dist.destroy_process_group()
 
     @property
@@ -156,6 +160,11 @@ def _main_first(rt: Runtime):
     yield
     if rt.distributed and rt.is_main:
         dist.barrier()
+
+
+def main_process() -> bool:
+    """False on the ranks of a torchrun launch but rank 0 (RANK set and not 0): what reports and writes once."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def dist_timeout() -> float:
@@ -192,6 +201,7 @@ def _join_group(dev: torch.device, rank: int, world: int) -> None:
     backend = "cpu:gloo,cuda:nccl" if dev.type == "cuda" else "gloo"
     try:
         dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout))
+        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
     except Exception as e:  # a store or connect timeout, a refused connection, ...
         where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
         raise DistributedError(f"rank {rank}: the {world}-process group ({backend}, rendezvous at {where}) did not "

@@ -11,12 +11,15 @@ last checkpoints (atomic), resume, early stopping, time budget, Ctrl-C, and logg
     result = trainer.fit()
 
 Inside its loss functions a task calls `self.trainer.module(name)` (the placed module, compiled
-or wrapped as configured) and draws batches with `self.trainer.generator`; `task.modules` stay
-the plain modules that checkpoints hold and evaluation uses.
+or wrapped as configured) and draws batches with `self.trainer.generator` and `self.trainer.shares`
+(its data order or token windows take the drawing slot's share); `task.modules` stay the plain
+modules that checkpoints hold and evaluation uses.
 
 Under torchrun (Runtime.distributed) every trained module is wrapped in DistributedDataParallel,
 gradients are averaged only on the last micro-step, and each rank runs grad_accum / world_size
-micro-steps, so the global batch (batch_size x grad_accum) is the recipe's on any world size. Rank 0
+micro-steps, so the global batch (batch_size x grad_accum) is the recipe's on any world size. Each
+micro-step is a slot of the global batch with its own streams and data share (data/shards.py), so
+N processes draw what one process with the same grad_accum draws. Rank 0
 alone evaluates (on the plain modules), logs and writes checkpoints; the logged training losses are
 averaged over the ranks, and every stop decision (max_iters, time budget, early stopping, stop_at,
 NaN, Ctrl-C) is taken by all ranks at the same step. With --train.distributed=fsdp a sharded copy
@@ -37,6 +40,7 @@ from typing import Any, Literal, Protocol
 import torch
 
 from . import checkpoint, fsdp
+from .data.shards import Shares
 from .errors import TrainingDiverged
 from .monitor import Monitor
 from .run import RunDir
@@ -175,10 +179,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.needs_scaler)
         self.wrapped: dict[str, torch.nn.Module] = {}  # the DDP wrappers or FSDP copies, by module name
         self.placed = {name: self._place(name, m) for name, m in task.modules.items()}
-        # the batch generator: one stream for every draw of the task's data, seeded seed + rank
-        self.generator = torch.Generator().manual_seed(cfg.seed + runtime.rank)
-        if runtime.rank:  # the other ranks' dropout and noise differ from rank 0's (their weights do not)
-            torch.manual_seed(cfg.seed + runtime.rank)
+        # the global batch as micro-batch slots (data/shards.py): this rank draws slots rank x accum + m; the
+        # batch generator is the stream of the slot being drawn, seeded seed + slot (one slot: seed, as always)
+        self.shares = Shares(cfg.seed, cfg.grad_accum, runtime.rank * self.accum)
+        self.generator = torch.Generator().manual_seed(cfg.seed + self.shares.slot)
+        if self.shares.slot:  # the other ranks' dropout and noise differ from rank 0's (their weights do not)
+            torch.manual_seed(cfg.seed + self.shares.slot)
+        self._streams: dict[int, tuple] | None = None  # the other local slots' streams, made at the first step
+        self._live = 0  # the local slot whose streams are live (0 between steps: what checkpoints save)
         task.bind(self)
         for opt in task.optimizers.values():
             for g in opt.param_groups:
@@ -223,6 +231,26 @@ class Trainer:
             elif not sync:
                 stack.enter_context(m.no_sync())
         return stack
+
+    def _switch(self, m: int) -> None:
+        """Make local slot m's streams live: the batch generator, torch's CPU RNG and the task's data order
+        (`rng_state`), so micro-step m draws what the process owning slot m alone would."""
+        if self.accum == 1:
+            return
+        order = getattr(self.task, "rng_state", dict)
+        if self._streams is None:  # before the first draw (after any resume), seeded from the slot and the step
+            seeds = {j: self.cfg.seed + self.rt.rank * self.accum + j + 1_000_003 * self.step for j in range(self.accum)}
+            self._streams = {j: (torch.Generator().manual_seed(s).get_state(),) * 2 + (order(),)
+                             for j, s in seeds.items() if j}
+        if m == self._live:
+            return
+        self._streams[self._live] = (self.generator.get_state(), torch.get_rng_state(), order())
+        gen, rng, state = self._streams[m]
+        self.generator.set_state(gen)
+        torch.set_rng_state(rng)
+        if state:
+            self.task.set_rng_state(state)
+        self._live, self.shares.slot = m, self.rt.rank * self.accum + m
 
     # ------------------------------------------------------------------ collectives (distributed only)
 
@@ -298,21 +326,58 @@ class Trainer:
                 fsdp.gather(self.task.modules[name], sharded, self.rt.is_main)
             self._gathered = self.step
 
-    def _rng_of_ranks(self) -> dict[str, torch.Tensor]:
-        """Every rank calls it: rank R's data-order and torch RNG streams, as rng{R}.NAME, on rank 0
-        (ranks 1..; rank 0's own are rng.NAME in `_state`), so a resume on as many ranks is exact."""
-        mine = {"data": self.generator.get_state(), "torch": torch.get_rng_state(),
+    def _local_streams(self) -> dict[int, dict[str, torch.Tensor]]:
+        """This rank's slots' streams {local slot m: {"data", "torch", task rng_state names}} between steps (slot 0
+        live; the others as `_switch` parked them, none before their first draw: they would be re-made alike)."""
+        live = {"data": self.generator.get_state(), "torch": torch.get_rng_state(),
                 **getattr(self.task, "rng_state", dict)()}
-        world, out = self.rt.world_size, {}
-        for key in sorted(mine):
-            flat = mine[key].flatten()
-            sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
-            _dist().all_gather(sizes, torch.tensor([flat.numel()]))
-            n = max(int(t) for t in sizes)
-            every = [flat.new_zeros(n) for _ in range(world)]
-            _dist().all_gather(every, torch.cat([flat, flat.new_zeros(n - flat.numel())]))
-            out.update({f"rng{r}.{key}": every[r][:int(sizes[r])] for r in range(1, world)})
+        parked = {m: {"data": gen, "torch": rng, **order} for m, (gen, rng, order) in (self._streams or {}).items()}
+        return {0: live, **parked}
+
+    def _slot_streams(self) -> dict[str, torch.Tensor]:
+        """Every rank calls it: the streams of every slot of the global batch, as rng.NAME (slot 0) and
+        rng{S}.NAME (slot S), so a resume continues each slot exactly, on any number of processes."""
+        mine = {f"rng{self.rt.rank * self.accum + m or ''}.{k}": v
+                for m, streams in self._local_streams().items() for k, v in streams.items()}
+        if not self.rt.distributed:
+            return mine
+        every = [None] * self.rt.world_size
+        _dist().all_gather_object(every, sorted(mine))  # names only: the tensors follow as flat uint8/int64
+        out = {}
+        for rank, names in enumerate(every):
+            for name in names:
+                t = mine[name].flatten() if rank == self.rt.rank else None
+                meta = [(t.numel(), str(t.dtype)) if t is not None else None]
+                _dist().broadcast_object_list(meta, src=rank)
+                n, dtype = meta[0]
+                buf = t if t is not None else torch.zeros(n, dtype=getattr(torch, dtype.split(".")[1]))
+                _dist().broadcast(buf, src=rank)
+                out[name] = buf
         return out
+
+    def _restore_streams(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Each local slot continues its saved streams (the slot's, whichever rank saved it); a slot the
+        checkpoint lacks starts fresh streams seeded from the slot and the step."""
+        order = getattr(self.task, "rng_state", dict)
+        fresh = {}
+        for m in range(self.accum):
+            slot = self.rt.rank * self.accum + m
+            prefix = f"rng{slot or ''}."
+            saved = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            if "data" in saved:
+                gen, rng = saved.pop("data"), saved.pop("torch")
+            else:
+                seed = self.cfg.seed + slot + 1_000_003 * self.step
+                gen = rng = torch.Generator().manual_seed(seed).get_state()
+            if m == 0:
+                self.generator.set_state(gen)
+                torch.set_rng_state(rng)
+                if saved:
+                    self.task.set_rng_state(saved)
+            else:
+                fresh[m] = (gen, rng, saved or order())
+        self._streams = fresh or None
+        self._live, self.shares.slot = 0, self.rt.rank * self.accum
 
     def save(self, which: str) -> None:
         """'best' (rank 0 alone, after `_gather`) or 'last' (every rank calls it: under FSDP the sharded
@@ -321,14 +386,14 @@ class Trainer:
         if which == "last" and self.fsdp:
             self._gather()
             fsdp.save(last, self.step, self.wrapped, self.task.optimizers, self.rt.is_main)
-        ranks = self._rng_of_ranks() if which == "last" and self.rt.distributed else {}
+        streams = self._slot_streams() if which == "last" else {}
         if not self.rt.is_main:
             return
         before = getattr(self.task, "before_save", None)  # e.g. a GAN's EMA generator statistics
         if before is not None:
             before()
         tensors, meta = self._state(full=(which == "last"))
-        checkpoint.save(self.run.checkpoint(which), {**tensors, **ranks}, meta)
+        checkpoint.save(self.run.checkpoint(which), {**tensors, **streams}, meta)
         if which == "last" and self.fsdp:
             fsdp.prune(last, self.step)
 
@@ -357,18 +422,7 @@ class Trainer:
             checkpoint.restore_optimizer(opt, f"optim.{name}", tensors, resume["optimizers"][name])
         if resume.get("scaler"):
             self.scaler.load_state_dict(resume["scaler"])
-        # each rank continues its own saved streams (rank 0: rng.NAME, rank R: rngR.NAME); the task's data
-        # order (e.g. an epoch permutation over its share) only on the world size that saved it
-        prefix = f"rng{self.rt.rank}." if self.rt.rank else "rng."
-        streams = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        if "data" in streams:
-            self.generator.set_state(streams.pop("data"))
-            torch.set_rng_state(streams.pop("torch"))
-            if streams and resume.get("world_size", 1) == self.rt.world_size:
-                self.task.set_rng_state(streams)
-        else:  # a rank the saving run did not have starts fresh streams, seeded from the rank and the step
-            self.generator.manual_seed(self.cfg.seed + self.rt.rank + 1_000_003 * self.step)
-            torch.manual_seed(self.cfg.seed + self.rt.rank + 1_000_003 * self.step)
+        self._restore_streams(tensors)
         self.train_seconds = meta.get("train_seconds", 0.0)
         self.train_cpu_seconds = meta.get("train_cpu_seconds", 0.0)
         self.bad_evals = meta["resume"]["bad_evals"]
@@ -390,6 +444,7 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
             bad = None
             for i in range(self.accum):
+                self._switch(i)
                 with self._no_sync(i == self.accum - 1):
                     with self.rt.autocast():
                         loss, extra = loss_fn()
@@ -414,6 +469,7 @@ class Trainer:
             for opt in opts:
                 self.scaler.step(opt)  # opt.step(), unless fp16 gradients overflowed
         self.scaler.update()
+        self._switch(0)
         after = getattr(self.task, "after_step", None)
         if after is not None:
             after(self.step)

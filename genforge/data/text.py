@@ -24,6 +24,7 @@ import torch
 
 from .labelled import _label, label_vocabulary
 from .rows import json_lines
+from .shards import Shares
 from .tokenizers import LabelledTokenizer, Tokenizer
 
 CHUNK_BYTES = 1 << 20
@@ -264,9 +265,9 @@ class TokenSplit:
                              f"context length + 1 ({self.block_size + 1}); use more data, a smaller "
                              "--model.block_size, or a different --data.val_fraction")
 
-    def batch(self, batch_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random windows: x (B, T) and y = x shifted by one (B, T)."""
-        ix = torch.randint(len(self.tokens) - self.block_size, (batch_size,), generator=gen)
+    def batch(self, batch_size: int, gen: torch.Generator, shares: Shares | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random windows: x (B, T) and y = x shifted by one (B, T); with `shares`, in the drawing slot's blocks."""
+        ix = (shares or Shares(0)).window_starts(len(self.tokens), self.block_size, batch_size, gen)
         rows = [np.asarray(self.tokens[i:i + self.block_size + 1], dtype=np.int64) for i in ix.tolist()]
         xy = torch.from_numpy(np.stack(rows))
         return xy[:, :-1], xy[:, 1:]

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .. import checkpoint, config
+from ..data.shards import Shares
 from ..run import RunDir, find_checkpoint
 from ..runtime import Runtime, make_runtime, seed_everything
 from ..trainer import Result, Task, Trainer, micro_steps
@@ -108,25 +109,38 @@ class EpochOrder:
 
     With `drop_last` a batch never runs past the end of an epoch (a new permutation starts);
     without, the last batch of an epoch may be short. `state()` goes into resumable checkpoints.
+    With `shares` of more than one slot (data/shards.py) the epoch's permutation is the run's, the
+    same on every rank, and a batch comes from the drawing slot's disjoint part of it.
     """
 
-    def __init__(self, n: int, generator: torch.Generator, drop_last: bool):
-        self.n, self.gen, self.drop_last = n, generator, drop_last
-        self.perm, self.pos = torch.randperm(n, generator=generator), 0
+    def __init__(self, n: int, generator: torch.Generator, drop_last: bool, shares: Shares | None = None):
+        self.n, self.gen, self.drop_last, self.epoch = n, generator, drop_last, 0
+        self.shares = shares if shares is not None and shares.count > 1 else None
+        self.perm, self.pos = self._permutation(), 0
+
+    def _permutation(self) -> torch.Tensor:
+        if self.shares is None:
+            return torch.randperm(self.n, generator=self.gen)
+        return self.shares.permutation(self.n, self.epoch)
+
+    def _mine(self) -> torch.Tensor:
+        return self.perm if self.shares is None else self.shares.mine(self.perm)
 
     def next(self, size: int) -> torch.Tensor:
         end = self.pos + size if self.drop_last else self.pos + 1
-        if end > len(self.perm):
-            self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
-        idx = self.perm[self.pos:self.pos + size]
+        if end > len(self._mine()):
+            self.epoch += 1
+            self.perm, self.pos = self._permutation(), 0
+        idx = self._mine()[self.pos:self.pos + size]
         self.pos += len(idx)
         return idx
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"perm": self.perm, "pos": torch.tensor([self.pos])}
+        return {"perm": self.perm, "pos": torch.tensor([self.pos]), "epoch": torch.tensor([self.epoch])}
 
     def set_state(self, state: dict[str, torch.Tensor]) -> None:
         self.perm, self.pos = state["perm"], int(state["pos"][0])
+        self.epoch = int(state["epoch"][0]) if "epoch" in state else 0  # checkpoints from before shares: 0
 
 
 class IntervalLosses:

@@ -199,7 +199,7 @@ class ClassifierTask(base.IntervalLosses):
 
     def bind(self, trainer: Trainer) -> None:
         self.trainer = trainer  # a fresh permutation per epoch; the last batch may be short
-        self.order = base.EpochOrder(len(self.train_y), trainer.generator, drop_last=False)
+        self.order = base.EpochOrder(len(self.train_y), trainer.generator, drop_last=False, shares=trainer.shares)
 
     def _loss(self):
         idx = self.order.next(self.cfg["train"].batch_size)

@@ -26,6 +26,7 @@ from ..data.labelled import stratified_folds, stratified_split
 from ..metrics import calibration
 from ..metrics import classification as cm
 from ..models.classifier import probabilities
+from ..runtime import main_process
 
 
 def epochs_to_steps(cfg: dict[str, Any], n_train: int) -> None:
@@ -95,10 +96,13 @@ def cross_validate(y: np.ndarray, folds: int, seed: int, val_fraction: float, ro
             tr, va = stratified_split(y[rest], val_fraction, seed + k)
             train_idx, val_idx = rest[tr], rest[va]
         metrics = run_fold(k, train_idx, val_idx, test_idx)
-        print(f"genforge: fold {k + 1}/{folds}: accuracy {metrics['accuracy']:.4f}, "
-              f"macro F1 {metrics['macro']['f1']:.4f}", file=sys.stderr)
         results.append(metrics)
+        if main_process():  # under torchrun every rank trains the folds; rank 0 reports and writes cv.json
+            print(f"genforge: fold {k + 1}/{folds}: accuracy {metrics['accuracy']:.4f}, "
+                  f"macro F1 {metrics['macro']['f1']:.4f}", file=sys.stderr)
     summary = {"folds": folds, "labels": labels, "summary": cm.summarize(results), "per_fold": results}
+    if not main_process():
+        return summary
     root.mkdir(parents=True, exist_ok=True)
     (root / "cv.json").write_text(json.dumps(summary, indent=2))
     return summary

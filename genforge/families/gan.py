@@ -147,7 +147,7 @@ class GANTask(base.IntervalLosses):
 
     def bind(self, trainer: Trainer) -> None:
         self.trainer, self.gen = trainer, trainer.generator  # every draw of a step: one seeded stream
-        self.order = base.EpochOrder(len(self.images), self.gen, drop_last=True)
+        self.order = base.EpochOrder(len(self.images), self.gen, drop_last=True, shares=trainer.shares)
 
     # one batch of real images in [-1, 1], in a seeded epoch order
     def _real(self) -> tuple[torch.Tensor, torch.Tensor | None]:

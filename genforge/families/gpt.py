@@ -156,7 +156,8 @@ class GPTTask(base.IntervalLosses):
         self.trainer = trainer
 
     def _loss(self):
-        x, y = self.train_split.batch(self.cfg["train"].batch_size, self.trainer.generator)
+        x, y = self.train_split.batch(self.cfg["train"].batch_size, self.trainer.generator,
+                                      self.trainer.shares)
         _, loss = self.trainer.module("model")(self.rt.to_device(x), self.rt.to_device(y))
         self._recent.append(loss.item())
         return loss, {"loss": self._recent[-1]}

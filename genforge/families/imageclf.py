@@ -38,6 +38,7 @@ import torch
 from .. import checkpoint, config
 from ..data import images as image_data
 from ..data.labelled import stratified_split
+from ..data.shards import Shares
 from ..metrics.protocol import resolve_dataset
 from ..models.imageclf import ImageClassifier, ImageClassifierConfig, augment
 from ..models.classifier import probabilities
@@ -177,9 +178,10 @@ class MixedOrder:
     every batch from the extra examples, the rest real, each in its own seeded epoch order (a new
     permutation when the next part would run past its end, so every batch is full)."""
 
-    def __init__(self, n_real: int, n_extra: int, weight: float, gen: torch.Generator):
+    def __init__(self, n_real: int, n_extra: int, weight: float, gen: torch.Generator,
+                 shares: Shares | None = None):
         self.n_real, self.weight = n_real, weight if n_extra else 0.0
-        self.orders = {k: base.EpochOrder(n, gen, drop_last=True) for k, n in (("real", n_real), ("extra", n_extra))
+        self.orders = {k: base.EpochOrder(n, gen, drop_last=True, shares=shares) for k, n in (("real", n_real), ("extra", n_extra))
                        if n}
 
     def next(self, size: int) -> torch.Tensor:
@@ -192,7 +194,7 @@ class MixedOrder:
 
     def set_state(self, state: dict[str, torch.Tensor]) -> None:
         for name, order in self.orders.items():
-            order.set_state({k: state[f"{name}.{k}"] for k in ("perm", "pos")})
+            order.set_state({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(f"{name}.")})
 
 
 class ImageClassifierTask(ClassifierTask):
@@ -210,7 +212,7 @@ class ImageClassifierTask(ClassifierTask):
         if a.crop or a.rotate or a.flip:
             self.train_x.gen = trainer.generator
         self.order = MixedOrder(self.n_real, len(self.train_y) - self.n_real, self.cfg["data"].extra_weight,
-                                trainer.generator)
+                                trainer.generator, trainer.shares)
 
     def meta(self) -> dict[str, Any]:
         return {"family": FAMILY, "config": config.to_dict(self.cfg), "labels": self.labels}

@@ -260,7 +260,7 @@ class Text2ImageTask(base.IntervalLosses):
 
     def bind(self, trainer: Trainer) -> None:
         self.trainer = trainer
-        self.order = base.EpochOrder(len(self.codes), trainer.generator, drop_last=True)
+        self.order = base.EpochOrder(len(self.codes), trainer.generator, drop_last=True, shares=trainer.shares)
 
     def _loss(self):
         idx = self.order.next(self.cfg["train"].batch_size)

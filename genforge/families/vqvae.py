@@ -115,7 +115,7 @@ class VQVAETask(base.IntervalLosses):
 
     def bind(self, trainer) -> None:
         self.trainer = trainer
-        self.order = base.EpochOrder(len(self.images), trainer.generator, drop_last=True)
+        self.order = base.EpochOrder(len(self.images), trainer.generator, drop_last=True, shares=trainer.shares)
 
     def _loss(self):
         x = self.images[self.order.next(self.batch).to(self.rt.device)].float().div_(127.5).sub_(1.0)
