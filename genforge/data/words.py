@@ -4,7 +4,9 @@ A `Featurizer` turns a list of texts into tensors, in one of four ways (`data.to
 - `word`: the top-k words (ids 0 = padding, 1 = out of vocabulary), padded/truncated to
   `max_len` like Keras' `pad_sequences` (article 004);
 - `ngram`: the set of word n-grams (1..n) of each text, hashed into `buckets` ids (fastText
-  style: no vocabulary to store, unseen n-grams still map somewhere);
+  style: no vocabulary to store, unseen n-grams still map somewhere); with `char_ngrams=(lo, hi)`
+  also the character lo..hi-grams inside each word, marked `<word>` (fastText's subwords), in the
+  same buckets: they carry short texts, where a word seen once in training is the rule;
 - `char` / `bpe`: the GPT family's tokenizers (genforge/data/tokenizers.py), for transformer
   classifiers and for fine-tuning a pre-trained GPT.
 It serialises to a JSON-able dict stored with the run, so `classify` rebuilds it exactly.
@@ -96,8 +98,23 @@ def _word_hashes(tokens: list[str], cache: dict[str, int]) -> np.ndarray:
     return out
 
 
-def hashed_ngrams(token_lists: list[list[str]], n: int, buckets: int) -> BagFeatures:
-    """Distinct hashed 1..n-grams of each text (binary bag), deterministic across runs."""
+def _mix(h: np.ndarray, order: int, buckets: int) -> np.ndarray:
+    """Token hashes -> bucket ids; `order` (n of a word n-gram, 0 for a character n-gram) salts the hash."""
+    with np.errstate(over="ignore"):
+        return ((h + np.uint64(order) * np.uint64(0x9E3779B97F4A7C15)) * _P >> np.uint64(17)) % np.uint64(buckets)
+
+
+def _char_hashes(word: str, lo: int, hi: int) -> np.ndarray:
+    """Hashes of the character lo..hi-grams of `<word>` (the marks make prefixes and suffixes distinct)."""
+    w = f"<{word}>"
+    grams = [w[i:i + n] for n in range(lo, hi + 1) for i in range(len(w) - n + 1)]
+    return np.array([zlib.crc32(g.encode("utf-8")) | (len(g) << 32) for g in grams], dtype=np.uint64)
+
+
+def hashed_ngrams(token_lists: list[list[str]], n: int, buckets: int,
+                  char_ngrams: tuple[int, int] = (0, 0)) -> BagFeatures:
+    """Distinct hashed word 1..n-grams (and character n-grams of its words) of each text (binary bag),
+    deterministic across runs."""
     import torch
     ids, offsets = ngram_ids(token_lists, n, buckets)
     return BagFeatures(torch.from_numpy(ids), torch.from_numpy(offsets))
@@ -110,15 +127,25 @@ def ngram_ids(token_lists: list[list[str]], n: int, buckets: int) -> tuple[np.nd
     flat = _word_hashes([w for t in token_lists for w in t], cache)  # (total tokens,)
     doc = np.repeat(np.arange(len(token_lists), dtype=np.int64), lens)
     parts_doc, parts_id = [], []
-    with np.errstate(over="ignore"):
-        h = flat.copy()
-        for order in range(1, n + 1):
-            if order > 1:  # h[i] = hash of tokens i .. i+order-1, valid if they are in one text
+    h = flat.copy()
+    for order in range(1, n + 1):
+        if order > 1:  # h[i] = hash of tokens i .. i+order-1, valid if they are in one text
+            with np.errstate(over="ignore"):
                 h = h[:-1] * _P + flat[order - 1:]
-            keep = doc[:len(h)] == doc[order - 1:order - 1 + len(h)]
-            mixed = (h[keep] + np.uint64(order) * np.uint64(0x9E3779B97F4A7C15)) * _P
-            parts_doc.append(doc[:len(h)][keep])
-            parts_id.append((mixed >> np.uint64(17)) % np.uint64(buckets))
+        keep = doc[:len(h)] == doc[order - 1:order - 1 + len(h)]
+        parts_doc.append(doc[:len(h)][keep])
+        parts_id.append(_mix(h[keep], order, buckets))
+    if char_ngrams[0] > 0 and len(flat):
+        uniq, wid = np.unique(flat, return_inverse=True)  # (W,) distinct words, (total tokens,) word of each
+        word_of = {v: w for w, v in cache.items()}
+        table = [_char_hashes(word_of[int(v)], *char_ngrams) for v in uniq]
+        sizes = np.array([len(t) for t in table], dtype=np.int64)  # (W,) n-grams per word
+        pair = np.unique(doc * len(uniq) + wid)  # each text's distinct words
+        pd, pw = pair // len(uniq), pair % len(uniq)
+        k = sizes[pw]  # (pairs,) n-grams each pair brings
+        at = np.repeat(np.cumsum(sizes)[pw] - sizes[pw] - (np.cumsum(k) - k), k) + np.arange(k.sum())
+        parts_doc.append(np.repeat(pd, k))
+        parts_id.append(_mix(np.concatenate(table)[at], 0, buckets))
     docs = np.concatenate(parts_doc)
     ids = np.concatenate(parts_id).astype(np.int64)
     key = np.unique(docs * buckets + ids)  # sorted by text, then id; duplicates removed
@@ -136,12 +163,13 @@ class Featurizer:
 
     def __init__(self, kind: str, max_len: int = 100, vocab_size: int = 10000, ngram: int = 2,
                  buckets: int = 1 << 21, pad: str = "pre", punctuation: bool = False, max_chars: int = 100_000,
-                 tokenizer=None, vocab: list[str] | None = None):
+                 tokenizer=None, vocab: list[str] | None = None, char_ngrams: tuple[int, int] = (0, 0)):
         if kind not in ("word", "ngram", "char", "bpe"):
             raise ValueError(f"data.tokenizer={kind!r}: expected word, ngram, char or bpe")
         self.kind, self.max_len, self.vocab_size, self.ngram = kind, max_len, vocab_size, ngram
         self.buckets, self.pad, self.punctuation = buckets, pad, punctuation
         self.max_chars = max_chars  # longer texts are cut here first (a notice is printed once)
+        self.char_ngrams = tuple(char_ngrams)  # ngram: (lo, hi) character n-grams of each word; (0, 0) = none
         self.tokenizer = tokenizer  # a GPT tokenizer for char / bpe
         self.vocab = vocab  # words for kind 'word', index = id (0 pad, 1 oov)
         self._stoi = {w: i for i, w in enumerate(vocab)} if vocab else None
@@ -194,7 +222,8 @@ class Featurizer:
         import torch
         texts = self.clip(texts)
         if self.kind == "ngram":
-            return hashed_ngrams([words(t, self.punctuation) for t in texts], self.ngram, self.buckets)
+            return hashed_ngrams([words(t, self.punctuation) for t in texts], self.ngram, self.buckets,
+                                 self.char_ngrams)
         rows = [self._ids(t) for t in texts]
         T = self.max_len
         ids = torch.zeros(len(rows), T, dtype=torch.int64)
@@ -220,7 +249,7 @@ class Featurizer:
     def to_dict(self) -> dict:
         d = {"kind": self.kind, "max_len": self.max_len, "vocab_size": self.vocab_size, "ngram": self.ngram,
              "buckets": self.buckets, "pad": self.pad, "punctuation": self.punctuation,
-             "max_chars": self.max_chars}
+             "max_chars": self.max_chars, "char_ngrams": list(self.char_ngrams)}
         if self.vocab is not None:
             d["vocab"] = self.vocab
         if self.tokenizer is not None:
@@ -231,4 +260,5 @@ class Featurizer:
     def from_dict(cls, d: dict) -> Featurizer:
         tok = tokenizer_from_dict(d["tokenizer"]) if "tokenizer" in d else None
         return cls(d["kind"], d["max_len"], d["vocab_size"], d["ngram"], d["buckets"], d["pad"],
-                   d["punctuation"], d["max_chars"], tokenizer=tok, vocab=d.get("vocab"))
+                   d["punctuation"], d["max_chars"], tokenizer=tok, vocab=d.get("vocab"),
+                   char_ngrams=d.get("char_ngrams", (0, 0)))

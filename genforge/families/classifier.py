@@ -1,6 +1,6 @@
 """The classifier family: train, cross-validate, evaluate and apply text classifiers.
 
-    genforge train classifier --data imdb/train.jsonl.gz [--preset lstm|bag|nbbag|transformer]
+    genforge train classifier --data imdb/train.jsonl.gz [--preset lstm|bag|nbbag|nbchar|cnn|transformer]
     genforge train classifier --init-from runs/gpt-... --data reviews.csv     # GPT as the encoder
     genforge eval RUN --data imdb/test.jsonl.gz      genforge classify RUN "a wonderful film"
     genforge cv --folds 5 --data train.jsonl --preset nbbag
@@ -71,6 +71,7 @@ class LabelledDataConfig:
     max_len: int = 100  # tokens per text for sequence models (longer texts are truncated)
     pad: Literal["pre", "post"] = "pre"  # pre: pad and truncate at the start (Keras' default)
     ngram: int = 2  # ngram: 1..n word n-grams
+    char_ngrams: tuple[int, int] = (0, 0)  # ngram: also each word's character lo..hi-grams, e.g. 2,5; 0,0 = none
     buckets: int = 1 << 21  # ngram: hash buckets
     punctuation: bool = False  # keep punctuation marks as tokens
     max_chars: int = 100_000  # texts are cut to this many characters first
@@ -82,6 +83,9 @@ class LabelledDataConfig:
         for name in ("vocab_size", "max_len", "ngram", "buckets", "max_chars"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"data.{name} must be positive, got {getattr(self, name)}")
+        lo, hi = self.char_ngrams if len(self.char_ngrams) == 2 else (-1, -1)
+        if (lo, hi) != (0, 0) and not 1 <= lo <= hi:
+            raise ValueError(f"data.char_ngrams must be two lengths lo,hi with 1 <= lo <= hi (or 0,0), got {self.char_ngrams}")
 
 
 @dataclass
@@ -138,6 +142,22 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "train": {"batch_size": 64, "lr": 1e-3, "min_lr": 1e-4, "schedule": "linear", "warmup_iters": 0,
                   "weight_decay": 0.0, "grad_clip": 0.0},
         "fit": {"epochs": 6, "tune": True},
+    },
+    # nbbag with each word's character 2..5-grams in the same buckets: subwords carry short texts
+    "nbchar": {
+        "model": {"arch": "bag", "embed_dim": 0, "nb": True, "nb_prior": 0.0},
+        "data": {"tokenizer": "ngram", "ngram": 3, "buckets": 1 << 22, "char_ngrams": (2, 5)},
+        "train": {"batch_size": 64, "lr": 1e-3, "min_lr": 1e-4, "schedule": "linear", "warmup_iters": 0,
+                  "weight_decay": 0.0, "grad_clip": 0.0},
+        "fit": {"epochs": 6},
+    },
+    # Kim (2014): word embeddings, convolutions of widths 3/4/5 (100 filters each), max over time, dropout 0.5
+    "cnn": {
+        "model": {"arch": "cnn", "embed_dim": 128, "hidden": 100, "widths": (3, 4, 5), "dropout": 0.5},
+        "data": {"tokenizer": "word", "vocab_size": 30000, "max_len": 64, "pad": "post"},
+        "train": {"batch_size": 50, "lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 0, "weight_decay": 0.0,
+                  "grad_clip": 0.0},
+        "fit": {"epochs": 4},
     },
     # a small transformer encoder over words, trained from scratch
     "transformer": {
@@ -391,7 +411,7 @@ def fit(cfg: dict[str, Any], run: RunDir, train_set: Labelled, val_set: Labelled
             extra["init_from"] = source
         else:
             featurizer = Featurizer(data.tokenizer, data.max_len, data.vocab_size, data.ngram, data.buckets, data.pad,
-                                    data.punctuation, data.max_chars).fit(train_set.texts)
+                                    data.punctuation, data.max_chars, char_ngrams=data.char_ngrams).fit(train_set.texts)
         if gpt_cfg is not None:
             extra["gpt_config"] = dataclasses.asdict(gpt_cfg)
         train_x, val_x = features(featurizer)

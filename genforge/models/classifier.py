@@ -1,14 +1,15 @@
-"""Text classifiers: article 004's LSTM, a bag of n-grams (fastText / NB-weighted), a transformer
-encoder, and a classifier on top of a pre-trained GPT.
+"""Text classifiers: article 004's LSTM, a bag of n-grams (fastText / NB-weighted), a CNN over word
+embeddings (Kim 2014), a transformer encoder, and a classifier on top of a pre-trained GPT.
 
-    genforge train classifier --data imdb/train.jsonl.gz --preset lstm|bag|nbbag|transformer
+    genforge train classifier --data imdb/train.jsonl.gz --preset lstm|bag|nbbag|cnn|transformer
 
-Reads in the order the networks run: pooling helper, the four bodies, the config, then the model
+Reads in the order the networks run: pooling helper, the five bodies, the config, then the model
 that owns the head and the loss. Inputs come from genforge/data/words.py: sequence models get
 `(ids (B, T), lengths (B,))`, the bag model gets `(ids (total,), offsets (B,))`. Two classes use
 one logit and binary cross-entropy (article 004's Dense(1, sigmoid)); more use softmax.
 
-Axis legend: B batch, T tokens, E embedding width, H hidden width, K outputs (1 if binary).
+Axis legend: B batch, T tokens, E embedding width, H hidden width (CNN: filters per width), K outputs
+(1 if binary).
 """
 from __future__ import annotations
 
@@ -121,6 +122,28 @@ class BagBody(nn.Module):
         return torch.zeros(B, vals.size(1), device=ids.device, dtype=vals.dtype).index_add_(0, seg, vals)
 
 
+class CNNBody(nn.Module):
+    """Kim (2014): word embeddings -> one 1-D convolution per width in `widths` (`hidden` filters each)
+    -> ReLU -> max over the windows that lie on real tokens (a text shorter than a width keeps its
+    one window) -> the maxima of all widths side by side; the model's dropout and head follow."""
+
+    def __init__(self, cfg: ClassifierConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.emb = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
+        self.convs = nn.ModuleList(nn.Conv1d(cfg.embed_dim, cfg.hidden, k) for k in cfg.widths)
+        self.out_dim = cfg.hidden * len(cfg.widths)
+
+    def forward(self, ids, lengths):
+        x = self.emb(ids).transpose(1, 2)  # (B, E, T)
+        out = []
+        for k, conv in zip(self.cfg.widths, self.convs):
+            h = F.relu(conv(x)).transpose(1, 2)  # (B, T - k + 1, H): window t covers tokens t .. t+k-1
+            windows = real_mask((lengths - k + 1).clamp(min=1), h.size(1), self.cfg.pad)
+            out.append(pool(h, windows, "max"))  # (B, H)
+        return torch.cat(out, 1)  # (B, H * len(widths))
+
+
 class TransformerBody(nn.Module):
     """Token + learned position embeddings -> the GPT family's blocks without the causal mask (every token
     sees every real token) -> pooled, normalised state."""
@@ -170,12 +193,13 @@ class GPTBody(nn.Module):
 
 @dataclass
 class ClassifierConfig:
-    arch: Literal["lstm", "bag", "transformer", "gpt"] = "bag"
+    arch: Literal["lstm", "bag", "cnn", "transformer", "gpt"] = "bag"
     vocab_size: int = 0  # ids the input layer embeds; 0 = taken from the featurizer
     num_classes: int = 0  # 0 = taken from the training labels
     max_len: int = 100  # tokens per text (sequence models; positions of the transformer)
     embed_dim: int = 16  # embedding width (bag: 0 = linear model on the n-grams themselves)
-    hidden: int = 16  # LSTM state size
+    hidden: int = 16  # LSTM state size; cnn: filters per width
+    widths: tuple[int, ...] = (3, 4, 5)  # cnn: convolution widths in tokens
     n_layer: int = 2  # transformer blocks
     n_head: int = 4
     dropout: float = 0.2  # LSTM: input dropout (Keras semantics); others: on embeddings and the pooled state
@@ -189,10 +213,12 @@ class ClassifierConfig:
         for name in ("max_len", "hidden", "n_layer", "n_head"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
-        if self.embed_dim < 0 or (self.embed_dim == 0 and self.arch in ("lstm", "transformer")):
+        if self.embed_dim < 0 or (self.embed_dim == 0 and self.arch in ("lstm", "cnn", "transformer")):
             raise ValueError(f"model.embed_dim must be positive for arch {self.arch}, got {self.embed_dim}")
         if self.arch == "transformer" and self.embed_dim % self.n_head:
             raise ValueError(f"model.embed_dim={self.embed_dim} must be divisible by model.n_head={self.n_head}")
+        if self.arch == "cnn" and not (self.widths and 1 <= min(self.widths) and max(self.widths) <= self.max_len):
+            raise ValueError(f"model.widths must be widths between 1 and max_len={self.max_len}, got {self.widths}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.nb_alpha <= 0:
@@ -212,6 +238,8 @@ class TextClassifier(nn.Module):
             self.body = LSTMBody(cfg)
         elif cfg.arch == "bag":
             self.body = BagBody(cfg, K)
+        elif cfg.arch == "cnn":
+            self.body = CNNBody(cfg)
         elif cfg.arch == "transformer":
             self.body = TransformerBody(cfg)
         else:

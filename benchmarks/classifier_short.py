@@ -1,0 +1,184 @@
+"""Short texts and stronger members: genforge classifiers on the first sentence of each IMDB review
+(or on the full reviews) against a scikit-learn NB-LR tuned on the validation split.
+
+    python benchmarks/classifier_short.py [--texts first|full] [--members nbchar,cnn] [--seeds 1337,1,2]
+        [--data $GENFORGE_DATASETS/imdb] [--out DIR]
+
+The data: IMDB's 25,000 training and 25,000 test reviews; with `--texts first` each is cut to its
+first sentence (HTML breaks removed, leading non-word characters skipped, then up to and including
+the first . ! or ?). A stratified, seeded 10% of the training texts is the validation split, written
+to DIR/val.jsonl beside DIR/train.jsonl (the other 90%) and DIR/test.jsonl: every genforge member
+trains on the 90% and selects its checkpoint and temperature on the 10%; the ensemble's weights (a
+0.05 grid, lowest validation log loss) and its temperature come from the same 10%. The test split
+is read only to report.
+
+The floor: binary word n-grams scaled by naive-Bayes log-count ratios, `LogisticRegression(liblinear)`;
+its n-gram range (1..1, 1..2, 1..3) and C (0.03 .. 10) are chosen by validation accuracy, then it
+is refitted on all 25,000 training texts (more data than the genforge members see: a conservative
+bar). Results: DIR/results.json and a markdown table on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import itertools
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+# name -> (preset, overrides): the members a run can train
+MEMBERS = {
+    "nbbag": ("nbbag", {}),
+    "nbchar": ("nbchar", {}),  # nbbag + character 2..5-grams of each word
+    "cnn": ("cnn", {}),
+    "cnn-long": ("cnn", {"data": {"max_len": 400}}),  # full reviews: the CNN sees 400 words
+    "nbchar-tri": ("nbchar", {"data": {"char_ngrams": "3,5"}}),
+}
+_BR = re.compile(r"<br\s*/?>", re.I)
+_FIRST = re.compile(r"\w[^.!?]*[.!?]?")
+
+
+def first_sentence(text: str) -> str:
+    """The text from its first word character up to and including its first . ! or ? (HTML breaks removed)."""
+    text = _BR.sub(" ", text)
+    m = _FIRST.search(text)
+    return m.group(0).strip() if m else text.strip()
+
+
+def write_jsonl(path: Path, texts: list[str], labels: list[str]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for t, y in zip(texts, labels):
+            f.write(json.dumps({"text": t, "label": y}) + "\n")
+
+
+def nb_lr(train_texts, y, ngram: int, C: float):
+    """scikit-learn NB-LR: (vectorizer, NB ratios r, fitted LogisticRegression)."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from genforge.data.words import clean_text
+    vec = CountVectorizer(ngram_range=(1, ngram), binary=True, preprocessor=clean_text)
+    X = vec.fit_transform(train_texts)
+    p = np.asarray(X[y == 1].sum(0)).ravel() + 1.0
+    q = np.asarray(X[y == 0].sum(0)).ravel() + 1.0
+    r = np.log(p / p.sum()) - np.log(q / q.sum())
+    clf = LogisticRegression(C=C, solver="liblinear", dual=True, max_iter=1000).fit(X.multiply(r).tocsr(), y)
+    return lambda texts: clf.predict_proba(vec.transform(texts).multiply(r).tocsr())
+
+
+def tuned_floor(train, val, full) -> tuple[dict, object]:
+    """(the chosen n-gram range and C with every grid point's validation accuracy, the refitted predict)."""
+    y_tr, y_va = (np.array([int(v) for v in d.labels]) for d in (train, val))
+    grid = {}
+    for ngram, C in itertools.product((1, 2, 3), (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)):
+        predict = nb_lr(train.texts, y_tr, ngram, C)
+        grid[f"1..{ngram}, C={C}"] = float((predict(val.texts).argmax(1) == y_va).mean())
+        print(f"floor grid 1..{ngram} C={C}: val acc {grid[f'1..{ngram}, C={C}']:.4f}", flush=True)
+    best = max(grid, key=grid.get)
+    ngram, C = int(best.split("..")[1].split(",")[0]), float(best.split("C=")[1])
+    predict = nb_lr(full.texts, np.array([int(v) for v in full.labels]), ngram, C)
+    return {"chosen": best, "val_accuracy": grid}, predict
+
+
+def best_weights(val_probs: list[np.ndarray], y: np.ndarray) -> list[float]:
+    """The weights on a 0.05 simplex grid with the lowest validation log loss of the weighted mean."""
+    steps, best, best_loss = 20, None, float("inf")
+    for head in itertools.product(range(steps + 1), repeat=len(val_probs) - 1):
+        if sum(head) > steps:
+            continue
+        w = [h / steps for h in head] + [(steps - sum(head)) / steps]
+        p = sum(wi * pi for wi, pi in zip(w, val_probs))
+        loss = -np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1)))
+        if loss < best_loss:
+            best, best_loss = w, loss
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=str(Path(os.environ.get("GENFORGE_DATASETS", "../shared/datasets")) / "imdb"))
+    ap.add_argument("--texts", choices=["first", "full"], default="first")
+    ap.add_argument("--members", default="nbchar,cnn", help="comma-separated names of MEMBERS; all are ensembled")
+    ap.add_argument("--seeds", default="1337", help="train.seed of each repetition (the split stays seed 1337's)")
+    ap.add_argument("--no-floor", action="store_true", help="skip the scikit-learn floor")
+    ap.add_argument("--out", default="runs/bench-classifier-short")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (train.threads)")
+    args = ap.parse_args()
+
+    import genforge
+    from genforge.data.labelled import encode_labels, read_labelled, stratified_split
+    from genforge.families import classifier as C
+    from genforge.metrics.classification import classification_metrics
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cut = first_sentence if args.texts == "first" else (lambda t: t)
+    sets = {}
+    for split in ("train", "test"):
+        with gzip.open(f"{args.data}/{split}.jsonl.gz", "rt", encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
+        sets[split] = ([cut(r["text"]) for r in rows], [str(r["label"]) for r in rows])
+    write_jsonl(out / "all_train.jsonl", *sets["train"])
+    write_jsonl(out / "test.jsonl", *sets["test"])
+    full, test = read_labelled(str(out / "all_train.jsonl")), read_labelled(str(out / "test.jsonl"))
+    labels = ["0", "1"]
+    tr, va = stratified_split(encode_labels(full, labels), 0.1, 1337)
+    train, val = full.subset(tr), full.subset(va)
+    write_jsonl(out / "train.jsonl", train.texts, train.labels)
+    write_jsonl(out / "val.jsonl", val.texts, val.labels)
+    y_test, y_val = encode_labels(test, labels), encode_labels(val, labels)
+    print(f"{args.texts}: {len(train):,} train / {len(val):,} val / {len(test):,} test texts, "
+          f"{np.mean([len(t.split()) for t in full.texts]):.1f} words on average", flush=True)
+    rows: dict[str, dict] = {}
+
+    def record(name, probs, seconds, what):
+        m = classification_metrics(y_test, probs, labels)
+        rows[name] = {k: m[k] for k in ("accuracy", "f1", "roc_auc", "ece", "log_loss")}
+        rows[name].update(seconds=seconds, what=what)
+        print(f"{name:24s} acc {m['accuracy']:.4f}  F1 {m['f1']:.4f}  AUC {m['roc_auc']:.4f}  "
+              f"ECE {m['ece']:.4f}  {seconds:5.0f}s  {what}", flush=True)
+
+    if not args.no_floor:
+        t0 = time.perf_counter()
+        info, predict = tuned_floor(train, val, full)
+        record("sklearn-nblr-tuned", predict(test.texts), time.perf_counter() - t0, f"chosen {info['chosen']}")
+        rows["sklearn-nblr-tuned"]["grid"] = info["val_accuracy"]
+    names = args.members.split(",")
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        runs, val_probs, seconds = [], [], 0.0
+        for name in names:
+            preset, ov = MEMBERS[name]
+            ov = {k: dict(v) for k, v in ov.items()}
+            ov.setdefault("data", {}).update(path=str(out / "train.jsonl"), val_path=str(out / "val.jsonl"))
+            ov.setdefault("train", {}).update(seed=seed, threads=args.threads)
+            run = out / f"{name}-s{seed}"
+            shutil.rmtree(run, ignore_errors=True)
+            t0 = time.perf_counter()
+            C.train(preset, ov, out=str(run), progress=False)
+            seconds += time.perf_counter() - t0
+            pipe = genforge.load(run)
+            runs.append(str(run))
+            val_probs.append(pipe.predict_proba(val.texts))
+            record(f"{name} s{seed}", pipe.predict_proba(test.texts), time.perf_counter() - t0,
+                   f"preset {preset} {json.dumps(ov)}")
+        if len(runs) > 1:
+            w = best_weights(val_probs, y_val)
+            run = out / f"ensemble-s{seed}"
+            shutil.rmtree(run, ignore_errors=True)
+            C.ensemble(runs, str(run), weights=w, val_path=str(out / "val.jsonl"))
+            record(f"{'+'.join(names)} s{seed}", genforge.load(run).predict_proba(test.texts), seconds,
+                   " + ".join(f"{wi:.2f} x {n}" for wi, n in zip(w, names)) + " (validation log loss)")
+    info = {"date": time.strftime("%Y-%m-%d %H:%M"), "texts": args.texts, "load": os.getloadavg(), "rows": rows}
+    (out / "results.json").write_text(json.dumps(info, indent=2))
+    print("\n| model | test acc | F1 | ROC-AUC | ECE |\n|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['accuracy']:.4f} | {r['f1']:.4f} | {r['roc_auc']:.4f} | {r['ece']:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
