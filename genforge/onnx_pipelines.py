@@ -318,7 +318,8 @@ class OnnxClassifierPipeline:
             ids, lengths = self.features(texts)
             return {"input_ids": ids, "lengths": lengths}
         from .data.words import ngram_ids, words
-        ids, offsets = ngram_ids([words(t[:f["max_chars"]], f["punctuation"]) for t in texts], f["ngram"], f["buckets"])
+        ids, offsets = ngram_ids([words(t[:f["max_chars"]], f["punctuation"]) for t in texts], f["ngram"], f["buckets"],
+                                  tuple(f.get("char_ngrams", (0, 0))))
         return {"input_ids": ids, "offsets": offsets[:-1]}  # (total,), (N,): text i owns ids[offsets[i]:...]
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:

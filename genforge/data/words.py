@@ -116,11 +116,12 @@ def hashed_ngrams(token_lists: list[list[str]], n: int, buckets: int,
     """Distinct hashed word 1..n-grams (and character n-grams of its words) of each text (binary bag),
     deterministic across runs."""
     import torch
-    ids, offsets = ngram_ids(token_lists, n, buckets)
+    ids, offsets = ngram_ids(token_lists, n, buckets, char_ngrams)
     return BagFeatures(torch.from_numpy(ids), torch.from_numpy(offsets))
 
 
-def ngram_ids(token_lists: list[list[str]], n: int, buckets: int) -> tuple[np.ndarray, np.ndarray]:
+def ngram_ids(token_lists: list[list[str]], n: int, buckets: int,
+              char_ngrams: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
     """hashed_ngrams in numpy alone (the ONNX runtime's featurizer): ids (total,), offsets (N + 1,)."""
     cache: dict[str, int] = {}
     lens = np.array([len(t) for t in token_lists], dtype=np.int64)
