@@ -99,10 +99,13 @@ def generate(pipe, kind: str, counts: dict[str, int], names: list[str], seed: in
              guidance: float | None, max_new_tokens: int, prompts: list[list[str]] | None = None):
     """(samples, labels): uint8 (N, H, W, C) images or N texts, and int64 (N,) indices into `names`.
     Class k is drawn with seed + k, so a class's samples do not depend on the other classes' counts."""
+    from tqdm import tqdm
     samples, labels = [], []
     if kind == "t2i" and prompts is None:
         prompts = _t2i_prompts(names)
+    bar = tqdm(total=sum(counts.values()), desc="synth", unit="sample", dynamic_ncols=True, mininterval=1.0)
     for name, count in counts.items():
+        bar.set_postfix_str(f"class {name}")
         k = names.index(name)
         if kind == "gan":
             samples.append(pipe.generate(count, seed=seed + k, labels=[k] * count))
@@ -113,6 +116,8 @@ def generate(pipe, kind: str, counts: dict[str, int], names: list[str], seed: in
             samples.append(pipe.generate_labelled(name, count, max_new_tokens, temperature=temperature or 0.8,
                                                   seed=seed + k))
         labels.append(np.full(count, k, np.int64))
+        bar.update(count)
+    bar.close()
     merged = [t for part in samples for t in part] if kind == "text" else np.concatenate(samples)
     return merged, np.concatenate(labels)
 
