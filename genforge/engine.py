@@ -283,8 +283,6 @@ class Engine:
                 for seq in self.active + admitted:
                     self._finish(seq, Done("error", f"{type(e).__name__}: {e}"))
                 self.active = []
-            if not self.active and self.waiting:
-                time.sleep(0.001)
         for seq in self.active + list(self.waiting):
             self._finish(seq, Done("cancelled", "the server is shutting down"))
 
