@@ -6,9 +6,11 @@
 
 Continuous batching: one worker thread owns the model. Every iteration it admits waiting
 sequences into free cache slots (prefilling each prompt alone), then runs ONE decode step for
-all active sequences together, each at its own position in its own KV-cache slot, and samples
-each row with that request's own `torch.Generator`. A sequence leaves the batch as soon as it
-ends (length, cancel, wall-clock limit) and a waiting one takes its slot at the next step.
+all active sequences together, each at its own position in its own KV-cache slot (rows at different
+positions attend over the slots padded to the longest, with a mask), and samples every row in one call
+(`sample_rows`), each row's noise drawn from that request's own `torch.Generator`. A sequence leaves
+the batch as soon as it ends (length, cancel, wall-clock limit) and a waiting one takes its slot at the
+next step.
 So a seeded request gives the same tokens whether it ran alone or batched with others.
 
 Past the context length, a sequence restarts from the newest half of its tokens, exactly as
@@ -17,7 +19,7 @@ Past the context length, a sequence restarts from the newest half of its tokens,
 `GPTSlots` is the model side: slot storage for the keys and values, and a `SlotView` that gives the
 model's own attention the cache protocol with a position per row (no block maths here). The
 scheduler only needs GPTSlots' small interface, so tests drive it with a mock model.
-The server (genforge/server/) is the only user; run its tests with `pytest tests/test_engine.py`.
+The server (genforge/server/) is the only user; run its tests with `pytest tests/test_engine*.py`.
 """
 from __future__ import annotations
 
@@ -182,13 +184,12 @@ class Sequence:
         self.cancelled = True
 
 
-
 def sample_rows(logits: torch.Tensor, params: list[SamplingParams], gens: list[torch.Generator]) -> list[int]:
     """logits (B, V) -> one token per row, row b drawn exactly as `sample_next(logits[b:b+1], ...)` draws it
-    with row b's settings and generator (the same token, bit for bit: tests/test_engine.py): temperature,
-    top-k and top-p as per-row tensors, one sort / softmax / argmax for the whole batch, and only the noise
-    drawn row by row, each from its own generator. Per-row calls of sample_next cost ~2x as much at 16 rows
-    (~10% of a decode step); one row takes sample_next itself (fewer ops)."""
+    with row b's settings and generator (the same token, bit for bit: tests/test_engine_batching.py):
+    temperature, top-k and top-p as per-row tensors, one sort / softmax / argmax for the whole batch, and only
+    the noise drawn row by row, each from its own generator. Per-row calls of sample_next cost ~3x as much at
+    16 rows (~10% of a decode step); one row takes sample_next itself (fewer ops)."""
     B, V = logits.shape
     if B == 1:
         p = params[0]
