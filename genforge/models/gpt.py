@@ -92,16 +92,23 @@ def use_matmul_attention(q: torch.Tensor) -> bool:
     return q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.size(-2) <= 512
 
 
-def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Causal softmax attention over (B, nh, T, hs) as two batched matmuls in q's dtype, the causal
-    mask added inside the first one (the (B*nh, T, T) weights are kept for backward)."""
+def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+    """Softmax attention of q (B, nh, T, hs) over k, v (B, nh, L, hs) as two batched matmuls in q's dtype,
+    the mask added inside the first one: causal (bias None, T == L; the (B*nh, T, T) weights are kept for
+    backward), or an additive `bias` (B, 1, T, L) of 0 (visible) and -inf: the engine's rows, each over its
+    own keys padded to the longest row (one query per row: SDPA's fused kernel costs ~1.2-1.7x more there)."""
     B, nh, T, hs = q.shape
+    L = k.size(2)
     k, v = k.to(q.dtype), v.to(q.dtype)  # e.g. a prefill under autocast reads back an fp32 KV cache
-    future = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+    if bias is None:
+        bias = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+    else:
+        bias = bias.to(q.dtype).expand(B, nh, T, L).reshape(B * nh, T, L)
     with torch.autocast(q.device.type, enabled=False):  # softmax in q's dtype: no fp32 copy of the weights
-        scores = torch.baddbmm(future, q.reshape(B * nh, T, hs), k.reshape(B * nh, T, hs).transpose(1, 2),
+        scores = torch.baddbmm(bias, q.reshape(B * nh, T, hs), k.reshape(B * nh, L, hs).transpose(1, 2),
                                alpha=hs ** -0.5)
-        y = scores.softmax(-1) @ v.reshape(B * nh, T, hs)
+        y = scores.softmax(-1) @ v.reshape(B * nh, L, hs)
     return y.view(B, nh, T, hs)
 
 
@@ -109,7 +116,8 @@ def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
 # A cache stores keys and values between forward calls. The attention asks it three things and never
 # which kind it is: where the new tokens sit (`positions`), to store their keys/values and hand back
 # everything they attend over with a visibility mask (`update`), and to move on (`advance`).
-# None = causal: the T new queries are the last T of the L keys. The engine's slot cache
+# The mask is additive, (B, 1, T, L) of 0 (visible) and -inf; None = causal: the T new queries are the
+# last T of the L keys. The engine's slot cache
 # (genforge/engine.py) follows the same protocol with a position per row.
 
 
@@ -257,7 +265,10 @@ class Attention(nn.Module):
             q = qk[:, 0]  # (B, nh, 1, hs)
             if cast:
                 keys, values = keys.to(q.dtype), values.to(q.dtype)
-            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+            if mask is None:  # every row at one position (KVCache, the engine's common case)
+                y = F.scaled_dot_product_attention(q, keys, values)
+            else:  # a position per row: an additive mask over the keys padded to the longest row
+                y = matmul_attention(q, keys, values, mask)
             return project(y.view(B, C), x)
         return step
 
