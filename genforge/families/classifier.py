@@ -204,7 +204,9 @@ class ClassifierTask(base.IntervalLosses):
         self.featurizer, self.labels, self.cfg, self.rt, self.extra_meta = featurizer, labels, cfg, rt, extra_meta
         tc: TrainConfig = cfg["train"]
         self.modules = {"model": model}
-        rows = train_x.ids.unique() if isinstance(train_x, BagFeatures) else None  # (M,) ids training can reach
+        # (M,) ids training can reach; under DDP dense AdamW: RowAdamW's gradient hook reads the rank's own
+        # gradient before DDP averages it, so the ranks' weights would drift apart
+        rows = train_x.ids.unique() if isinstance(train_x, BagFeatures) and not rt.distributed else None
         self.optimizers = optimizers(model, tc, rows)
         self.items_per_step = tc.batch_size * tc.grad_accum
         fit: FitConfig = cfg["fit"]
