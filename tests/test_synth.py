@@ -132,6 +132,9 @@ def test_npz_per_class_and_the_manifest_round_trip(cgan, tmp_path):
     doc = synth.make(str(cgan), str(out), per_class={"1": 3, "3": 6}, fmt="npz", seed=1, command=["x"])
     data = image_data.load_npz(out / "data.npz")
     assert data.class_names == ["0", "1", "2", "3"] and np.bincount(data.labels, minlength=4).tolist() == [0, 3, 0, 6]
+    with pytest.warns(UserWarning, match="synthetic data"):  # the folder synth wrote reads as its data.npz
+        folder, npz = image_data.load(str(out), 8, 1), image_data.load(str(out / "data.npz"), 8, 1)
+    assert np.array_equal(folder.images, npz.images) and np.array_equal(folder.labels, npz.labels)
     assert manifest.read(out / "data.npz") == json.loads((out / "manifest.json").read_text()) == doc
     assert doc["synthetic"] is True and doc["seed"] == 1 and doc["command"] == ["x"]
     ckpt = cgan / "checkpoints" / "best.safetensors"

@@ -458,6 +458,8 @@ def load(path: str, size: int, channels: int, split: str = "train", test_fractio
         if not p.exists():
             raise FileNotFoundError(f"data file or folder not found: {p}")
         warn_if_synthetic(p)
+        if p.is_dir() and (p / "data.npz").is_file() and not any(q.suffix.lower() in IMAGE_SUFFIXES for q in p.rglob("*")):
+            p = p / "data.npz"  # a `genforge synth --format npz` folder: its data.npz beside manifest.json
         if is_idx(p):
             if p.is_dir():
                 data = load_idx(p, split)
