@@ -67,8 +67,8 @@ def test_candidates_start_from_the_preset_and_skip_fixed_or_missing_axes():
     assert all("data.ngram" not in c for c in tune.candidates(cfg, 5, 1, fixed={"data.ngram"}))
     old = tune.SPACE
     try:  # an axis over a field this config lacks is left out, not an error
-        tune.SPACE = old + [[{"data.char_ngrams": 0}, {"data.char_ngrams": 4}]]
-        assert tune.candidates(cfg, 12, 1) == tune.candidates(cfg, 12, 1, fixed={"data.char_ngrams"})
+        tune.SPACE = old + [[{"data.no_such_field": 0}, {"data.no_such_field": 4}]]
+        assert tune.candidates(cfg, 12, 1) == tune.candidates(cfg, 12, 1, fixed={"data.no_such_field"})
     finally:
         tune.SPACE = old
 
