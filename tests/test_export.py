@@ -161,15 +161,16 @@ def classifier_runs(workdir):
     runs = {}
     for preset, extra in (("transformer", ["--model.embed_dim=16", "--model.n_head=2", "--model.n_layer=1",
                                            "--data.max_len=24"]),
-                          ("lstm", ["--data.max_len=12", "--model.hidden=8"])):
+                          ("lstm", ["--data.max_len=12", "--model.hidden=8"]),
+                          ("cnn", ["--data.max_len=12", "--model.embed_dim=16"])):
         runs[preset] = workdir / f"clf-{preset}"
         assert main(["train", "classifier", "--data", str(data), "--preset", preset, "--out", str(runs[preset]),
                      "--train.threads=1", "--fit.epochs=2", "--data.vocab_size=200", "--no-progress"] + extra) == 0
-    exports = {p: export(str(runs[p]), quantize="int8" if p == "lstm" else None) for p in ("transformer", "lstm")}
+    exports = {p: export(str(runs[p]), quantize="int8" if p == "lstm" else None) for p in runs}
     return runs, exports
 
 
-@pytest.mark.parametrize("preset", ["transformer", "lstm"])
+@pytest.mark.parametrize("preset", ["transformer", "lstm", "cnn"])
 def test_classifier_parity_and_featurizer(classifier_runs, preset):
     runs, exports = classifier_runs
     out = exports[preset]
