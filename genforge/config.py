@@ -169,6 +169,12 @@ def dumps(sections: dict[str, Any]) -> str:
 
 
 # sampling settings, checked the same way by the torch samplers and the torch-free ONNX runtime
+def check_guidance(g: float, what: str = "guidance") -> None:
+    """Classifier-free guidance scales: a finite number in [0, 100] (torch pipelines and the ONNX runtime)."""
+    if not (isinstance(g, (int, float)) and math.isfinite(g) and 0 <= g <= 100):
+        raise ValueError(f"{what}: the guidance scale must be a number in [0, 100], got {g!r}")
+
+
 def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
     if max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")

@@ -16,14 +16,13 @@ where sampling is greedy (top_k = 1 or temperature 0), where the text2image code
 from __future__ import annotations
 
 import argparse
-import math
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .config import check_sampling
+from .config import check_guidance, check_sampling
 from .data.captions import CaptionVocab, caption_words
 from .onnx_pipelines import (MANIFEST, OnnxClassifierPipeline, OnnxGANPipeline, OnnxGPTPipeline, sample_next,
                              session)
@@ -162,8 +161,7 @@ class OnnxText2ImagePipeline(OnnxGPTPipeline):
         The prompts' warnings are issued, or with return_warnings returned as (images, warnings)."""
         prompts = prompt_list(prompt, n)
         g = self.defaults["guidance"] if guidance is None else guidance
-        if not (isinstance(g, (int, float)) and math.isfinite(g) and 0 <= g <= 100):
-            raise ValueError(f"guidance: the guidance scale must be a number in [0, 100], got {g!r}")
+        check_guidance(g)
         temperature = self.defaults["temperature"] if temperature is None else temperature
         top_k = self.defaults["top_k"] if top_k is None else top_k
         check_sampling(1, temperature, top_k, None)

@@ -32,7 +32,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import math
 import sys
 import warnings
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from ..data.captions import PAD, CaptionVocab, caption_words
 from ..data.text import cache_dir
 from ..data.templates import captioned
 from ..images import make_grid, to_pil, to_uint8
+from ..config import check_guidance
 from ..models.gpt import GPT, GPTConfig, check_sampling
 from ..models.vqvae import VQVAE, VQVAEConfig
 from ..run import RunDir, find_checkpoint
@@ -102,11 +102,6 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                 "train": {"dtype": "auto", "optimizer": "muon", "schedule": "linear", "min_lr": 0.0,
                           "max_iters": 10**7, "max_seconds": 1800.0, "time_schedule": True}},
 }
-
-
-def check_guidance(g: float, what: str = "guidance") -> None:
-    if not (isinstance(g, (int, float)) and math.isfinite(g) and 0 <= g <= 100):
-        raise ValueError(f"{what}: the guidance scale must be a number in [0, 100], got {g!r}")
 
 
 # ----------------------------------------------------------------------------- sequence layout
