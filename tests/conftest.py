@@ -87,6 +87,16 @@ def reviews(tmp_path) -> Path:
     return p
 
 
+# the head of a `python -c` script that cannot import torch: the ONNX runtime's torch-free tests
+NO_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this process")
+sys.meta_path.insert(0, NoTorch())
+"""
+
 BAR_PLACES = ("top", "upper", "lower", "bottom")  # make_digit_like's class k: a bar in band k, top to bottom
 
 

@@ -16,7 +16,7 @@ from genforge.cli import main
 from genforge.export import export
 from genforge.onnx_pipelines import load as load_onnx
 
-from .conftest import TEXT, make_digit_like, make_reviews
+from .conftest import NO_TORCH, TEXT, make_digit_like, make_reviews
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -227,13 +227,7 @@ def test_gpt2_round_trip_through_hf_import_and_transformers(gpt_learned, gpt_rop
         assert max_diff(hf(ids).logits, ref) <= 1e-5
 
 
-BLOCK_TORCH = """
-import sys
-class NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this process")
-sys.meta_path.insert(0, NoTorch())
+BLOCK_TORCH = NO_TORCH + """
 from genforge.cli import main
 from genforge.onnx_pipelines import load
 gpt, gan, clf, png = sys.argv[1:5]

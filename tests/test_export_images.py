@@ -26,7 +26,7 @@ from genforge.families import captiongan, imageclf, text2image, vqvae
 from genforge.families.text2image import sample_codes
 from genforge.onnx_pipelines import load as load_onnx
 
-from .conftest import make_digit_like, write_captioned_bars
+from .conftest import NO_TORCH, make_digit_like, write_captioned_bars
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TRAIN = {"batch_size": 8, "max_iters": 4, "eval_interval": 4, "log_interval": 1, "device": "cpu", "dtype": "fp32",
@@ -230,13 +230,8 @@ def test_int8_reports_size_and_quality(runs):
     assert load_onnx(runs["text2image"][1]).generate("top", 2, seed=0).shape == (2, 28, 28, 1)  # the int8 prior
 
 
-BLOCK_TORCH = """
-import sys, warnings
-class NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this process")
-sys.meta_path.insert(0, NoTorch())
+BLOCK_TORCH = NO_TORCH + """
+import warnings
 import numpy as np
 from genforge.cli import main
 from genforge.onnx_pipelines import load
