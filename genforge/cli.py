@@ -495,5 +495,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         # one line, whatever value it quotes: control characters (newlines too) are shown escaped
         message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(e))
-        print(f"genforge: error: {message}", file=sys.stderr)
+        # one write, newline included, so the lines of processes sharing a terminal never run together
+        sys.stderr.write(f"genforge: error: {message}\n")
+        sys.stderr.flush()
         return 1 if type(e).__name__ == "TrainingDiverged" else 2
