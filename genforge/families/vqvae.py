@@ -267,7 +267,8 @@ class VQVAEPipeline:
 
     def evaluate(self, data: str | None = None, n: int = 10000, seed: int = 0, feature_steps: int = 0,
                  where: str = "run") -> dict[str, Any]:
-        """Reconstruct up to n test images: MSE, feature-FD (+ floor) and recognisability by the feature net, code usage."""
+        """Reconstruct up to n test images: MSE, feature-FD (+ floor) and recognisability by the feature net, code usage;
+        on the shapes set also the judge's accuracy on reconstructions of test and held-out-combination renders."""
         from ..metrics import feature_net, protocol
         train, test = self.test_images(data, where)
         test = protocol._subsample(test, n, seed)
@@ -280,6 +281,10 @@ class VQVAEPipeline:
         keep = ("feature_net", "feature_fd", "feature_fd_floor", "kid", "precision", "recall",
                 "label_accuracy", "label_accuracy_floor")
         report.update({k: scores[k] for k in keep if k in scores})
+        if protocol.run_data(self, data, where=where).path == "shapes":  # what a prior over these codes can reach
+            from ..metrics import judges, text2image
+            report["judge_on_reconstructions"] = text2image.reconstruction_accuracy(
+                self.reconstruct, judges.shapes_judge(self.image_size, self.channels), self.image_size, self.channels, n)
         return report
 
 

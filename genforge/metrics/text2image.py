@@ -16,6 +16,9 @@ Three parts, each against a baseline:
 - memorisation: the RMS pixel distance (0..1) of each generated image to its nearest training image,
   against the same for real test images; "copies" is the share of generated images nearer to a
   training image than 99% of real test images are.
+`reconstruction_accuracy` is the ceiling a shapes prior reaches through its tokenizer: the judge's
+reading of the tokenizer's reconstructions of real test and held-out-combination renders
+(`genforge eval VQ_RUN` reports it as `judge_on_reconstructions`).
 `guidance_sweep` measures caption accuracy at each guidance scale on the training phrasings only
 and names the best, so the held-out numbers above stay untouched by the choice.
 """
@@ -112,6 +115,17 @@ def instruments(pipe, n: int, data: str | None, feature_steps: int, judge_steps:
     judge = judges.judge_for(src.path, pipe.image_size, pipe.channels, src.test_fraction, src.seed,
                              src.feature_steps, judge_steps, net)
     return src, train, test, net, judge
+
+
+def reconstruction_accuracy(reconstruct, judge, size: int, channels: int, n: int = 1000) -> dict[str, dict]:
+    """Per split ('test', 'held_out_combos' of the shapes set), per attribute and 'all': how often `judge` reads
+    `reconstruct(images)` (uint8 (N, H, W, C) -> the same) of the first n real renders as their captions say."""
+    out = {}
+    for split in ("test", "held_out_combos"):
+        real = image_data.load("shapes", size, channels, split)
+        real = real.subset(np.arange(min(n, len(real))), real.source)
+        out[split] = judges.compare(judge.read(reconstruct(real.images)), [shapes.attributes(c) for c in real.captions])
+    return out
 
 
 def guidance_sweep(pipe, scales: tuple[float, ...] = SCALES, n: int = 300, seed: int = 1, data: str | None = None,

@@ -125,3 +125,26 @@ def test_guidance_sweep_picks_the_most_faithful_scale_on_training_phrasings_only
     assert set(asked) <= {p for ps in templates.prompts(names, "train") for p in ps}  # never a held-out phrasing
     Guided.right = (1.5, 3.0)
     assert text2image.guidance_sweep(Guided("digits", 8, 1, None), n=50)["scale"] == 1.5  # of a tie, the smallest
+
+
+def test_reconstruction_accuracy_reads_a_tokenizers_reconstructions_of_real_renders(small_shapes):
+    """The ceiling of a prior through a tokenizer: a lossless one scores the judge's 100%, one that blanks the
+    held-out combinations scores 0 there and still 100% on the test split."""
+    truth = {}
+    for split in ("test", "held_out_combos"):
+        s = images.load("shapes", 32, 3, split)
+        truth.update({img.tobytes(): shapes.attributes(c) for img, c in zip(s.images, s.captions)})
+
+    class LookupJudge:  # reads a real render exactly, anything else as nothing
+        def read(self, imgs):
+            return [truth.get(img.tobytes(), {}) for img in imgs]
+
+    exact = text2image.reconstruction_accuracy(lambda x: x, LookupJudge(), 32, 3, n=50)
+    assert set(exact) == {"test", "held_out_combos"} and all(acc["all"] == 1.0 for acc in exact.values())
+    combos = {img.tobytes() for img in images.load("shapes", 32, 3, "held_out_combos").images}
+
+    def blank(x):  # a tokenizer that cannot draw the held-out combinations
+        return np.stack([np.zeros_like(i) if i.tobytes() in combos else i for i in x])
+
+    lossy = text2image.reconstruction_accuracy(blank, LookupJudge(), 32, 3, n=50)
+    assert lossy["test"]["all"] == 1.0 and lossy["held_out_combos"]["all"] == 0.0
