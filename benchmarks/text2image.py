@@ -87,6 +87,8 @@ def bench(args, minutes: float) -> dict:
     if args.route == "dalle":
         stage1 = genforge.load(vq_run, device="cpu").evaluate(n=args.n, feature_steps=args.judge_steps)
         row.update(codes_used=stage1["codes_used"], recon_mse=stage1["mse"])
+        if "judge_on_reconstructions" in stage1:  # shapes: the caption accuracy a prior can reach through these codes
+            row["recon_ceiling"] = {k: v["all"] for k, v in stage1["judge_on_reconstructions"].items()}
     pipe = genforge.load(run, device="cpu")
     row["guidance"] = pipe.meta.get("guidance")  # the prior's measured default (None: a GAN has no guidance)
     with warnings.catch_warnings():
@@ -124,6 +126,9 @@ def table(row: dict) -> str:
              f"{row['prior_seconds']:.0f}) | {acc} | {row['feature_fd']:.2f} ({floor:.2f}) | "
              f"{'-' if used is None else f'{used:.0%}'} | {row['img_per_s_batch1']:.1f} | "
              f"{row['img_per_s_batch64']:.1f} | {row['seconds_16_images']:.2f} |"]
+    if row.get("recon_ceiling"):
+        lines += ["", "judge on the tokenizer's reconstructions (all attributes): " + " / ".join(
+            f"{k} {v:.1%}" for k, v in row["recon_ceiling"].items())]
     if row["sweep"]:
         splits = next(iter(row["sweep"].values()))
         lines += ["", "| guidance | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
