@@ -29,9 +29,12 @@ def sse(obj: dict) -> str:
     return f"data: {to_json(obj)}\n\n"
 
 
+ids = random.Random()  # seeded once from the system's randomness, and apart from any seeding of `random`
+
+
 def new_id(prefix: str) -> str:
-    """A response id; random but not secret, so no system call (os.urandom) per request."""
-    return f"{prefix}-{random.getrandbits(96):024x}"
+    """A response id; unique, not secret, so drawn without a system call (os.urandom) per request."""
+    return f"{prefix}-{ids.getrandbits(96):024x}"
 
 
 class ClientGone(Exception):
