@@ -1,6 +1,7 @@
 """Serving throughput and latency: `genforge serve` under 1, 4, 16 and 64 concurrent streaming clients.
 
     python benchmarks/serve.py [--run RUN] [--seconds 20] [--max-tokens 64] [--clients 1 4 16 64]
+                               [--rounds 6 --round-seconds 5 --round-clients 1 16]
 
 Without --run, a `small`-preset character GPT is trained for --train-seconds on tiny Shakespeare
 ($GENFORGE_DATASETS/tinyshakespeare/input.txt, else a built-in text) so the text is not noise;
@@ -11,6 +12,12 @@ Reported per level: aggregate generated tokens/s, per-request latency p50/p99, t
 token p50/p99, and the ratio of aggregate throughput to the 1-client rate. As a reference, the
 same model's batch-1 sampling speed in-process (no HTTP; `genforge sample`'s path, 1 thread and the
 server's thread count) is measured first, over requests of the same length.
+
+--rounds N then alternates, N times in the same invocation, short measurements (--round-seconds each) of
+in-process batch-1 sampling (in the main thread, and in a worker thread as the engine runs it) and of
+the server under --round-clients streaming clients, so each "HTTP / in-process" ratio compares rates
+measured seconds apart on a host whose speed drifts by minutes; it prints each round's ratios and their
+median, min and max.
 """
 from __future__ import annotations
 
@@ -19,9 +26,11 @@ import asyncio
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -59,6 +68,63 @@ def direct_speed(run: Path, tokens: int, requests: int, threads: int) -> float:
         for _ in pipe.stream("ROMEO:", max_new_tokens=tokens, seed=i, temperature=0.8, top_k=None):
             pass
     return requests * tokens / (time.perf_counter() - t0)
+
+
+def timed_rate(pipe, tokens: int, seconds: float, in_thread: bool) -> float:
+    """Batch-1 sampling for `seconds` (whole requests of `tokens` tokens), in this thread or a worker thread."""
+    out = []
+
+    def work():
+        n, t0 = 0, time.perf_counter()
+        while not n or time.perf_counter() - t0 < seconds:
+            for _ in pipe.stream("ROMEO:", max_new_tokens=tokens, seed=n, temperature=0.8, top_k=None):
+                pass
+            n += 1
+        out.append(n * tokens / (time.perf_counter() - t0))
+    if in_thread:
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+    else:
+        work()
+    return out[0]
+
+
+def rounds(url: str, run: Path, args) -> None:
+    """Alternate in-process sampling and HTTP clients, `args.rounds` times; print each round and a summary."""
+    import genforge
+    import torch
+    torch.set_num_threads(args.threads or 1)  # the server's threads
+    pipe = genforge.load(run, device="cpu")
+    timed_rate(pipe, 8, 0.5, False)  # warm-up
+    print(f"\n{args.rounds} alternating rounds, {args.round_seconds:g} s per measurement "
+          f"(in-process main thread, worker thread, then {', '.join(map(str, args.round_clients))} client(s)):")
+    one, many = args.round_clients[0], args.round_clients[-1]
+    head = f"| round | in-process main / worker | {one} client | {one} client / main | / worker |"
+    if many != one:
+        head += f" {many} clients | {many} / {one} | TTFT p99 at {many} (ms) |"
+    print(head + "\n|" + " ---: |" * (head.count("|") - 1))
+    ratios: dict[str, list[float]] = {"main": [], "worker": [], "scale": [], "ttft": []}
+    for r in range(args.rounds):
+        main_rate = timed_rate(pipe, args.max_tokens, args.round_seconds, False)
+        worker_rate = timed_rate(pipe, args.max_tokens, args.round_seconds, True)
+        lv = {c: asyncio.run(level(url, c, args.round_seconds, args.max_tokens)) for c in args.round_clients}
+        base = lv[one]["tokens_per_s"]
+        ratios["main"].append(base / main_rate)
+        ratios["worker"].append(base / worker_rate)
+        line = (f"| {r + 1} | {main_rate:,.0f} / {worker_rate:,.0f} | {base:,.0f} | {base / main_rate:.0%} | "
+                f"{base / worker_rate:.0%} |")
+        if many != one:
+            ratios["scale"].append(lv[many]["tokens_per_s"] / base)
+            ratios["ttft"].append(lv[many]["ttft_p99"] * 1000)
+            line += f" {lv[many]['tokens_per_s']:,.0f} | {ratios['scale'][-1]:.1f}x | {ratios['ttft'][-1]:.0f} |"
+        print(line, flush=True)
+    names = {"main": f"{one} client / in-process main thread", "worker": f"{one} client / in-process worker thread",
+             "scale": f"{many} clients / {one} client", "ttft": f"TTFT p99 at {many} clients (ms)"}
+    for key, xs in ratios.items():
+        if xs:
+            fmt = (lambda x: f"{x:.0f}") if key == "ttft" else (lambda x: f"{x:.2f}")
+            print(f"{names[key]}: median {fmt(statistics.median(xs))}, min {fmt(min(xs))}, max {fmt(max(xs))}")
 
 
 async def level(url: str, clients: int, seconds: float, max_tokens: int) -> dict:
@@ -111,6 +177,9 @@ def main():
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64])
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0, help="torch threads in the server (0 = torch's default)")
+    ap.add_argument("--rounds", type=int, default=0, help="alternating in-process / HTTP rounds after the levels")
+    ap.add_argument("--round-seconds", type=float, default=5, help="seconds per measurement in a round")
+    ap.add_argument("--round-clients", type=int, nargs="+", default=[1, 16], help="client counts in each round")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="genforge-serve-bench-"))
@@ -147,6 +216,8 @@ def main():
             row = asyncio.run(level(url, c, args.seconds, args.max_tokens))
             rows.append(row)
             print(json.dumps(row), flush=True)
+        if args.rounds:
+            rounds(url, run, args)
     finally:
         server.terminate()
         server.wait(30)

@@ -5,7 +5,8 @@
     ...; engine.close()
 
 Continuous batching: one worker thread owns the model. Every iteration it admits waiting
-sequences into free cache slots (prefilling each prompt alone), then runs ONE decode step for
+sequences into free cache slots (their prompts prefilled together: one forward over the prompts padded on
+the right to the longest, `GPTSlots.prefill`), then runs ONE decode step for
 all active sequences together, each at its own position in its own KV-cache slot (rows at different
 positions attend over the slots padded to the longest, with a mask), and samples every row in one call
 (`sample_rows`), each row's noise drawn from that request's own `torch.Generator`. A sequence leaves
@@ -129,6 +130,21 @@ class GPTSlots:
         if idx.size(1) == 1:
             return self.decode(idx[:, 0].to(dev), view)  # (B, V)
         return self.model(idx.to(dev), cache=view, last_only=True)[0][:, -1]  # (B, V)
+
+    @torch.inference_mode()
+    def prefill(self, prompts: list[list[int]], rows: slice) -> torch.Tensor:
+        """Fill slots `rows` from position 0 with prompts of any lengths in ONE forward; return each prompt's
+        next-token logits (B, V). The prompts are padded on the right to the longest: causal attention keeps the
+        padding out of every real token's view (so each row's logits are its own prompt's), and the padding's keys
+        lie past the row's position, where the decode step's mask hides them until real tokens overwrite them."""
+        dev = self.k.device
+        lengths = torch.tensor([len(p) for p in prompts], device=dev)  # (B,)
+        idx = torch.zeros(len(prompts), int(lengths.max()), dtype=torch.long)  # (B, T) padded with token 0
+        for b, p in enumerate(prompts):
+            idx[b, :len(p)] = torch.tensor(p)
+        x = self.model.hidden(idx.to(dev), cache=SlotView(self, rows, torch.zeros(1, dtype=torch.long, device=dev)))
+        last = x[torch.arange(len(prompts), device=dev), lengths - 1]  # (B, C): each prompt's last real token
+        return self.model.lm_head(last)  # (B, V)
 
 # ----------------------------------------------------------------------------- requests
 
@@ -276,8 +292,7 @@ class Engine:
                     break
                 admitted = self._take_waiting()
             try:
-                for seq in admitted:
-                    self._prefill(seq)
+                self._prefill(admitted)
                 if self.active:
                     self._decode()
             except Exception as e:  # never leave a client hanging: end everything in flight
@@ -299,17 +314,30 @@ class Engine:
                 self._finish(seq, Done("queue_timeout", f"waited more than {self.queue_timeout:g}s for a slot"))
         return taken
 
-    def _prefill(self, seq: Sequence):
-        if self._ended(seq):
+    def _prefill(self, admitted: list[Sequence]):
+        """Give the admitted sequences the next slots and their first tokens: one forward for all their prompts
+        where the model side has `prefill` (GPTSlots), else one forward per prompt."""
+        now, seqs = time.monotonic(), []
+        for seq in admitted:
+            if self._ended(seq):
+                continue
+            if now - seq.submitted > self.queue_timeout:
+                self._finish(seq, Done("queue_timeout", f"waited more than {self.queue_timeout:g}s"))
+                continue
+            seq.context = seq.prompt[-self.slots.block_size:]
+            seqs.append(seq)
+        if not seqs:
             return
-        if time.monotonic() - seq.submitted > self.queue_timeout:
-            return self._finish(seq, Done("queue_timeout", f"waited more than {self.queue_timeout:g}s"))
-        slot = len(self.active)
-        self.slots.reserve(slot + 1)
-        seq.context = seq.prompt[-self.slots.block_size:]
-        logits = self._encode(seq, slot)
-        self.active.append(seq)
-        self._sample([seq], logits)
+        base = len(self.active)
+        self.slots.reserve(base + len(seqs))
+        self.active += seqs
+        if len(seqs) > 1 and hasattr(self.slots, "prefill"):
+            logits = self.slots.prefill([s.context for s in seqs], slice(base, base + len(seqs)))  # (B, V)
+            for seq in seqs:
+                seq.pos = len(seq.context)
+        else:
+            logits = torch.cat([self._encode(seq, base + i) for i, seq in enumerate(seqs)])  # (B, V)
+        self._sample(seqs, logits)
 
     def _encode(self, seq: Sequence, slot: int) -> torch.Tensor:
         """(Re)fill slot from seq.context; return the next-token logits (1, V)."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import json
+import random
 import time
-import uuid
 
 from ..engine import Done, QueueFull, SamplingParams, Token
 from .errors import APIError, error_body
@@ -21,14 +22,19 @@ from .settings import Settings
 from .state import Served
 
 DONE = "data: [DONE]\n\n"
+to_json = json.JSONEncoder(separators=(",", ":")).encode  # built once: json.dumps with separators builds one per call
 
 
 def sse(obj: dict) -> str:
-    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+    return f"data: {to_json(obj)}\n\n"
+
+
+ids = random.Random()  # seeded once from the system's randomness, and apart from any seeding of `random`
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+    """A response id; unique, not secret, so drawn without a system call (os.urandom) per request."""
+    return f"{prefix}-{ids.getrandbits(96):024x}"
 
 
 class ClientGone(Exception):
@@ -139,9 +145,10 @@ class Generation:
         self.first_token_at: float | None = None
         self.finished = False
         self.interval = interval  # seconds between stream chunks after the first token
-        # the engine's thread appends (choice, event); this loop is woken once per batch of them
+        # the engine's thread appends (choice, event) and wakes this loop only while it waits for them
+        # (signalled False): not while it sends a chunk or waits out the stream interval
         self.pending: collections.deque = collections.deque()
-        self.wake, self.signalled = asyncio.Event(), False
+        self.wake, self.signalled = asyncio.Event(), True
         self.ended = asyncio.Event()  # some sequence ended: cut the stream interval short
 
     def start(self):
@@ -192,13 +199,16 @@ class Generation:
         limit = self.params.timeout + 30.0  # the engine enforces the limit; this only guards against a stall
         while remaining:
             while not self.pending:  # a wake-up can be stale: its events were drained with an earlier batch
+                self.wake.clear()
+                self.signalled = False  # then look again: an event appended before this line did not signal
+                if self.pending:
+                    break
                 try:
-                    await asyncio.wait_for(self.wake.wait(), timeout=limit)
+                    async with asyncio.timeout(limit):  # a timer, not a task per wait as wait_for makes
+                        await self.wake.wait()
                 except TimeoutError:
                     self.cancel()
                     raise APIError(504, "generation stalled", code="timeout") from None
-                self.wake.clear()
-            self.signalled = False  # before draining: an event appended after the drain signals again
             batch = [self.pending.popleft()]
             while self.first_token_at is not None and self.pending:
                 batch.append(self.pending.popleft())
@@ -233,10 +243,9 @@ class Generation:
                 yield self.choices[i], text, tokens
             if remaining and self.first_token_at is not None and self.interval > 0 and not self.ended.is_set():
                 pause = min(self.interval * max(1, Generation.streaming), max(self.interval, 0.1))
-                try:
-                    await asyncio.wait_for(self.ended.wait(), timeout=pause)
-                except TimeoutError:
-                    pass
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):
+                        await self.ended.wait()
         self.finished = True
 
     def fail(self, ev: Done):
