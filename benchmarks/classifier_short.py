@@ -38,6 +38,9 @@ MEMBERS = {
     "cnn": ("cnn", {}),
     "cnn-long": ("cnn", {"data": {"max_len": 400}}),  # full reviews: the CNN sees 400 words
     "nbchar-tri": ("nbchar", {"data": {"char_ngrams": "3,5"}}),
+    "nbbag-untuned": ("nbbag", {"fit": {"tune": False}}),  # the preset as written: trigrams, 6 epochs
+    "nbchar-wd": ("nbchar", {"train": {"weight_decay": 0.5}, "fit": {"epochs": 3}}),  # regularised char n-grams
+    "cnn-256": ("cnn", {"model": {"embed_dim": 64, "hidden": 64}, "data": {"max_len": 256}, "fit": {"epochs": 3}}),
 }
 _BR = re.compile(r"<br\s*/?>", re.I)
 _FIRST = re.compile(r"\w[^.!?]*[.!?]?")
@@ -158,9 +161,10 @@ def main() -> None:
             ov.setdefault("train", {}).update(seed=seed, threads=args.threads)
             run = out / f"{name}-s{seed}"
             shutil.rmtree(run, ignore_errors=True)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             C.train(preset, ov, out=str(run), progress=False)
             seconds += time.perf_counter() - t0
+            print(f"{name} s{seed}: trained in {time.process_time() - c0:.0f} CPU s", flush=True)
             pipe = genforge.load(run)
             runs.append(str(run))
             val_probs.append(pipe.predict_proba(val.texts))
