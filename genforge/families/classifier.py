@@ -533,8 +533,9 @@ def cross_validate(preset: str | None = None, overrides: dict | None = None, fol
             fixed=_given(overrides))
         pipe = ClassifierPipeline.from_checkpoint(run.path, device=cfg["train"].device)
         chosen.update((pipe.meta.get("tune") or {}).get("chosen", {}))
+        tuned = {"tuned": dict(chosen)} if chosen else {}
         return pipe.evaluate_set(full.subset(test_idx), out=run.file("eval") / "heldout",
-                                 features=rows(pipe.featurizer, test_idx), **({"tuned": chosen} if chosen else {}))
+                                 features=rows(pipe.featurizer, test_idx), **tuned)
 
     return classify.cross_validate(y, folds, cfg0["train"].seed, data.val_fraction, root, labels, run_fold)
 
@@ -599,7 +600,8 @@ class ClassifierPipeline:
         y = encode_labels(data, self.labels)
         logits = self.scores(data.texts) if features is None else predict(self.model, features, self.rt, self.batch_size)
         tuned = {"tuned": self.meta["tune"]["chosen"]} if "tune" in self.meta else {}
-        return classify.report(y, logits, self.temperature, self.labels, out, data=data.source, **{**tuned, **extra})
+        return classify.report(y, logits, self.temperature, self.labels, out, data=data.source,
+                               **{**tuned, **extra})
 
     def evaluate(self, path: str, errors: str = "strict", text_field: str | None = None,
                  label_field: str | None = None, out: str | Path | None = None) -> dict:
