@@ -17,7 +17,7 @@ first tunes n-grams, NB smoothing, regularisation and epochs on the validation s
 (genforge/families/tune.py; `--fit.tune=false`: the preset as written; settings given on the command
 line are kept). Hashed n-grams are made once per setting (`feature_rows`, cached on disk by
 genforge/data/featcache.py): tuning trials, CV folds and held-out folds take rows of them, and the NB
-bag's optimizer moves only the rows training can reach (`RowAdamW`). `ClassifierPipeline`
+bag trains only the rows its training texts reach (`ReachedRows`). `ClassifierPipeline`
 rebuilds everything from a checkpoint: `.classify(texts)`, `.evaluate(file)`; `sample_command`,
 `eval_command`, `next_steps` and `model_info` answer the CLI and the server.
 """
@@ -204,10 +204,12 @@ class ClassifierTask(base.IntervalLosses):
         self.featurizer, self.labels, self.cfg, self.rt, self.extra_meta = featurizer, labels, cfg, rt, extra_meta
         tc: TrainConfig = cfg["train"]
         self.modules = {"model": model}
-        # (M,) ids training can reach; under DDP dense AdamW: RowAdamW's gradient hook reads the rank's own
-        # gradient before DDP averages it, so the ranks' weights would drift apart
-        rows = train_x.ids.unique() if isinstance(train_x, BagFeatures) and not rt.distributed else None
-        self.optimizers = optimizers(model, tc, rows)
+        # the linear bag trains on the rows its texts reach; under DDP on the full table (the ranks' rows differ)
+        self.reached = None
+        if model.config.arch == "bag" and model.config.embed_dim == 0 and not rt.distributed:
+            self.reached = ReachedRows(model.body, train_x.ids.unique())
+            self.train_x = BagFeatures(self.reached.ids(train_x.ids), train_x.offsets)
+        self.optimizers = optimizers(model, tc, self.reached)
         self.items_per_step = tc.batch_size * tc.grad_accum
         fit: FitConfig = cfg["fit"]
         self.select_metric = {"loss": "val_loss", "accuracy": "val_error", "last": None}[fit.select]
@@ -224,6 +226,8 @@ class ClassifierTask(base.IntervalLosses):
         self.order = base.EpochOrder(len(self.train_y), trainer.generator, drop_last=False, shares=trainer.shares)
 
     def _loss(self):
+        if self.reached is not None:
+            self.reached.train_mode()
         idx = self.order.next(self.cfg["train"].batch_size)
         inputs = [t.to(self.rt.device) for t in self.train_x.batch(idx)]
         targets = self.train_y[idx].to(self.rt.device)
@@ -237,7 +241,12 @@ class ClassifierTask(base.IntervalLosses):
     def phases(self, step):
         return [(tuple(self.optimizers), self._loss)]
 
+    def before_save(self) -> None:
+        if self.reached is not None:
+            self.reached.full_mode()
+
     def evaluate(self) -> dict[str, float]:
+        self.before_save()
         out = base.train_loss(self._recent)
         if self.val_x is not None:
             logits = predict(self.model, self.val_x, self.rt, self.cfg["fit"].eval_batch)
@@ -272,54 +281,46 @@ def l1_penalty(model: TextClassifier, inputs: list[torch.Tensor]) -> torch.Tenso
     return total
 
 
-class RowAdamW(torch.optim.AdamW):
-    """AdamW on the rows `rows` of a (V, K) weight, exactly as dense AdamW would move them, at the cost
-    of M rows instead of V: a row no training text contains has a zero gradient forever, starts at 0
-    and so stays 0 under AdamW (its moments stay 0, decay scales 0). The NB bag hashes into 2^22
-    buckets while 10k short texts reach a few 100k of them; dense AdamW spent 2/3 of `cv` there. A
-    gradient hook gathers the rows during backward, so gradient clipping sees them."""
+class ReachedRows:
+    """The NB bag trains on the M rows of its (V, K) table that training texts reach: their ids are
+    renumbered 0..M-1 once (`ids`), and while it trains the body holds (M, K) slices of w and r
+    (`train_mode`); the full table is written back before every validation pass and checkpoint
+    (`full_mode`). Exactly dense AdamW: a row no training text contains has a zero gradient forever,
+    starts at 0 and stays 0 (its moments stay 0, decay scales 0). The NB bag hashes into 2^22 buckets
+    while 10k short texts reach a few 100k of them: a step costs M rows, not V (a dense gradient, a
+    gather and a scatter of V rows were half of `cv`'s CPU time)."""
 
-    def __init__(self, weight: torch.nn.Parameter, rows: torch.Tensor, **kw):
-        self.weight, self.rows, self.synced = weight, rows.to(weight.device), False
-        K = weight.size(1)  # flat indices of the rows' elements: index_select on them is the fast path
-        self.flat = (self.rows[:, None] * K + torch.arange(K, device=weight.device)).view(-1)  # (M * K,)
-        self.rows_param = torch.nn.Parameter(self._take(weight.detach()))  # (M, K)
-        super().__init__([self.rows_param], **kw)
-        weight.register_hook(self._gather)
+    def __init__(self, body: BagBody, rows: torch.Tensor):
+        self.body, self.rows, self.compact = body, rows, False
+        self.w = torch.nn.Parameter(body.w.detach()[rows])  # (M, K): what the optimizer moves
 
-    def _take(self, t: torch.Tensor) -> torch.Tensor:
-        return t.reshape(-1).index_select(0, self.flat).view(len(self.rows), -1)  # (V, K) -> (M, K)
-
-    def _gather(self, grad: torch.Tensor) -> None:
-        g = self._take(grad)
-        self.rows_param.grad = g if self.rows_param.grad is None else self.rows_param.grad + g
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        super().zero_grad(set_to_none)
-        self.weight.grad = None
+    def ids(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.searchsorted(self.rows, ids)  # bucket ids of training texts -> 0..M-1
 
     @torch.no_grad()
-    def step(self, closure=None):
-        if not self.synced:  # the weight may have been loaded (resume) after this optimizer was made
-            self.rows_param.copy_(self._take(self.weight))
-            self.synced = True
-        super().step()
-        self.weight.index_copy_(0, self.rows, self.rows_param)
+    def train_mode(self) -> None:
+        if not self.compact:  # the full table may have been moved or loaded (resume) since
+            self.full, rows = (self.body.w, self.body.r), self.rows.to(self.body.w.device)
+            self.w.data = self.full[0][rows]
+            self.body.w, self.body.r, self.compact = self.w, self.full[1][rows], True
+
+    @torch.no_grad()
+    def full_mode(self) -> None:
+        if self.compact:
+            w, r = self.full
+            w.index_copy_(0, self.rows.to(w.device), self.w)
+            self.body.w, self.body.r, self.compact = w, r, False
 
 
-def optimizers(model: TextClassifier, tc: TrainConfig, rows: torch.Tensor | None = None
+def optimizers(model: TextClassifier, tc: TrainConfig, reached: ReachedRows | None = None
                ) -> dict[str, torch.optim.Optimizer]:
     """AdamW with weight decay (L2) on matrices and embeddings, none on biases and norms; the
     fastText bag's n-gram embeddings get sparse gradients and SparseAdam (lazy: only rows seen in
     a batch move, no weight decay). The NB-linear bag stays dense: on IMDB, dense Adam reached
-    92.08% where lazy SparseAdam reached 91.81% with the same steps; given the `rows` the training
-    texts contain, its weight gets `RowAdamW` (the same updates, on those rows only)."""
-    sparse, rowwise = [], None
-    if model.config.arch == "bag" and model.config.embed_dim > 0:
-        sparse = [model.body.emb.weight]
-    elif model.config.arch == "bag" and rows is not None:
-        rowwise = model.body.w
-    ids = {id(p) for p in sparse + [rowwise]}
+    92.08% where lazy SparseAdam reached 91.81% with the same steps; given the rows the training
+    texts reach (`ReachedRows`), AdamW moves those rows alone (the same updates)."""
+    sparse = [model.body.emb.weight] if model.config.arch == "bag" and model.config.embed_dim > 0 else []
+    ids = {id(p) for p in sparse + ([model.body.w] if reached is not None else [])}
     decay = [p for p in model.parameters() if p.dim() >= 2 and id(p) not in ids]
     rest = [p for p in model.parameters() if p.dim() < 2 and id(p) not in ids]
     opts: dict[str, torch.optim.Optimizer] = {"adamw": torch.optim.AdamW(
@@ -328,8 +329,9 @@ def optimizers(model: TextClassifier, tc: TrainConfig, rows: torch.Tensor | None
     if sparse:
         # SparseAdam refuses lr 0; a vanishing lr behaves the same (the trainer scales it per step)
         opts["sparse"] = torch.optim.SparseAdam(sparse, lr=max(tc.lr, 1e-30), betas=(tc.beta1, tc.beta2))
-    if rowwise is not None:
-        opts["rows"] = RowAdamW(rowwise, rows, lr=tc.lr, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay)
+    if reached is not None:
+        opts["rows"] = torch.optim.AdamW([reached.w], lr=tc.lr, betas=(tc.beta1, tc.beta2),
+                                         weight_decay=tc.weight_decay)
     return opts
 
 # ----------------------------------------------------------------------------- training
@@ -506,7 +508,10 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
 def cross_validate(preset: str | None = None, overrides: dict | None = None, folds: int = 5,
                    out: str | None = None, init_from: str | None = None, progress: bool = False) -> dict:
     """k-fold stratified cross-validation: train on k-1 folds (early stopping on a stratified split of
-    them), measure on the held-out fold; returns per-fold metrics and the mean and std of each."""
+    them), measure on the held-out fold; returns per-fold metrics and the mean and std of each. With
+    fit.tune, the search runs once, on the first fold's training and validation split; the other folds
+    train with its choice (one search per cv, not one per fold; the first fold's validation texts are
+    held-out texts of other folds, which a 4-trial search over a handful of settings barely exploits)."""
     overrides = overrides or {}
     root = Path(out) if out else RunDir.default("cv").path
     cfg0 = _resolve(preset, overrides, init_from, False, RunDir(root))
@@ -515,17 +520,22 @@ def cross_validate(preset: str | None = None, overrides: dict | None = None, fol
     labels = label_vocabulary(full.labels, full.source)
     y = encode_labels(full, labels)
     rows = feature_rows(full.texts)  # n-grams are hashed once for all folds (and tuning trials)
+    chosen: dict[str, Any] = {}  # what the first fold's search chose: every later fold trains with it
 
     def run_fold(k: int, train_idx, val_idx, test_idx) -> dict:
         cfg = _resolve(preset, overrides, init_from, False, RunDir(root))
+        if chosen:
+            cfg = tune.apply(cfg, {**chosen, "fit.tune": False})
         val_set = full.subset(val_idx) if val_idx is not None else None
         run = RunDir(root / f"fold{k + 1}")
         fit(cfg, run, full.subset(train_idx), val_set, init_from=init_from, progress=progress, preset=preset,
             features=lambda f: (rows(f, train_idx), rows(f, val_idx) if val_idx is not None else None),
             fixed=_given(overrides))
         pipe = ClassifierPipeline.from_checkpoint(run.path, device=cfg["train"].device)
+        chosen.update((pipe.meta.get("tune") or {}).get("chosen", {}))
+        tuned = {"tuned": dict(chosen)} if chosen else {}
         return pipe.evaluate_set(full.subset(test_idx), out=run.file("eval") / "heldout",
-                                 features=rows(pipe.featurizer, test_idx))
+                                 features=rows(pipe.featurizer, test_idx), **tuned)
 
     return classify.cross_validate(y, folds, cfg0["train"].seed, data.val_fraction, root, labels, run_fold)
 
@@ -583,14 +593,15 @@ class ClassifierPipeline:
         return [{"label": self.labels[int(p.argmax())], "probs": {c: float(v) for c, v in zip(self.labels, p)}}
                 for p in probs]
 
-    def evaluate_set(self, data: Labelled, out: Path | None = None, features=None) -> dict:
+    def evaluate_set(self, data: Labelled, out: Path | None = None, features=None, **extra) -> dict:
         """Every metric of the calibrated probabilities, plus `ece_uncalibrated`, `log_loss_uncalibrated`
         (the raw probabilities'), the `temperature` and what tuning chose (`tuned`); `features`: data's
-        texts already featurized."""
+        texts already featurized; `extra`: more entries of the report."""
         y = encode_labels(data, self.labels)
         logits = self.scores(data.texts) if features is None else predict(self.model, features, self.rt, self.batch_size)
         tuned = {"tuned": self.meta["tune"]["chosen"]} if "tune" in self.meta else {}
-        return classify.report(y, logits, self.temperature, self.labels, out, data=data.source, **tuned)
+        return classify.report(y, logits, self.temperature, self.labels, out, data=data.source,
+                               **{**tuned, **extra})
 
     def evaluate(self, path: str, errors: str = "strict", text_field: str | None = None,
                  label_field: str | None = None, out: str | Path | None = None) -> dict:
