@@ -141,9 +141,14 @@ def test_cv_featurises_once(tmp_path, monkeypatch):
     res = C.cross_validate(None, _ov(train, fit={"tune_trials": 2, "tune_budget": 4}), folds=2,
                            out=str(tmp_path / "cvt"))
     assert calls and set(calls) == {120} and len(calls) <= 2  # once per n-gram setting tried, tuning included
+    for k, fold in enumerate(res["per_fold"], 1):  # every fold searched on its own training split
+        meta = genforge.load(tmp_path / "cvt" / f"fold{k}").meta
+        assert "tune" in meta and fold["tuned"] == meta["tune"]["chosen"] and fold["tune_once"] is False
+    res = C.cross_validate(None, _ov(train, fit={"tune_trials": 2, "tune_budget": 4, "tune_once": True}),
+                           folds=2, out=str(tmp_path / "cvo"))
     first, second = res["per_fold"]
-    assert first["tuned"] == second["tuned"]  # the first fold's search, reused by the second fold
-    later = genforge.load(tmp_path / "cvt" / "fold2").meta
+    assert first["tuned"] == second["tuned"] and second["tune_once"] is True  # the first fold's search, reused
+    later = genforge.load(tmp_path / "cvo" / "fold2").meta
     assert "tune" not in later and later["config"]["fit"]["epochs"] == first["tuned"]["fit.epochs"]
 
 
