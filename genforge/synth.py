@@ -196,7 +196,7 @@ def _train_images(pipe, where: str):
     """The train split of an image run's data set (its config's data.path), as an ImageSet."""
     from .data import images as image_data
     from .metrics.protocol import run_data
-    src = run_data(pipe, where=where)
+    src = run_data(pipe, where=where, hint=" (synth reads the generator's training images from it)")
     return image_data.load(src.path, pipe.image_size, pipe.channels, "train", src.test_fraction, src.seed, **src.fields)
 
 

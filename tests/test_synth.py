@@ -234,6 +234,16 @@ def test_bad_input(fakes, tmp_path):
     assert synth.parse_per_class("a=1, b=20") == {"a": 1, "b": 20}
 
 
+def test_a_generator_whose_training_data_is_gone_names_its_data_path_not_a_flag(fakes, tmp_path):
+    runs, pipes = fakes
+    pipes["gan"].meta["config"]["data"]["path"] = str(tmp_path / "moved.npz")
+    with pytest.raises(FileNotFoundError, match=r"^--dedup: .*gan: its config's data.path .*moved.npz: no such file"):
+        synth.make(runs["gan"], str(tmp_path / "a"), n=1, dedup=0.05)
+    pipes["t2i"].meta["config"]["data"] = {}  # no class names in the run, and no data set to read them from
+    with pytest.raises(ValueError, match=r"t2i: its config names no data.path \(synth reads the generator's"):
+        synth.make(runs["t2i"], str(tmp_path / "b"), n=1)
+
+
 def test_cli_synth(cgan, tmp_path, capsys):
     assert cli.main(["synth", str(cgan), "--n", "2", "--out", str(tmp_path / "c"), "--format", "npz"]) == 0
     assert "8 synthetic samples" in capsys.readouterr().out

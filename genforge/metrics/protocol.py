@@ -135,16 +135,20 @@ class RunData:
     fields: dict[str, str]  # a captions file's column names, where the run's config sets them
 
 
-def run_data(pipe: ImagePipeline, data: str | None = None, feature_steps: int = 0, where: str = "run") -> RunData:
-    """The data set of an image run (or `data` instead), read from its saved config."""
+def run_data(pipe: ImagePipeline, data: str | None = None, feature_steps: int = 0, where: str = "run",
+             hint: str = "; pass the reference data set (--data PATH)") -> RunData:
+    """The data set of an image run (or `data` instead), read from its saved config; errors name the
+    run's data.path or --data, and end with `hint` (what the command can do about it)."""
     cfg = pipe.meta.get("config") or {}
     dcfg = cfg.get("data") or {}
     if data is None and not isinstance(dcfg.get("path"), str):
-        raise ValueError(f"{where}: its config names no data.path; pass the reference data set (--data PATH)")
+        raise ValueError(f"{where}: its config names no data.path{hint}")
     own = next((cfg[s]["feature_steps"] for s in (pipe.family, "data")
                 if isinstance(cfg.get(s), dict) and "feature_steps" in cfg[s]), 0)
     fields = {k: dcfg[k] for k in CAPTION_FIELDS if isinstance(dcfg.get(k), str)}
-    return RunData(resolve_dataset(data if data is not None else dcfg["path"]), float(dcfg.get("test_fraction", 0.1)),
+    path = resolve_dataset(data, "--data") if data is not None else \
+        resolve_dataset(dcfg["path"], f"{where}: its config's data.path")
+    return RunData(path, float(dcfg.get("test_fraction", 0.1)),
                    int((cfg.get("train") or {}).get("seed", 0)), feature_steps or int(own), fields)
 
 
