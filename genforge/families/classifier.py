@@ -522,7 +522,7 @@ def cross_validate(preset: str | None = None, overrides: dict | None = None, fol
     labels = label_vocabulary(full.labels, full.source)
     y = encode_labels(full, labels)
     rows = feature_rows(full.texts)  # n-grams are hashed once for all folds (and tuning trials)
-    chosen: dict[str, Any] = {}  # what the first fold's search chose: every later fold trains with it
+    chosen: dict[str, Any] = {}  # fit.tune_once: what the first fold's search chose, for every later fold
 
     def run_fold(k: int, train_idx, val_idx, test_idx) -> dict:
         cfg = _resolve(preset, overrides, init_from, False, RunDir(root))
@@ -534,10 +534,10 @@ def cross_validate(preset: str | None = None, overrides: dict | None = None, fol
             features=lambda f: (rows(f, train_idx), rows(f, val_idx) if val_idx is not None else None),
             fixed=_given(overrides))
         pipe = ClassifierPipeline.from_checkpoint(run.path, device=cfg["train"].device)
-        once = cfg0["fit"].tune_once
+        once, own = cfg0["fit"].tune_once, (pipe.meta.get("tune") or {}).get("chosen", {})
         if once:
-            chosen.update((pipe.meta.get("tune") or {}).get("chosen", {}))
-        picked = chosen or (pipe.meta.get("tune") or {}).get("chosen", {})
+            chosen.update(own)
+        picked = chosen or own
         tuned = {"tuned": dict(picked), "tune_once": once} if picked else {}
         return pipe.evaluate_set(full.subset(test_idx), out=run.file("eval") / "heldout",
                                  features=rows(pipe.featurizer, test_idx), **tuned)
