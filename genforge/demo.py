@@ -40,6 +40,6 @@ def run(out: str = "runs/demo", seconds: float = 90.0, resume: bool = False) -> 
     print("Try next:")
     print(f"  genforge sample {run_dir.path} --prompt \"The class\" --num-samples 3 --seed 1")
     print(f"  genforge eval {run_dir.path} --data {data}")
-    print(f"  genforge train gpt --data YOUR.txt --out runs/mine      # your own text")
+    print("  genforge train gpt --data YOUR.txt --out runs/mine      # your own text")
     print(f"  tensorboard --logdir {run_dir.path}/tb")
     return 0

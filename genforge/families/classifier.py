@@ -46,7 +46,7 @@ from ..data.labelled import (Labelled, encode_labels, label_vocabulary, read_lab
 from ..data.tokenizers import tokenizer_from_dict
 from ..data.words import BagFeatures, Featurizer
 from ..metrics import calibration
-from ..models.classifier import ClassifierConfig, TextClassifier, classification_loss, probabilities
+from ..models.classifier import BagBody, ClassifierConfig, TextClassifier, classification_loss, probabilities
 from ..models.gpt import GPTConfig
 from ..run import RunDir, find_checkpoint
 from ..runtime import Runtime, make_runtime

@@ -120,7 +120,6 @@ def get(train: ImageSet, test: ImageSet | None = None, steps: int = 0, seed: int
         return FeatureNet(model, ident, meta["num_classes"], meta["class_names"], meta["test_accuracy"])
     torch.manual_seed(seed)
     model = FeatureCNN(channels, train.num_classes if labelled else 1)
-    acc = None
     if labelled:
         if verbose:
             print(f"genforge: training the evaluation feature network {ident} on {len(train):,} images "
