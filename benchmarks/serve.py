@@ -1,7 +1,7 @@
 """Serving throughput and latency: `genforge serve` under 1, 4, 16 and 64 concurrent streaming clients.
 
     python benchmarks/serve.py [--run RUN] [--seconds 20] [--max-tokens 64] [--clients 1 4 16 64]
-                               [--rounds 6 --round-seconds 5 --round-clients 1 16]
+                               [--rounds 6 --round-seconds 5 --round-clients 1 16] [--paired 200]
 
 Without --run, a `small`-preset character GPT is trained for --train-seconds on tiny Shakespeare
 ($GENFORGE_DATASETS/tinyshakespeare/input.txt, else a built-in text) so the text is not noise;
@@ -18,6 +18,12 @@ in-process batch-1 sampling (in the main thread, and in a worker thread as the e
 the server under --round-clients streaming clients, so each "HTTP / in-process" ratio compares rates
 measured seconds apart on a host whose speed drifts by minutes; it prints each round's ratios and their
 median, min and max.
+
+--paired N alternates single requests, N pairs of (one in-process batch-1 request in the main thread, one
+streaming HTTP request of the same prompt, seed and length): each pair's ratio compares two requests a
+fraction of a second apart, which is what holds on a host whose speed swings within seconds. Printed: the
+median (and quartiles) of the per-pair ratios, the ratio of the pooled rates, and the ratio of the fastest
+tenth of each (the rates when nothing else on the host interferes).
 """
 from __future__ import annotations
 
@@ -127,6 +133,46 @@ def rounds(url: str, run: Path, args) -> None:
             print(f"{names[key]}: median {fmt(statistics.median(xs))}, min {fmt(min(xs))}, max {fmt(max(xs))}")
 
 
+def paired(url: str, run: Path, args) -> None:
+    """N pairs of one in-process request and one HTTP request, alternating; per-pair ratios of their rates."""
+    import genforge
+    import torch
+    torch.set_num_threads(args.threads or 1)  # the server's threads
+    pipe = genforge.load(run, device="cpu")
+    timed_rate(pipe, 8, 0.5, False)  # warm-up
+
+    async def one_http(http, seed):
+        body = {"model": "bench", "prompt": "ROMEO:", "max_tokens": args.max_tokens, "stream": True,
+                "temperature": 0.8, "seed": seed}
+        t0 = time.perf_counter()
+        async with http.stream("POST", "/v1/completions", json=body) as r:
+            async for _ in r.aiter_lines():
+                pass
+        return time.perf_counter() - t0
+
+    async def run_pairs():
+        local, remote = [], []
+        async with httpx.AsyncClient(base_url=url, timeout=300) as http:
+            await one_http(http, 0)
+            for i in range(args.paired):
+                t0 = time.perf_counter()
+                for _ in pipe.stream("ROMEO:", max_new_tokens=args.max_tokens, seed=i, temperature=0.8, top_k=None):
+                    pass
+                local.append(time.perf_counter() - t0)
+                remote.append(await one_http(http, i))
+        return local, remote
+    local, remote = asyncio.run(run_pairs())
+    ratios = sorted(a / b for a, b in zip(local, remote))  # HTTP rate / in-process rate, pair by pair
+    q = statistics.quantiles(ratios, n=4)
+    tenth = max(1, len(local) // 10)
+    fast = sum(sorted(local)[:tenth]) / sum(sorted(remote)[:tenth])
+    print(f"\n{args.paired} pairs of {args.max_tokens}-token requests (in-process main thread, then one HTTP stream):")
+    print(f"in-process {args.max_tokens * len(local) / sum(local):,.0f} tokens/s, HTTP "
+          f"{args.max_tokens * len(remote) / sum(remote):,.0f} tokens/s")
+    print(f"HTTP / in-process per pair: median {statistics.median(ratios):.0%} (quartiles {q[0]:.0%}-{q[2]:.0%}); "
+          f"pooled {sum(local) / sum(remote):.0%}; fastest tenth of each {fast:.0%}")
+
+
 async def level(url: str, clients: int, seconds: float, max_tokens: int) -> dict:
     latencies, ttfts, tokens = [], [], 0
     errors = 0
@@ -179,6 +225,8 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="torch threads in the server (0 = torch's default)")
     ap.add_argument("--rounds", type=int, default=0, help="alternating in-process / HTTP rounds after the levels")
     ap.add_argument("--round-seconds", type=float, default=5, help="seconds per measurement in a round")
+    ap.add_argument("--stream-interval", type=float, help="the server's --stream-interval (default: its own)")
+    ap.add_argument("--paired", type=int, default=0, help="alternating single-request pairs after the rounds")
     ap.add_argument("--round-clients", type=int, nargs="+", default=[1, 16], help="client counts in each round")
     args = ap.parse_args()
 
@@ -197,7 +245,8 @@ def main():
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "genforge", "serve", f"bench={run}", "--port", str(port),
                                "--max-batch", str(args.max_batch), "--device", "cpu"]
-                              + (["--threads", str(args.threads)] if args.threads else []),
+                              + (["--threads", str(args.threads)] if args.threads else [])
+                              + (["--stream-interval", str(args.stream_interval)] if args.stream_interval is not None else []),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -218,6 +267,8 @@ def main():
             print(json.dumps(row), flush=True)
         if args.rounds:
             rounds(url, run, args)
+        if args.paired:
+            paired(url, run, args)
     finally:
         server.terminate()
         server.wait(30)
