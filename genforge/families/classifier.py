@@ -12,7 +12,8 @@
 evaluated on the validation (and optional test) data, with metrics.json and plots in
 RUN/eval/<split>/. Before that, `calibrate` fits a temperature on the validation split (never the
 test split; `--fit.calibrate=false`: T = 1) into the best checkpoint's metadata, and every pipeline
-divides the logits by it. `--fit.l1` adds an L1 penalty (`l1_penalty`). The default preset (nbbag)
+divides the logits by it. `--fit.l1` adds an L1 penalty (`l1_penalty`), `--fit.word_dropout` drops training
+texts' features at random each batch (genforge/data/augment.py). The default preset (nbbag)
 first tunes n-grams, NB smoothing, regularisation and epochs on the validation split
 (genforge/families/tune.py; `--fit.tune=false`: the preset as written; settings given on the command
 line are kept). Hashed n-grams are made once per setting (`feature_rows`, cached on disk by
@@ -40,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import checkpoint, config
-from ..data import featcache
+from ..data import augment, featcache
 from ..data.labelled import (Labelled, encode_labels, label_vocabulary, read_labelled, read_texts,
                              stratified_split)
 from ..data.tokenizers import tokenizer_from_dict
@@ -97,6 +98,8 @@ class FitConfig:
     eval_batch: int = 256  # texts per batch when evaluating
     calibrate: bool = True  # fit a temperature on the validation split after training (false: T = 1)
     l1: float = 0.0  # L1 penalty weight: adds l1 * sum |w| over matrices and embeddings (never biases, norms)
+    word_dropout: float = 0.0  # drop each feature (n-gram / token) of a training text with this probability,
+    #                            drawn anew every batch (data/augment.py); validation and test never
     tune: bool = False  # choose n-grams, NB smoothing, regularisation and epochs on validation (families/tune.py)
     tune_trials: int = 4  # settings the search draws (the preset as written is one of them)
     tune_budget: float = 24.0  # epochs the search may spend, summed over its trials (4 trials: 4x2 + 2x4 + 1x8)
@@ -108,6 +111,8 @@ class FitConfig:
             raise ValueError("fit.epochs must be >= 0, fit.eval_batch and fit.evals_per_epoch positive")
         if not (self.l1 >= 0 and math.isfinite(self.l1)):
             raise ValueError(f"fit.l1 must be a finite number >= 0, got {self.l1}")
+        if not 0 <= self.word_dropout < 1:
+            raise ValueError(f"fit.word_dropout must be in [0, 1), got {self.word_dropout}")
         if self.tune_trials <= 0 or self.tune_budget <= 0 or self.tune_seconds < 0:
             raise ValueError("fit.tune_trials and fit.tune_budget must be positive, fit.tune_seconds >= 0")
 
@@ -230,7 +235,13 @@ class ClassifierTask(base.IntervalLosses):
         if self.reached is not None:
             self.reached.train_mode()
         idx = self.order.next(self.cfg["train"].batch_size)
-        inputs = [t.to(self.rt.device) for t in self.train_x.batch(idx)]
+        batch = self.train_x.batch(idx)
+        p = self.cfg["fit"].word_dropout
+        if p > 0:
+            gen = self.trainer.generator
+            batch = (augment.drop_bag(*batch, p, gen) if isinstance(self.train_x, BagFeatures)
+                     else augment.drop_tokens(*batch, self.train_x.pad, p, gen))
+        inputs = [t.to(self.rt.device) for t in batch]
         targets = self.train_y[idx].to(self.rt.device)
         _, loss = self.trainer.module("model")(*inputs, targets=targets, class_weight=self.class_weight)
         self._recent.append(loss.item())  # the data loss, comparable with val_loss
