@@ -221,7 +221,8 @@ def run(route: str, data: str, out: str, fractions=(0.01, 0.1, 1.0), ratios=(1.0
             gen = _stage(fdir / "gen", partial(gen_stage, src.gen_overrides(real), seed, fdir / "gen" / "run"))["run"]
             pool_counts = {c: max(1, int(round(max(ratios) * n))) for c, n in counts.items() if n}
             made = _stage(fdir / "synth", partial(synth.make, gen, str(fdir / "synth" / "set"), per_class=pool_counts,
-                                                  seed=seed, fmt=src.fmt, command=["synth-eval"], **(synth_options or {})))
+                                                  seed=seed, fmt=src.fmt, command=["synth-eval"], progress=progress,
+                                                  **(synth_options or {})))
             pool = str(fdir / "synth" / "set" / made["files"][0])
             # (regime, synthetic pool, synthetic samples per class, synthetic-to-real ratio)
             regimes = [("real", None, None, None), ("synthetic", pool, None, None)] + [
