@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default), one .npz, or JSONL (texts)")
     y.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic set in --out")
     y.add_argument("--device", default="auto")
+    y.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     x = sub.add_parser("synth-eval", help="does synthetic data help? real only / synthetic only / real+synthetic, "
                        "per real-data fraction and seed: table.md, plot.png, results.json")
@@ -190,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "family's default preset)")
     x.add_argument("--val-fraction", type=float, default=0.1, help="real validation share, drawn per seed")
     x.add_argument("--gen-preset", help="generator preset (images: cdcgan)")
-    x.add_argument("--gen-seconds", type=float, default=60.0, help="time budget of each generator run")
+    x.add_argument("--gen-seconds", type=float, default=60.0, help="time budget of each generator run "
+                   "(0 = none: train by steps, e.g. --gen-set train.max_iters=3000)")
     x.add_argument("--clf-seconds", type=float, default=30.0, help="time budget of each classifier run")
     x.add_argument("--clf-steps", type=int, default=500, help="optimizer steps of every classifier run, the same "
                    "in every regime (0 = each preset's own epochs, which favours the larger data sets)")
@@ -389,7 +391,7 @@ def cmd_synth(args) -> int:
                      guidance=args.guidance, max_new_tokens=args.max_new_tokens, judge=args.judge,
                      min_confidence=args.min_confidence, label_from=args.label_from, dedup=args.dedup,
                      fmt=args.format, overwrite=args.overwrite, command=["genforge", *sys.argv[1:]],
-                     device=args.device)
+                     device=args.device, progress=not args.no_progress)
     c = doc["counts"]
     print(f"genforge: {c['total']:,} synthetic samples in {args.out} (kept per class {c['kept']}; dropped "
           f"{c['dropped'] or 'none'}); manifest: {args.out}/manifest.json")

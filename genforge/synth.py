@@ -96,14 +96,17 @@ def _t2i_prompts(names: list[str]) -> list[list[str]]:
 
 
 def generate(pipe, kind: str, counts: dict[str, int], names: list[str], seed: int, temperature: float | None,
-             guidance: float | None, max_new_tokens: int, prompts: list[list[str]] | None = None):
+             guidance: float | None, max_new_tokens: int, prompts: list[list[str]] | None = None,
+             progress: bool = True):
     """(samples, labels): uint8 (N, H, W, C) images or N texts, and int64 (N,) indices into `names`.
-    Class k is drawn with seed + k, so a class's samples do not depend on the other classes' counts."""
+    Class k is drawn with seed + k, so a class's samples do not depend on the other classes' counts.
+    progress=False hides the bar (logs of long runs)."""
     from tqdm import tqdm
     samples, labels = [], []
     if kind == "t2i" and prompts is None:
         prompts = _t2i_prompts(names)
-    bar = tqdm(total=sum(counts.values()), desc="synth", unit="sample", dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(total=sum(counts.values()), desc="synth", unit="sample", dynamic_ncols=True, mininterval=1.0,
+               disable=not progress)
     for name, count in counts.items():
         bar.set_postfix_str(f"class {name}")
         k = names.index(name)
@@ -282,7 +285,8 @@ def make(run: str, out: str, n: int | None = 100, per_class: dict[str, int] | No
          temperature: float | None = None, guidance: float | None = None, max_new_tokens: int = 200,
          judge: str | None = None, min_confidence: float = 0.5, label_from: str | None = None,
          dedup: float | None = None, fmt: str | None = None, overwrite: bool = False,
-         command: list[str] | None = None, device: str = "auto", prompts: list[list[str]] | None = None) -> dict:
+         command: list[str] | None = None, device: str = "auto", prompts: list[list[str]] | None = None,
+         progress: bool = True) -> dict:
     """Generate, filter and write a labelled synthetic set in `out`; returns the manifest (also out/manifest.json)."""
     from . import inference
     if per_class is None and (n is None or n <= 0):
@@ -317,7 +321,8 @@ def make(run: str, out: str, n: int | None = 100, per_class: dict[str, int] | No
         labels = labeller.predict_proba(samples).argmax(1).astype(np.int64)
     else:
         counts = class_counts(names, n, per_class)
-        samples, labels = generate(pipe, kind, counts, names, seed, temperature, guidance, max_new_tokens, prompts)
+        samples, labels = generate(pipe, kind, counts, names, seed, temperature, guidance, max_new_tokens, prompts,
+                                  progress)
 
     keep, dropped = apply_filters(pipe, kind, run, samples, labels, names, judge_pipe, judge, min_confidence, dedup)
     generated = _tally(np.ones(len(labels), bool), labels, names)

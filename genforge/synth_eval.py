@@ -221,7 +221,8 @@ def run(route: str, data: str, out: str, fractions=(0.01, 0.1, 1.0), ratios=(1.0
             gen = _stage(fdir / "gen", partial(gen_stage, src.gen_overrides(real), seed, fdir / "gen" / "run"))["run"]
             pool_counts = {c: max(1, int(round(max(ratios) * n))) for c, n in counts.items() if n}
             made = _stage(fdir / "synth", partial(synth.make, gen, str(fdir / "synth" / "set"), per_class=pool_counts,
-                                                  seed=seed, fmt=src.fmt, command=["synth-eval"], **(synth_options or {})))
+                                                  seed=seed, fmt=src.fmt, command=["synth-eval"], progress=progress,
+                                                  **(synth_options or {})))
             pool = str(fdir / "synth" / "set" / made["files"][0])
             # (regime, synthetic pool, synthetic samples per class, synthetic-to-real ratio)
             regimes = [("real", None, None, None), ("synthetic", pool, None, None)] + [
@@ -242,7 +243,8 @@ def run(route: str, data: str, out: str, fractions=(0.01, 0.1, 1.0), ratios=(1.0
                                  "run": res["run"], "data": dov})
     report = {"route": route, "data": data, "test": test or "the data set's test split", "fractions": fractions,
               "ratios": ratios, "seeds": seeds, "classifiers": list(classifiers),
-              "generator": {"family": src.generator, "preset": gen_preset, "seconds": gen_seconds, "init_from": gen_init},
+              "generator": {"family": src.generator, "preset": gen_preset, "seconds": gen_seconds, "init_from": gen_init,
+                            "overrides": gen_overrides or {}},
               "clf_seconds": clf_seconds, "clf_steps": clf_steps, "rows": rows, "summary": summarize(rows)}
     (root / "results.json").write_text(json.dumps(report, indent=2))
     (root / "table.md").write_text(table(report))
@@ -269,8 +271,11 @@ def table(report: dict) -> str:
     """The summary as a markdown table: accuracy mean ± std over seeds and the gain over real only."""
     g = report["generator"]
     init = f", pre-trained: started from {g['init_from']}" if g.get("init_from") else ""
+    steps = (g.get("overrides") or {}).get("train", {}).get("max_iters")  # a time budget, steps, or both
+    budget = " and ".join([f"{g['seconds']:g} s"] * bool(g["seconds"]) + [f"{steps} steps"] * bool(steps)) \
+        or "the preset's steps"
     lines = [f"# synth-eval: {report['route']} ({report['data']}), seeds {report['seeds']}", "",
-             f"Generator: {g['family']} (preset {g['preset'] or 'default'}, {g['seconds']:g} s per run{init}), trained "
+             f"Generator: {g['family']} (preset {g['preset'] or 'default'}, {budget} per run{init}), trained "
              "on the real subset of its row only; classifiers validated and tested on real data"
              + (f", {report['clf_steps']} steps each in every regime." if report.get("clf_steps") else
                 ", each preset's own epochs (larger sets train more steps)."), "",

@@ -246,7 +246,11 @@ def test_a_generator_whose_training_data_is_gone_names_its_data_path_not_a_flag(
 
 def test_cli_synth(cgan, tmp_path, capsys):
     assert cli.main(["synth", str(cgan), "--n", "2", "--out", str(tmp_path / "c"), "--format", "npz"]) == 0
-    assert "8 synthetic samples" in capsys.readouterr().out
+    got = capsys.readouterr()
+    assert "8 synthetic samples" in got.out and "synth:" in got.err  # the progress bar, on stderr
+    assert cli.main(["synth", str(cgan), "--n", "2", "--out", str(tmp_path / "q"), "--no-progress"]) == 0
+    got = capsys.readouterr()
+    assert "8 synthetic samples" in got.out and "synth:" not in got.err
     assert cli.main(["synth", str(cgan), "--n", "-1", "--out", str(tmp_path / "d")]) == 2
     assert "--n must be a positive" in capsys.readouterr().err
 

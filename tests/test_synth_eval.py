@@ -34,7 +34,7 @@ def test_summary_pairs_gains_by_seed():
     assert syn["gain_mean"] == pytest.approx(0.1) and syn["gain_std"] == pytest.approx(0.0)
     table = synth_eval.table({"route": "images", "data": "d", "seeds": [0, 1], "summary": [real, syn],
                               "generator": {"family": "gpt", "preset": None, "seconds": 5, "init_from": "runs/u"}})
-    assert "started from runs/u" in table
+    assert "started from runs/u" in table and "5 s per run" in table
     assert "| c | synthetic | 0.1 | 70.00 ± 10.00 | +10.00 ± 0.00 |" in table
 
 
@@ -59,12 +59,13 @@ def test_end_to_end_on_a_toy_image_set_writes_consistent_json_table_and_plot(tmp
     np.savez(tmp_path / "bars.npz", images=images, labels=labels)
     out = tmp_path / "se"
     args = ["synth-eval", "images", "--data", str(tmp_path / "bars.npz"), "--out", str(out), "--fractions", "0.5,1",
-            "--ratios", "1", "--seeds", "0,1", "--gen-seconds", "5", "--clf-seconds", "5", "--clf-steps", "3", "--no-progress",
+            "--ratios", "1", "--seeds", "0,1", "--gen-seconds", "0", "--clf-seconds", "5", "--clf-steps", "3", "--no-progress",
             *[f"--gen-set={s}" for s in GEN], *[f"--clf-set={s}" for s in CLF]]
     assert cli.main(args) == 0
     report = json.loads((out / "results.json").read_text())
     assert (out / "plot.png").stat().st_size > 1000 and "| default | real | 0.5 |" in (out / "table.md").read_text()
     assert "3 steps each in every regime" in (out / "table.md").read_text() and report["clf_steps"] == 3
+    assert "(preset cdcgan, 3 steps per run)" in (out / "table.md").read_text()  # --gen-seconds 0: by steps alone
     regimes = ["real", "synthetic", "real+synthetic x1"]
     assert len(report["rows"]) == 2 * 2 * 3 and [s["regime"] for s in report["summary"][:3]] == regimes
     for s in report["summary"]:
@@ -73,7 +74,7 @@ def test_end_to_end_on_a_toy_image_set_writes_consistent_json_table_and_plot(tmp
     for seed in (0, 1):  # the generator and every regime with real data see the same real subset
         fdir = out / f"seed{seed}" / "real0.5"
         gen_cfg = json.loads((fdir / "gen" / "run" / "config.json").read_text())["config"]
-        assert gen_cfg["data"]["path"] == str(fdir / "real.npz")
+        assert gen_cfg["data"]["path"] == str(fdir / "real.npz") and gen_cfg["train"]["max_seconds"] == 0
         real = np.load(fdir / "real.npz")
         cfg = imageclf._resolve(None, {"data": {"path": str(tmp_path / "bars.npz"), "fraction": 0.5, "seed": seed}},
                                 None, False)
