@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 # name -> (preset, overrides): the members a run can train
 MEMBERS = {
@@ -162,6 +163,7 @@ def main() -> None:
     from genforge.data.labelled import encode_labels, read_labelled, stratified_split
     from genforge.families import classifier as C
     from genforge.metrics.classification import classification_metrics
+    from genforge.models.classifier import probabilities
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -200,7 +202,7 @@ def main() -> None:
         rows["sklearn-nblr-tuned"]["grid"] = info["val_accuracy"]
     names = args.members.split(",")
     for seed in [int(s) for s in args.seeds.split(",")]:
-        runs, val_probs, seconds, cpu_total = [], [], 0.0, 0.0
+        runs, val_probs, test_probs, seconds, cpu_total = [], [], [], 0.0, 0.0
         for name in names:
             preset, ov = MEMBERS[name]
             ov = {k: dict(v) for k, v in ov.items()}
@@ -225,6 +227,7 @@ def main() -> None:
             cpu_total += cpu
             runs.append(str(run))
             val_probs.append(val_p)
+            test_probs.append(test_p)
             record(f"{name} s{seed}", test_p, spent["seconds"], f"preset {preset} {json.dumps(ov)}", cpu)
         if len(runs) > 1:
             div[f"s{seed}"] = diversity(val_probs, y_val, names)
@@ -232,7 +235,11 @@ def main() -> None:
             run = out / f"ensemble-s{seed}"
             shutil.rmtree(run, ignore_errors=True)
             C.ensemble(runs, str(run), weights=w, val_path=str(out / "val.jsonl"))
-            record(f"{'+'.join(names)} s{seed}", genforge.load(run).predict_proba(test.texts), seconds,
+            # what genforge.load(run).predict_proba(test.texts) gives, from the members' test probabilities:
+            # softmax(log(weighted mean) / the ensemble's temperature)
+            p = np.log(np.clip(sum(wi * pi for wi, pi in zip(w, test_probs)), 1e-12, 1))
+            probs = probabilities(torch.from_numpy(p) / genforge.load(run).temperature).numpy()
+            record(f"{'+'.join(names)} s{seed}", probs, seconds,
                    " + ".join(f"{wi:.2f} x {n}" for wi, n in zip(w, names)) + " (validation log loss)", cpu_total)
     seeds = args.seeds.split(",")
     for model in [*names, "+".join(names)] if len(seeds) > 1 else []:  # mean ± std over the seeds
