@@ -22,7 +22,9 @@ is refitted on all 25,000 training texts (more data than the genforge members se
 bar). Every row records the members' training CPU seconds (`time.process_time()`: featurizing, tuning,
 training, calibration; an ensemble's is its members' sum), meaningful on a loaded machine where wall
 time is not; with several seeds, a mean row per member and ensemble adds the accuracy's std and min.
-Results: DIR/results.json and a markdown table on stdout.
+With two or more members, `diversity` (printed and in results.json) says on validation what each
+member would add to the first. Results: DIR/results.json and a markdown table on stdout; each member's
+validation and test probabilities in DIR/<member>-s<seed>/probs.npz.
 """
 from __future__ import annotations
 
