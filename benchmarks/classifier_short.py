@@ -3,6 +3,8 @@
 
     python benchmarks/classifier_short.py [--texts first|full] [--members nbchar,cnn] [--seeds 1337,1,2]
         [--data $GENFORGE_DATASETS/imdb] [--out DIR]
+    # members DIR already holds (same name and seed) are loaded, not trained again:
+    python benchmarks/classifier_short.py ... --reuse
     # IMDB full reviews, issue 13's ensemble route (members weighted on validation), 3 seeds:
     python benchmarks/classifier_short.py --texts full --no-floor --members nbbag-untuned,nbbag-punct4 --seeds 1337,1,2
 
@@ -20,7 +22,9 @@ is refitted on all 25,000 training texts (more data than the genforge members se
 bar). Every row records the members' training CPU seconds (`time.process_time()`: featurizing, tuning,
 training, calibration; an ensemble's is its members' sum), meaningful on a loaded machine where wall
 time is not; with several seeds, a mean row per member and ensemble adds the accuracy's std and min.
-Results: DIR/results.json and a markdown table on stdout.
+With two or more members, `diversity` (printed and in results.json) says on validation what each
+member would add to the first. Results: DIR/results.json and a markdown table on stdout; each member's
+validation and test probabilities in DIR/<member>-s<seed>/probs.npz.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 # name -> (preset, overrides): the members a run can train
 MEMBERS = {
@@ -50,6 +55,15 @@ MEMBERS = {
     # full reviews: the CNN over their first 256 words, narrower embeddings so 3 epochs take ~4 CPU minutes
     "cnn-256": ("cnn", {"model": {"embed_dim": 64, "hidden": 100}, "data": {"max_len": 256},
                         "fit": {"epochs": 3, "evals_per_epoch": 2}}),
+    # issue 13's candidates that might differ from nbbag on full reviews (BENCHMARKS.md, "members that differ"):
+    # NBSVM-style interpolation: every n-gram starts at its naive-Bayes weight and weight decay pulls it back there
+    "nbsvm": ("nbbag", {"fit": {"tune": False}, "model": {"nb_prior": 1.0}, "train": {"weight_decay": 0.1}}),
+    # character 3..5-grams of each word beside the word n-grams, in a bounded table of 2^20 buckets
+    "nbchar-b20": ("nbchar", {"data": {"char_ngrams": "3,5", "buckets": 1 << 20}}),
+    # a word-order member: one width-3 convolution (250 filters) over the last 400 of the top 5,000 words
+    "cnn-imdb": ("cnn", {"model": {"embed_dim": 50, "hidden": 250, "widths": "3", "dropout": 0.2},
+                         "data": {"vocab_size": 5000, "max_len": 400, "pad": "pre"},
+                         "train": {"batch_size": 32}, "fit": {"epochs": 2, "evals_per_epoch": 4}}),
 }
 _BR = re.compile(r"<br\s*/?>", re.I)
 _FIRST = re.compile(r"\w[^.!?]*[.!?]?")
@@ -97,6 +111,11 @@ def tuned_floor(train, val, full) -> tuple[dict, object]:
     return {"chosen": best, "val_accuracy": grid}, predict
 
 
+def log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log probability (N, K) gives the true classes y (N,)."""
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1))))
+
+
 def best_weights(val_probs: list[np.ndarray], y: np.ndarray) -> list[float]:
     """The weights on a 0.05 simplex grid with the lowest validation log loss of the weighted mean."""
     steps, best, best_loss = 20, None, float("inf")
@@ -104,11 +123,29 @@ def best_weights(val_probs: list[np.ndarray], y: np.ndarray) -> list[float]:
         if sum(head) > steps:
             continue
         w = [h / steps for h in head] + [(steps - sum(head)) / steps]
-        p = sum(wi * pi for wi, pi in zip(w, val_probs))
-        loss = -np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1)))
+        loss = log_loss(sum(wi * pi for wi, pi in zip(w, val_probs)), y)
         if loss < best_loss:
             best, best_loss = w, loss
     return best
+
+
+def diversity(val_probs: list[np.ndarray], y: np.ndarray, names: list[str]) -> dict[str, dict]:
+    """What each member would add to the first, on validation: its accuracy, the correlation of the two
+    members' error indicators, the oracle (either right) and the best two-member blend (its weight on the
+    member, accuracy and log loss; weight 0 = the member does not add)."""
+    wrong0, out = val_probs[0].argmax(1) != y, {}
+    for name, p in zip(names, val_probs):
+        wrong = p.argmax(1) != y
+        w = best_weights([val_probs[0], p], y)
+        blend = w[0] * val_probs[0] + w[1] * p
+        corr = np.corrcoef(wrong0, wrong)[0, 1] if wrong0.std() * wrong.std() > 0 else float("nan")
+        out[name] = {"val_accuracy": float(1 - wrong.mean()), "error_correlation": float(corr),
+                     "oracle": float(1 - (wrong0 & wrong).mean()), "blend_weight": w[1],
+                     "blend_val_accuracy": float((blend.argmax(1) == y).mean()), "blend_val_log_loss": log_loss(blend, y)}
+        print(f"validation {name:16s} acc {out[name]['val_accuracy']:.4f}  error corr with {names[0]} {corr:.2f}  "
+              f"oracle {out[name]['oracle']:.4f}  blend {w[1]:.2f} x it: acc {out[name]['blend_val_accuracy']:.4f} "
+              f"log loss {out[name]['blend_val_log_loss']:.4f}", flush=True)
+    return out
 
 
 def main() -> None:
@@ -120,12 +157,15 @@ def main() -> None:
     ap.add_argument("--no-floor", action="store_true", help="skip the scikit-learn floor")
     ap.add_argument("--out", default="runs/bench-classifier-short")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (train.threads)")
+    ap.add_argument("--reuse", action="store_true", help="load members DIR already holds (same name and seed, "
+                    "trained by an earlier call with the same --texts) instead of training them again")
     args = ap.parse_args()
 
     import genforge
     from genforge.data.labelled import encode_labels, read_labelled, stratified_split
     from genforge.families import classifier as C
     from genforge.metrics.classification import classification_metrics
+    from genforge.models.classifier import probabilities
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,6 +187,7 @@ def main() -> None:
     print(f"{args.texts}: {len(train):,} train / {len(val):,} val / {len(test):,} test texts, "
           f"{np.mean([len(t.split()) for t in full.texts]):.1f} words on average", flush=True)
     rows: dict[str, dict] = {}
+    div: dict[str, dict] = {}  # seed -> each member against the first, on validation
 
     def record(name, probs, seconds, what, cpu=float("nan")):
         m = classification_metrics(y_test, probs, labels)
@@ -154,6 +195,7 @@ def main() -> None:
         rows[name].update(seconds=seconds, train_cpu_seconds=cpu, what=what)
         print(f"{name:24s} acc {m['accuracy']:.4f}  F1 {m['f1']:.4f}  AUC {m['roc_auc']:.4f}  "
               f"ECE {m['ece']:.4f}  {seconds:5.0f}s  train {cpu:5.0f} CPU s  {what}", flush=True)
+        (out / "results.json").write_text(json.dumps({"texts": args.texts, "rows": rows}, indent=2))  # so far
 
     if not args.no_floor:
         t0 = time.perf_counter()
@@ -162,30 +204,44 @@ def main() -> None:
         rows["sklearn-nblr-tuned"]["grid"] = info["val_accuracy"]
     names = args.members.split(",")
     for seed in [int(s) for s in args.seeds.split(",")]:
-        runs, val_probs, seconds, cpu_total = [], [], 0.0, 0.0
+        runs, val_probs, test_probs, seconds, cpu_total = [], [], [], 0.0, 0.0
         for name in names:
             preset, ov = MEMBERS[name]
             ov = {k: dict(v) for k, v in ov.items()}
             ov.setdefault("data", {}).update(path=str(out / "train.jsonl"), val_path=str(out / "val.jsonl"))
             ov.setdefault("train", {}).update(seed=seed, threads=args.threads)
-            run = out / f"{name}-s{seed}"
-            shutil.rmtree(run, ignore_errors=True)
-            t0, c0 = time.perf_counter(), time.process_time()
-            C.train(preset, ov, out=str(run), progress=False)
-            seconds += time.perf_counter() - t0
-            cpu = time.process_time() - c0  # featurizing + tuning + training + calibration, all threads
+            run, t0 = out / f"{name}-s{seed}", time.perf_counter()
+            if args.reuse and (run / "bench.json").exists():  # trained by an earlier call: its seconds as measured
+                spent, saved = json.loads((run / "bench.json").read_text()), np.load(run / "probs.npz")
+                val_p, test_p = saved["val"], saved["test"]
+            else:
+                shutil.rmtree(run, ignore_errors=True)
+                c0 = time.process_time()
+                C.train(preset, ov, out=str(run), progress=False)
+                # featurizing + tuning + training + calibration, all threads
+                spent = {"seconds": time.perf_counter() - t0, "train_cpu_seconds": time.process_time() - c0}
+                pipe = genforge.load(run)
+                val_p, test_p = pipe.predict_proba(val.texts), pipe.predict_proba(test.texts)
+                np.savez(run / "probs.npz", val=val_p, test=test_p)
+                (run / "bench.json").write_text(json.dumps(spent))
+            seconds += spent["seconds"]
+            cpu = spent["train_cpu_seconds"]
             cpu_total += cpu
-            pipe = genforge.load(run)
             runs.append(str(run))
-            val_probs.append(pipe.predict_proba(val.texts))
-            record(f"{name} s{seed}", pipe.predict_proba(test.texts), time.perf_counter() - t0,
-                   f"preset {preset} {json.dumps(ov)}", cpu)
+            val_probs.append(val_p)
+            test_probs.append(test_p)
+            record(f"{name} s{seed}", test_p, spent["seconds"], f"preset {preset} {json.dumps(ov)}", cpu)
         if len(runs) > 1:
+            div[f"s{seed}"] = diversity(val_probs, y_val, names)
             w = best_weights(val_probs, y_val)
             run = out / f"ensemble-s{seed}"
             shutil.rmtree(run, ignore_errors=True)
             C.ensemble(runs, str(run), weights=w, val_path=str(out / "val.jsonl"))
-            record(f"{'+'.join(names)} s{seed}", genforge.load(run).predict_proba(test.texts), seconds,
+            # what genforge.load(run).predict_proba(test.texts) gives, from the members' test probabilities:
+            # softmax(log(weighted mean) / the ensemble's temperature)
+            p = np.log(np.clip(sum(wi * pi for wi, pi in zip(w, test_probs)), 1e-12, 1))
+            probs = probabilities(torch.from_numpy(p) / genforge.load(run).temperature).numpy()
+            record(f"{'+'.join(names)} s{seed}", probs, seconds,
                    " + ".join(f"{wi:.2f} x {n}" for wi, n in zip(w, names)) + " (validation log loss)", cpu_total)
     seeds = args.seeds.split(",")
     for model in [*names, "+".join(names)] if len(seeds) > 1 else []:  # mean ± std over the seeds
@@ -195,7 +251,8 @@ def main() -> None:
                                      ("accuracy", "f1", "roc_auc", "ece", "log_loss", "seconds", "train_cpu_seconds")}
             rows[f"{model} mean"].update(accuracy_std=float(np.std([r["accuracy"] for r in runs])),
                                          accuracy_min=min(r["accuracy"] for r in runs), what=f"seeds {seeds}")
-    info = {"date": time.strftime("%Y-%m-%d %H:%M"), "texts": args.texts, "load": os.getloadavg(), "rows": rows}
+    info = {"date": time.strftime("%Y-%m-%d %H:%M"), "texts": args.texts, "load": os.getloadavg(), "rows": rows,
+            "diversity": div}
     (out / "results.json").write_text(json.dumps(info, indent=2))
     print("\n| model | test acc | F1 | ROC-AUC | ECE |\n|---|---|---|---|---|")
     for name, r in rows.items():

@@ -124,3 +124,44 @@ def test_short_text_presets_train_reload_and_classify(preset, tmp_path, no_plots
     assert (genforge.load(run.path).predict_proba(texts) == probs).all()  # the reloaded run answers the same
     if preset == "nbchar":  # unseen words: the character n-grams of their stems decide
         assert probs.argmax(1).tolist() == [1, 0, 1, 0]  # (word n-grams alone see only "film" in them)
+
+
+def benchmark():
+    """benchmarks/classifier_short.py as a module (the benchmarks folder is no package)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).parents[1] / "benchmarks" / "classifier_short.py"
+    spec = importlib.util.spec_from_file_location("classifier_short_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_diversity_says_which_member_adds_to_the_first_on_validation():
+    import numpy as np
+    y = np.array([0, 1] * 50)
+
+    def member(wrong, confidence):  # (100, 2): right with `confidence` except on `wrong`
+        right = np.full(100, confidence)
+        right[wrong] = 1 - confidence
+        p = np.zeros((100, 2))
+        p[np.arange(100), y], p[np.arange(100), 1 - y] = right, 1 - right
+        return p
+
+    first = member(range(0, 10), 0.9)  # wrong on texts 0..9
+    other = member(range(10, 20), 0.9)  # wrong elsewhere: its errors differ
+    d = benchmark().diversity([first, other, first.copy()], y, ["first", "other", "same"])
+    assert d["first"]["val_accuracy"] == d["other"]["val_accuracy"] == 0.9
+    assert d["same"]["error_correlation"] == pytest.approx(1.0) and d["same"]["oracle"] == 0.9
+    assert d["other"]["error_correlation"] < 0 and d["other"]["oracle"] == 1.0
+    assert d["other"]["blend_weight"] == 0.5 and d["other"]["blend_val_log_loss"] < d["same"]["blend_val_log_loss"]
+
+
+def test_every_benchmark_member_resolves_to_a_valid_config():
+    for name, (preset, overrides) in benchmark().MEMBERS.items():
+        cfg = C._resolve(preset, overrides, None, False, C.RunDir("/tmp/unused-run"))
+        for section, values in overrides.items():
+            for key in values:
+                assert getattr(cfg[section], key) is not None, f"{name}: {section}.{key}"
+    cnn_cfg = C._resolve(*benchmark().MEMBERS["cnn-imdb"], None, False, C.RunDir("/tmp/unused-run"))
+    assert cnn_cfg["model"].widths == (3,) and cnn_cfg["data"].pad == "pre"
