@@ -36,7 +36,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -66,6 +66,7 @@ METRICS = {"val_loss": "validation loss (weighted text + image)"}
 class PriorConfig:
     vqvae: str = ""  # the stage-1 run (genforge train vqvae); its weights and config are copied into this run
     text_len: int = 0  # caption context in words; 0 = the longest training caption
+    positions: Literal["1d", "2d"] = "1d"  # rotary positions of the codes: 1d = raster order; 2d = row and column
     image_weight: float = 7.0  # loss weight of the image positions ...
     text_weight: float = 1.0  # ... and of the text positions (weighted mean of the two)
     caption_dropout: float = 0.15  # share of training captions replaced by PAD (classifier-free guidance)
@@ -340,7 +341,11 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
                   f"guidance stays prior.guidance={pc.guidance:g}", file=sys.stderr)
             pc = cfg["prior"] = dataclasses.replace(pc, tune_guidance=False)
         layout = Layout(len(vocab), vq.codebook_size, text_len, vq.code_length)
-        cfg["model"] = dataclasses.replace(cfg["model"], vocab_size=layout.vocab_size, block_size=layout.block_size)
+        grid = tuple(vq.grid) if pc.positions == "2d" else None
+        if cfg["model"].rope_grid not in (None, grid):
+            raise ValueError(f"model.rope_grid={cfg['model'].rope_grid}: a text2image run sets it from prior.positions")
+        cfg["model"] = dataclasses.replace(cfg["model"], vocab_size=layout.vocab_size, block_size=layout.block_size,
+                                           rope_grid=grid)
         train_set = (torch.as_tensor(vocab.encode_batch(data.captions, text_len)),
                      cached_codes(vq, vq_meta["sha256"], data.images))
         val = None

@@ -122,12 +122,14 @@ def test_guidance_is_uncond_plus_scale_times_the_difference_over_allowed_tokens(
     assert t2i.guided(logits, 0.0, torch.ones(4, dtype=torch.bool)).tolist() == [[0.0, 1.0, 1.0, 5.0]]
 
 
-@pytest.mark.parametrize("scale", [1.0, 2.5])
-def test_cached_guided_sampling_matches_a_full_forward_reference(scale):
-    """Greedy: each step's code is argmax of uncond + g (cond - uncond) over codes, both rows fed that code."""
+@pytest.mark.parametrize("scale,grid", [(1.0, None), (2.5, None), (1.0, (2, 2)), (2.5, (2, 2))])
+def test_cached_guided_sampling_matches_a_full_forward_reference(scale, grid):
+    """Greedy: each step's code is argmax of uncond + g (cond - uncond) over codes, both rows fed that code;
+    with 1-D positions, and with 2-D ones over the 2 x 2 code grid (prior.positions=2d)."""
     lay = t2i.Layout(words=6, codes=7, text_len=3, code_len=4)
     torch.manual_seed(1)
-    prior = GPT(GPTConfig(vocab_size=lay.vocab_size, block_size=lay.block_size, n_layer=2, n_head=2, n_embd=16)).eval()
+    prior = GPT(GPTConfig(vocab_size=lay.vocab_size, block_size=lay.block_size, n_layer=2, n_head=2, n_embd=16,
+                          rope_grid=grid)).eval()
     captions = torch.tensor([[2, 3, PAD], [4, PAD, PAD]])
     codes = t2i.sample_codes(prior, lay, captions, scale, 0.0, None, None)
     cond = torch.cat([torch.full((2, 1), lay.bos), captions], 1)
