@@ -66,7 +66,9 @@ METRICS = {"val_loss": "validation loss (weighted text + image)"}
 class PriorConfig:
     vqvae: str = ""  # the stage-1 run (genforge train vqvae); its weights and config are copied into this run
     text_len: int = 0  # caption context in words; 0 = the longest training caption
-    positions: Literal["1d", "2d"] = "1d"  # rotary positions of the codes: 1d = raster order; 2d = row and column
+    # rotary positions of the codes: 1d = raster order; 2d = their row and column (model.rope_grid); auto = 2d
+    # on the shapes set (measured: BENCHMARKS.md), 1d elsewhere
+    positions: Literal["auto", "1d", "2d"] = "auto"
     image_weight: float = 7.0  # loss weight of the image positions ...
     text_weight: float = 1.0  # ... and of the text positions (weighted mean of the two)
     caption_dropout: float = 0.15  # share of training captions replaced by PAD (classifier-free guidance)
@@ -335,13 +337,14 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
                       for split in ("train", "test"))
         vocab = CaptionVocab.from_dict(run.read_json("captions.json")) if resume else CaptionVocab.build(data.captions)
         text_len = pc.text_len or max(len(caption_words(c)) for c in data.captions)
-        pc = cfg["prior"] = dataclasses.replace(pc, text_len=text_len)
+        positions = "2d" if pc.positions == "2d" or (pc.positions == "auto" and path == "shapes") else "1d"
+        pc = cfg["prior"] = dataclasses.replace(pc, text_len=text_len, positions=positions)
         if pc.tune_guidance and not (len(test) and (path == "shapes" or data.labels is not None)):
             print(f"genforge: {data.source} has no labelled test images to judge a guidance sweep on; the default "
                   f"guidance stays prior.guidance={pc.guidance:g}", file=sys.stderr)
             pc = cfg["prior"] = dataclasses.replace(pc, tune_guidance=False)
         layout = Layout(len(vocab), vq.codebook_size, text_len, vq.code_length)
-        grid = tuple(vq.grid) if pc.positions == "2d" else None
+        grid = tuple(vq.grid) if positions == "2d" else None
         if cfg["model"].rope_grid not in (None, grid):
             raise ValueError(f"model.rope_grid={cfg['model'].rope_grid}: a text2image run sets it from prior.positions")
         cfg["model"] = dataclasses.replace(cfg["model"], vocab_size=layout.vocab_size, block_size=layout.block_size,
