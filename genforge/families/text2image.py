@@ -14,12 +14,14 @@ The prior is the GPT family's model (genforge/models/gpt.py) over one joint voca
 
 It learns next-token prediction over the whole sequence; position t predicts token t + 1, so the
 first text_len positions may only emit words and the last L only codes (`Layout.allowed`, a logits
-mask in the loss and in sampling). The image loss is weighted above the text loss (prior.image_weight
-: prior.text_weight). For classifier-free guidance a fraction of the training captions is dropped
-(all PAD); sampling runs [conditional ; unconditional] rows through `GPT.stream` together, and its
-row-group logits processor returns uncond + g * (cond - uncond) (g = 1: plain conditional sampling,
-without the unconditional rows). The codes are decoded by the stage-1 decoder, whose weights
-(module.vqvae.*) and config (meta["vqvae"]) are copied into every checkpoint, so a run loads alone.
+mask in the loss and in sampling). Positions are rotary, 1-D over the whole sequence, or for the codes
+their grid row and column (prior.positions=2d, the GPT's model.rope_grid; auto: 2d on shapes). The image
+loss is weighted above the text loss (prior.image_weight : prior.text_weight). For classifier-free
+guidance a fraction of the training captions is dropped (all PAD); sampling runs [conditional ;
+unconditional] rows through `GPT.stream` together, and its row-group logits processor returns
+uncond + g * (cond - uncond) (g = 1: plain conditional sampling, without the unconditional rows).
+The codes are decoded by the stage-1 decoder, whose weights (module.vqvae.*) and config
+(meta["vqvae"]) are copied into every checkpoint, so a run loads alone.
 Training ends with `record_guidance`: a seeded sweep of guidance scales over validation captions
 (metrics/text2image.py guidance_sweep) whose best scale goes into the checkpoints' metadata
 ("guidance") as the run's default (prior.tune_guidance=false: prior.guidance). The training and
