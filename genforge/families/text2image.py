@@ -69,7 +69,7 @@ class PriorConfig:
     vqvae: str = ""  # the stage-1 run (genforge train vqvae); its weights and config are copied into this run
     text_len: int = 0  # caption context in words; 0 = the longest training caption
     # rotary positions of the codes: 1d = raster order after the caption; 2d = their row and column
-    # (model.rope_grid). 2d was not better on shapes at equal steps (BENCHMARKS.md), so 1d stays the default
+    # (model.rope_grid). On shapes at 400 steps 2d is more faithful but has a higher loss (BENCHMARKS.md): 1d stays
     positions: Literal["1d", "2d"] = "1d"
     image_weight: float = 7.0  # loss weight of the image positions ...
     text_weight: float = 1.0  # ... and of the text positions (weighted mean of the two)
