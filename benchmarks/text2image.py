@@ -1,7 +1,7 @@
 """Text-to-image benchmark, both routes: trained under one time budget, then evaluated the same way.
 
     GENFORGE_DATASETS=../shared/datasets python benchmarks/text2image.py --data mnist --minutes 10 30 \
-        --out runs/bench-t2i [--route dalle|gan --stage1-share 0.3 --n 1000 --guidance 1 2 3 5 --positions 2d]
+        --out runs/bench-t2i [--route dalle|gan --stage1-share 0.3 --n 1000 --guidance 1 2 3 5 --positions 1d]
 
 For each budget (minutes of training, both stages counted), the DALL-E route (`--route dalle`, the
 default): `genforge train vqvae` for stage1_share of it, then `genforge train text2image` over that
@@ -148,7 +148,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1000, help="images per caption set in the evaluation")
     p.add_argument("--sweep-n", type=int, default=300, help="images per caption set at each guidance scale")
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0], help="the DALL-E route's sweep")
-    p.add_argument("--positions", choices=("1d", "2d"), default="1d", help="the prior's prior.positions (rotary)")
+    p.add_argument("--positions", choices=("auto", "1d", "2d"), default="auto", help="the prior's prior.positions")
     p.add_argument("--judge-steps", type=int, default=0, help="feature network / judge training steps; 0 = theirs")
     p.add_argument("--threads", type=int, default=int(os.environ.get("GENFORGE_THREADS", "0")), help="0 = torch's")
     p.add_argument("--out", default="runs/bench-t2i")

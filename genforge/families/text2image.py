@@ -15,7 +15,7 @@ The prior is the GPT family's model (genforge/models/gpt.py) over one joint voca
 It learns next-token prediction over the whole sequence; position t predicts token t + 1, so the
 first text_len positions may only emit words and the last L only codes (`Layout.allowed`, a logits
 mask in the loss and in sampling). Positions are rotary, 1-D over the whole sequence, or for the codes
-their grid row and column (prior.positions=2d, the GPT's model.rope_grid). The image
+their grid row and column (prior.positions=2d, the GPT's model.rope_grid; auto: 2d on shapes). The image
 loss is weighted above the text loss (prior.image_weight : prior.text_weight). For classifier-free
 guidance a fraction of the training captions is dropped (all PAD); sampling runs [conditional ;
 unconditional] rows through `GPT.stream` together, and its row-group logits processor returns
@@ -69,8 +69,8 @@ class PriorConfig:
     vqvae: str = ""  # the stage-1 run (genforge train vqvae); its weights and config are copied into this run
     text_len: int = 0  # caption context in words; 0 = the longest training caption
     # rotary positions of the codes: 1d = raster order after the caption; 2d = their row and column
-    # (model.rope_grid). On shapes at 400 steps 2d is more faithful but has a higher loss (BENCHMARKS.md): 1d stays
-    positions: Literal["1d", "2d"] = "1d"
+    # (model.rope_grid); auto = 2d on the shapes set (more faithful there: BENCHMARKS.md), 1d elsewhere
+    positions: Literal["auto", "1d", "2d"] = "auto"
     image_weight: float = 7.0  # loss weight of the image positions ...
     text_weight: float = 1.0  # ... and of the text positions (weighted mean of the two)
     caption_dropout: float = 0.15  # share of training captions replaced by PAD (classifier-free guidance)
@@ -339,7 +339,8 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
                       for split in ("train", "test"))
         vocab = CaptionVocab.from_dict(run.read_json("captions.json")) if resume else CaptionVocab.build(data.captions)
         text_len = pc.text_len or max(len(caption_words(c)) for c in data.captions)
-        pc = cfg["prior"] = dataclasses.replace(pc, text_len=text_len)
+        positions = "2d" if pc.positions == "2d" or (pc.positions == "auto" and path == "shapes") else "1d"
+        pc = cfg["prior"] = dataclasses.replace(pc, text_len=text_len, positions=positions)
         if pc.tune_guidance and not (len(test) and (path == "shapes" or data.labels is not None)):
             print(f"genforge: {data.source} has no labelled test images to judge a guidance sweep on; the default "
                   f"guidance stays prior.guidance={pc.guidance:g}", file=sys.stderr)

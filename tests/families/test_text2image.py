@@ -151,7 +151,7 @@ def test_training_writes_a_run_that_loads_alone_and_samples_deterministically(ti
     meta = checkpoint.read_meta(find_checkpoint(tiny_t2i))
     assert meta["family"] == "text2image" and meta["step"] == 4
     assert meta["config"]["prior"]["text_len"] == 5 and meta["config"]["model"]["block_size"] == 1 + 5 + 9
-    assert meta["config"]["prior"]["positions"] == "1d" and meta["config"]["model"]["rope_grid"] is None
+    assert meta["config"]["prior"]["positions"] == "1d" and meta["config"]["model"]["rope_grid"] is None  # auto: 1d but on shapes
     stage1 = find_checkpoint(meta["vqvae"]["source"])
     assert meta["vqvae"]["config"]["codebook_size"] == 16
     assert meta["vqvae"]["sha256"] == hashlib.sha256(stage1.read_bytes()).hexdigest()
