@@ -1,7 +1,7 @@
 """Text-to-image benchmark, both routes: trained under one time budget, then evaluated the same way.
 
     GENFORGE_DATASETS=../shared/datasets python benchmarks/text2image.py --data mnist --minutes 10 30 \
-        --out runs/bench-t2i [--route dalle|gan --stage1-share 0.3 --n 1000 --guidance 1 2 3 5]
+        --out runs/bench-t2i [--route dalle|gan --stage1-share 0.3 --n 1000 --guidance 1 2 3 5 --positions 1d]
 
 For each budget (minutes of training, both stages counted), the DALL-E route (`--route dalle`, the
 default): `genforge train vqvae` for stage1_share of it, then `genforge train text2image` over that
@@ -41,7 +41,7 @@ PROMPTS = {"shapes": ["a small red circle at the top left", "a large blue square
 
 
 def train_both(data: str, minutes: float, share: float, out: Path, threads: int,
-               judge_steps: int) -> tuple[Path, Path, dict]:
+               judge_steps: int, positions: str) -> tuple[Path, Path, dict]:
     """The tokenizer run, the prior run and the seconds each trained."""
     data_path = resolve_dataset(data, what="--data")
     common = {"threads": threads, "max_iters": 10**7, "time_schedule": True}
@@ -51,7 +51,7 @@ def train_both(data: str, minutes: float, share: float, out: Path, threads: int,
         "data": {"path": data_path}, "train": {**common, "max_seconds": seconds["stage1"],
                                                "eval_interval": 500}}, out=str(out / "vq"), progress=False)
     prior, r2 = families.get("text2image").train(overrides={
-        "data": {"path": data}, "prior": {"vqvae": str(vq.path), "feature_steps": judge_steps},
+        "data": {"path": data}, "prior": {"vqvae": str(vq.path), "feature_steps": judge_steps, "positions": positions},
         "train": {**common, "max_seconds": seconds["prior"], "eval_interval": 500}}, out=str(out / "prior"),
         progress=False)
     return vq.path, prior.path, {"stage1_seconds": r1.seconds, "prior_seconds": r2.seconds}
@@ -81,7 +81,8 @@ def bench(args, minutes: float) -> dict:
     if args.route == "gan":
         run, row = train_gan(args.data, minutes, out, args.threads)
     else:
-        vq_run, run, row = train_both(args.data, minutes, args.stage1_share, out, args.threads, args.judge_steps)
+        vq_run, run, row = train_both(args.data, minutes, args.stage1_share, out, args.threads, args.judge_steps,
+                                      args.positions)
     torch.set_num_threads(args.threads or torch.get_num_threads())
     row.update(data=args.data, route=args.route, minutes=minutes, codes_used=None, recon_mse=None, sweep={})
     if args.route == "dalle":
@@ -147,6 +148,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1000, help="images per caption set in the evaluation")
     p.add_argument("--sweep-n", type=int, default=300, help="images per caption set at each guidance scale")
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0], help="the DALL-E route's sweep")
+    p.add_argument("--positions", choices=("auto", "1d", "2d"), default="auto", help="the prior's prior.positions")
     p.add_argument("--judge-steps", type=int, default=0, help="feature network / judge training steps; 0 = theirs")
     p.add_argument("--threads", type=int, default=int(os.environ.get("GENFORGE_THREADS", "0")), help="0 = torch's")
     p.add_argument("--out", default="runs/bench-t2i")

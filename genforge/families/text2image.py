@@ -14,12 +14,14 @@ The prior is the GPT family's model (genforge/models/gpt.py) over one joint voca
 
 It learns next-token prediction over the whole sequence; position t predicts token t + 1, so the
 first text_len positions may only emit words and the last L only codes (`Layout.allowed`, a logits
-mask in the loss and in sampling). The image loss is weighted above the text loss (prior.image_weight
-: prior.text_weight). For classifier-free guidance a fraction of the training captions is dropped
-(all PAD); sampling runs [conditional ; unconditional] rows through `GPT.stream` together, and its
-row-group logits processor returns uncond + g * (cond - uncond) (g = 1: plain conditional sampling,
-without the unconditional rows). The codes are decoded by the stage-1 decoder, whose weights
-(module.vqvae.*) and config (meta["vqvae"]) are copied into every checkpoint, so a run loads alone.
+mask in the loss and in sampling). Positions are rotary, 1-D over the whole sequence, or for the codes
+their grid row and column (prior.positions=2d, the GPT's model.rope_grid; auto: 2d on shapes). The image
+loss is weighted above the text loss (prior.image_weight : prior.text_weight). For classifier-free
+guidance a fraction of the training captions is dropped (all PAD); sampling runs [conditional ;
+unconditional] rows through `GPT.stream` together, and its row-group logits processor returns
+uncond + g * (cond - uncond) (g = 1: plain conditional sampling, without the unconditional rows).
+The codes are decoded by the stage-1 decoder, whose weights (module.vqvae.*) and config
+(meta["vqvae"]) are copied into every checkpoint, so a run loads alone.
 Training ends with `record_guidance`: a seeded sweep of guidance scales over validation captions
 (metrics/text2image.py guidance_sweep) whose best scale goes into the checkpoints' metadata
 ("guidance") as the run's default (prior.tune_guidance=false: prior.guidance). The training and
@@ -36,7 +38,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -66,6 +68,9 @@ METRICS = {"val_loss": "validation loss (weighted text + image)"}
 class PriorConfig:
     vqvae: str = ""  # the stage-1 run (genforge train vqvae); its weights and config are copied into this run
     text_len: int = 0  # caption context in words; 0 = the longest training caption
+    # rotary positions of the codes: 1d = raster order after the caption; 2d = their row and column
+    # (model.rope_grid); auto = 2d on the shapes set (more faithful there: BENCHMARKS.md), 1d elsewhere
+    positions: Literal["auto", "1d", "2d"] = "auto"
     image_weight: float = 7.0  # loss weight of the image positions ...
     text_weight: float = 1.0  # ... and of the text positions (weighted mean of the two)
     caption_dropout: float = 0.15  # share of training captions replaced by PAD (classifier-free guidance)
@@ -334,13 +339,18 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
                       for split in ("train", "test"))
         vocab = CaptionVocab.from_dict(run.read_json("captions.json")) if resume else CaptionVocab.build(data.captions)
         text_len = pc.text_len or max(len(caption_words(c)) for c in data.captions)
-        pc = cfg["prior"] = dataclasses.replace(pc, text_len=text_len)
+        positions = "2d" if pc.positions == "2d" or (pc.positions == "auto" and path == "shapes") else "1d"
+        pc = cfg["prior"] = dataclasses.replace(pc, text_len=text_len, positions=positions)
         if pc.tune_guidance and not (len(test) and (path == "shapes" or data.labels is not None)):
             print(f"genforge: {data.source} has no labelled test images to judge a guidance sweep on; the default "
                   f"guidance stays prior.guidance={pc.guidance:g}", file=sys.stderr)
             pc = cfg["prior"] = dataclasses.replace(pc, tune_guidance=False)
         layout = Layout(len(vocab), vq.codebook_size, text_len, vq.code_length)
-        cfg["model"] = dataclasses.replace(cfg["model"], vocab_size=layout.vocab_size, block_size=layout.block_size)
+        grid = tuple(vq.grid) if pc.positions == "2d" else None
+        if cfg["model"].rope_grid not in (None, grid):
+            raise ValueError(f"model.rope_grid={cfg['model'].rope_grid}: a text2image run sets it from prior.positions")
+        cfg["model"] = dataclasses.replace(cfg["model"], vocab_size=layout.vocab_size, block_size=layout.block_size,
+                                           rope_grid=grid)
         train_set = (torch.as_tensor(vocab.encode_batch(data.captions, text_len)),
                      cached_codes(vq, vq_meta["sha256"], data.images))
         val = None

@@ -66,10 +66,21 @@ def make_norm(kind: str, dim: int, eps: float, bias: bool) -> nn.Module:
     return RMSNorm(dim, eps) if kind == "rmsnorm" else nn.LayerNorm(dim, eps=eps, bias=bias)
 
 
-def rotary_tables(head_size: int, length: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables (length, hs/2) for rotary position embeddings."""
+def rotary_tables(head_size: int, length: int, base: float, grid: tuple[int, int] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables (length, hs/2) for rotary position embeddings: position t turns channel pair i by
+    t * base^(-2i/hs). With a `grid` (rows, cols), the last rows * cols positions are an image in raster order
+    from position s = length - rows * cols: cell (r, c) turns the even pairs by (s + r) * freq and the odd
+    pairs by (s + c) * freq, so two cells see their row and column offsets (2-D RoPE) and every cell sits
+    after the earlier 1-D positions on both axes."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_size, 2, dtype=torch.float32) / head_size))
-    angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)  # (T, hs/2)
+    pos = torch.arange(length, dtype=torch.float32)[:, None].repeat(1, head_size // 2)  # (T, hs/2): per pair
+    if grid is not None:
+        rows, cols = grid
+        start, cell = length - rows * cols, torch.arange(rows * cols, dtype=torch.float32)  # (rows*cols,)
+        pos[start:, 0::2] = start + (cell // cols)[:, None]
+        pos[start:, 1::2] = start + (cell % cols)[:, None]
+    angles = pos * inv_freq  # (T, hs/2)
     return angles.cos(), angles.sin()
 
 
@@ -346,6 +357,9 @@ class GPTConfig:
     bias: bool = False  # biases in Linear and LayerNorm layers
     pos: Literal["rope", "learned"] = "rope"  # rotary or learned absolute positions
     rope_base: float = 10000.0
+    # (rows, cols): the last rows * cols positions are an image grid with 2-D rotary angles (rotary_tables);
+    # set by the text2image family from prior.positions. None = 1-D positions everywhere
+    rope_grid: tuple[int, int] | None = None
     norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
     norm_eps: float = 1e-5
     qk_norm: bool = True  # RMS-normalise queries and keys per head (steadier at high LR)
@@ -364,6 +378,10 @@ class GPTConfig:
             raise ValueError(f"model.n_embd={self.n_embd} must be divisible by model.n_head={self.n_head}")
         if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
             raise ValueError("rotary positions need an even head size (model.n_embd / model.n_head)")
+        if self.rope_grid is not None and (self.pos != "rope" or len(self.rope_grid) != 2 or min(self.rope_grid) <= 0
+                                           or math.prod(self.rope_grid) > self.block_size):
+            raise ValueError(f"model.rope_grid={self.rope_grid} must be (rows, cols) > 0 with rows * cols <= "
+                             f"model.block_size={self.block_size}, and model.pos='rope'")
         for name in ("dropout", "attn_dropout"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
@@ -391,7 +409,7 @@ class GPT(nn.Module):
         if cfg.tie_weights:
             self.lm_head.weight = self.wte.weight
         if cfg.pos == "rope":
-            cos, sin = rotary_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_base)
+            cos, sin = rotary_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_base, cfg.rope_grid)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         self._rot = None  # (T_max, hs, hs) rotary matrices of the one-token path, built on first use

@@ -122,12 +122,14 @@ def test_guidance_is_uncond_plus_scale_times_the_difference_over_allowed_tokens(
     assert t2i.guided(logits, 0.0, torch.ones(4, dtype=torch.bool)).tolist() == [[0.0, 1.0, 1.0, 5.0]]
 
 
-@pytest.mark.parametrize("scale", [1.0, 2.5])
-def test_cached_guided_sampling_matches_a_full_forward_reference(scale):
-    """Greedy: each step's code is argmax of uncond + g (cond - uncond) over codes, both rows fed that code."""
+@pytest.mark.parametrize("scale,grid", [(1.0, None), (2.5, None), (1.0, (2, 2)), (2.5, (2, 2))])
+def test_cached_guided_sampling_matches_a_full_forward_reference(scale, grid):
+    """Greedy: each step's code is argmax of uncond + g (cond - uncond) over codes, both rows fed that code;
+    with 1-D positions, and with 2-D ones over the 2 x 2 code grid (prior.positions=2d)."""
     lay = t2i.Layout(words=6, codes=7, text_len=3, code_len=4)
     torch.manual_seed(1)
-    prior = GPT(GPTConfig(vocab_size=lay.vocab_size, block_size=lay.block_size, n_layer=2, n_head=2, n_embd=16)).eval()
+    prior = GPT(GPTConfig(vocab_size=lay.vocab_size, block_size=lay.block_size, n_layer=2, n_head=2, n_embd=16,
+                          rope_grid=grid)).eval()
     captions = torch.tensor([[2, 3, PAD], [4, PAD, PAD]])
     codes = t2i.sample_codes(prior, lay, captions, scale, 0.0, None, None)
     cond = torch.cat([torch.full((2, 1), lay.bos), captions], 1)
@@ -149,6 +151,7 @@ def test_training_writes_a_run_that_loads_alone_and_samples_deterministically(ti
     meta = checkpoint.read_meta(find_checkpoint(tiny_t2i))
     assert meta["family"] == "text2image" and meta["step"] == 4
     assert meta["config"]["prior"]["text_len"] == 5 and meta["config"]["model"]["block_size"] == 1 + 5 + 9
+    assert meta["config"]["prior"]["positions"] == "1d" and meta["config"]["model"]["rope_grid"] is None  # auto: 1d but on shapes
     stage1 = find_checkpoint(meta["vqvae"]["source"])
     assert meta["vqvae"]["config"]["codebook_size"] == 16
     assert meta["vqvae"]["sha256"] == hashlib.sha256(stage1.read_bytes()).hexdigest()
@@ -175,6 +178,23 @@ def test_training_writes_a_run_that_loads_alone_and_samples_deterministically(ti
     assert mixed.shape == (2, 12, 12, 1)
     report = pipe.evaluate()
     assert report["val_loss"] > 0 and math.isfinite(report["val_image_loss"])
+
+
+def test_2d_positions_give_the_prior_the_code_grid(tmp_path):
+    run, _ = train_tiny(tmp_path, positions="2d", tune_guidance=False)
+    pipe = genforge.load(run.path, device="cpu")
+    prior = pipe.prior.config
+    assert prior.rope_grid == (3, 3) and prior.block_size == 1 + 5 + 9  # the 3 x 3 codes: the last 9 positions
+    freq = 1e4 ** (-torch.arange(6, 8) / 8)  # head size 16: pairs 6 (even: rows) and 7 (odd: columns), slow enough
+    pos = torch.atan2(pipe.prior.rope_sin, pipe.prior.rope_cos)[:, 6:] / freq  # (15, 2): each position's position
+    assert pos[:, 0].tolist() == pytest.approx([0, 1, 2, 3, 4, 5, 6, 6, 6, 7, 7, 7, 8, 8, 8], abs=1e-3)
+    assert pos[:, 1].tolist() == pytest.approx([0, 1, 2, 3, 4, 5, 6, 7, 8, 6, 7, 8, 6, 7, 8], abs=1e-3)
+    images = pipe.generate("a bar at the top", n=2, seed=1)
+    assert images.shape == (2, 12, 12, 1) and np.array_equal(images, pipe.generate("a bar at the top", n=2, seed=1))
+    with pytest.raises(ValueError, match=r"model.rope_grid=\(2, 2\): a text2image run sets it from prior.positions"):
+        t2i.train(overrides={"model": {"rope_grid": [2, 2]}, "data": {"path": str(tmp_path / "bars")},
+                             "prior": {"vqvae": str(tmp_path / "vq")}, "train": TRAIN}, out=str(tmp_path / "bad"),
+                  progress=False)
 
 
 def test_bad_prompts_and_settings_are_clear_errors(pipe):

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from genforge.models.gpt import (GPT, Dropout, GPTConfig, check_sampling, matmul_attention, sample_next,
-                                 use_matmul_attention)
+from genforge.models.gpt import (GPT, Dropout, GPTConfig, check_sampling, matmul_attention, rotary_tables,
+                                 sample_next, use_matmul_attention)
 
 
 def tiny(**kw) -> GPTConfig:
@@ -15,6 +15,7 @@ def tiny(**kw) -> GPTConfig:
 
 VARIANTS = [dict(), dict(pos="learned", norm="layernorm", qk_norm=False, activation="gelu", bias=True,
                          tie_weights=False)]
+CACHED = VARIANTS + [dict(rope_grid=(4, 5))]  # positions 12..31 a 4 x 5 grid with 2-D rotary angles
 
 
 @pytest.mark.parametrize("kw", VARIANTS)
@@ -41,7 +42,7 @@ def test_overfits_one_batch(kw):
     assert loss.item() < 0.05
 
 
-@pytest.mark.parametrize("kw", VARIANTS)
+@pytest.mark.parametrize("kw", CACHED)
 def test_kv_cache_matches_full_forward(kw):
     torch.manual_seed(0)
     model = GPT(tiny(**kw)).eval()
@@ -102,6 +103,25 @@ def test_config_validation():
         GPTConfig(attn_dropout=1.0).validate()
     with pytest.raises(ValueError, match="model.attention='matmul'"):
         GPTConfig(attention="matmul", dropout=0.1).validate()
+
+
+def test_grid_rotary_tables_follow_the_2d_formula():
+    hs, length, base, (rows, cols) = 8, 10, 100.0, (2, 3)
+    cos, sin = rotary_tables(hs, length, base, (rows, cols))
+    freq = [base ** (-2 * i / hs) for i in range(hs // 2)]
+    start = length - rows * cols  # 4: positions 0..3 keep 1-D angles
+    for t in range(length):
+        r, c = divmod(t - start, cols)
+        for i, f in enumerate(freq):
+            pos = t if t < start else start + (r if i % 2 == 0 else c)  # even pairs: the row; odd: the column
+            assert math.isclose(cos[t, i], math.cos(pos * f), abs_tol=1e-6), (t, i)
+            assert math.isclose(sin[t, i], math.sin(pos * f), abs_tol=1e-6), (t, i)
+    flat = rotary_tables(hs, length, base)
+    assert torch.equal(flat[0][:start], cos[:start]) and not torch.equal(flat[0], cos)
+    with pytest.raises(ValueError, match=r"model.rope_grid=\(4, 4\) must be"):
+        GPTConfig(block_size=15, rope_grid=(4, 4)).validate()
+    with pytest.raises(ValueError, match="model.rope_grid"):
+        GPTConfig(pos="learned", rope_grid=(2, 2)).validate()
 
 
 def test_attention_kernels_give_the_same_model():
@@ -169,7 +189,7 @@ def test_bf16_training_forward_close_to_fp32():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-@pytest.mark.parametrize("kw", VARIANTS)
+@pytest.mark.parametrize("kw", CACHED)
 def test_decode_step_matches_full_forward(kw):
     torch.manual_seed(0)
     model = GPT(tiny(**kw)).eval()
