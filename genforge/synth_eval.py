@@ -272,8 +272,8 @@ def table(report: dict) -> str:
     g = report["generator"]
     init = f", pre-trained: started from {g['init_from']}" if g.get("init_from") else ""
     steps = (g.get("overrides") or {}).get("train", {}).get("max_iters")  # a time budget, steps, or both
-    budget = " and ".join([f"{g['seconds']:g} s"] * bool(g["seconds"]) + [f"{steps} steps"] * bool(steps)) \
-        or "the preset's steps"
+    parts = ([f"{g['seconds']:g} s"] if g["seconds"] else []) + ([f"{steps} steps"] if steps else [])
+    budget = " and ".join(parts) or "the preset's steps"
     lines = [f"# synth-eval: {report['route']} ({report['data']}), seeds {report['seeds']}", "",
              f"Generator: {g['family']} (preset {g['preset'] or 'default'}, {budget} per run{init}), trained "
              "on the real subset of its row only; classifiers validated and tested on real data"
