@@ -64,6 +64,11 @@ MEMBERS = {
     "cnn-imdb": ("cnn", {"model": {"embed_dim": 50, "hidden": 250, "widths": "3", "dropout": 0.2},
                          "data": {"vocab_size": 5000, "max_len": 400, "pad": "pre"},
                          "train": {"batch_size": 32}, "fit": {"epochs": 2, "evals_per_epoch": 4}}),
+    # a GPT pre-trained on the training texts (no labels; `--gpt-init RUN`), fine-tuned: arch gpt, mean pooling
+    "gpt": (None, {"train": {"batch_size": 32, "lr": 3e-4, "min_lr": 3e-5, "warmup_iters": 100, "weight_decay": 0.01},
+                   "data": {"max_len": 64}, "fit": {"epochs": 3, "evals_per_epoch": 2}}),
+    "gpt-256": (None, {"train": {"batch_size": 16, "lr": 3e-4, "min_lr": 3e-5, "warmup_iters": 100,
+                                 "weight_decay": 0.01}, "data": {"max_len": 256}, "fit": {"epochs": 1, "evals_per_epoch": 4}}),
 }
 _BR = re.compile(r"<br\s*/?>", re.I)
 _FIRST = re.compile(r"\w[^.!?]*[.!?]?")
@@ -157,6 +162,8 @@ def main() -> None:
     ap.add_argument("--no-floor", action="store_true", help="skip the scikit-learn floor")
     ap.add_argument("--out", default="runs/bench-classifier-short")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (train.threads)")
+    ap.add_argument("--gpt-init", help="the GPT run the gpt members start from (pre-trained on the training "
+                    "texts without their labels)")
     ap.add_argument("--reuse", action="store_true", help="load members DIR already holds (same name and seed, "
                     "trained by an earlier call with the same --texts) instead of training them again")
     args = ap.parse_args()
@@ -217,7 +224,9 @@ def main() -> None:
             else:
                 shutil.rmtree(run, ignore_errors=True)
                 c0 = time.process_time()
-                C.train(preset, ov, out=str(run), progress=False)
+                if preset is None and not args.gpt_init:
+                    raise SystemExit(f"member {name}: needs --gpt-init RUN")
+                C.train(preset, ov, out=str(run), progress=False, init_from=args.gpt_init if preset is None else None)
                 # featurizing + tuning + training + calibration, all threads
                 spent = {"seconds": time.perf_counter() - t0, "train_cpu_seconds": time.process_time() - c0}
                 pipe = genforge.load(run)
@@ -230,7 +239,8 @@ def main() -> None:
             runs.append(str(run))
             val_probs.append(val_p)
             test_probs.append(test_p)
-            record(f"{name} s{seed}", test_p, spent["seconds"], f"preset {preset} {json.dumps(ov)}", cpu)
+            what = f"preset {preset}" if preset else f"init from {args.gpt_init}"
+            record(f"{name} s{seed}", test_p, spent["seconds"], f"{what} {json.dumps(ov)}", cpu)
         if len(runs) > 1:
             div[f"s{seed}"] = diversity(val_probs, y_val, names)
             w = best_weights(val_probs, y_val)

@@ -480,10 +480,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     from .errors import USER_ERRORS
     try:
-        if args.command == "train":
-            return cmd_train(args, rest)
-        if args.command == "cv":
-            return cmd_cv(args, rest)
+        if args.command in ("train", "cv"):
+            code = (cmd_train if args.command == "train" else cmd_cv)(args, rest)
+            if code == 0:  # under torchrun: all ranks leave the process group together, before exit
+                from .runtime import leave_group
+                leave_group()
+            return code
         return {"sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "demo": cmd_demo,
                 "serve": cmd_serve, "classify": cmd_classify, "ensemble": cmd_ensemble,
                 "synth": cmd_synth, "synth-eval": cmd_synth_eval, "export": cmd_export}[args.command](args)

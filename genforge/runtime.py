@@ -162,6 +162,16 @@ def _main_first(rt: Runtime):
         dist.barrier()
 
 
+def leave_group() -> None:
+    """The end of a command under torchrun (`genforge.cli.main`): every rank leaves the process group
+    together, a barrier and then destroy, while all of them are alive. Left to interpreter exit, one rank
+    could tear down its gloo threads while a slower peer still talked to it (a rare abort at exit)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main_process() -> bool:
     """False on the ranks of a torchrun launch but rank 0 (RANK set and not 0): what reports and writes once."""
     return os.environ.get("RANK", "0") == "0"

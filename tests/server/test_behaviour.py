@@ -77,7 +77,8 @@ def stream_in_background(live, body):
 
 
 def test_queue_full_and_queue_timeout_are_429_with_retry_after(tiny_run):
-    live = LiveServer({"tiny": str(tiny_run)}, max_batch=1, max_queue=1, queue_timeout=0.3, max_tokens_limit=10**6)
+    # the queue timeout is long enough for the third request to arrive while the second waits, also on a loaded machine
+    live = LiveServer({"tiny": str(tiny_run)}, max_batch=1, max_queue=1, queue_timeout=2.0, max_tokens_limit=10**6)
     try:
         t, out = stream_in_background(live, {"model": "tiny", "prompt": "a", "max_tokens": 10**6, "stream": True})
         wait_active(live, 1)
