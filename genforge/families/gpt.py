@@ -236,13 +236,18 @@ def with_labels(tokenizer: Tokenizer, labels: list[str]) -> LabelledTokenizer:
     return LabelledTokenizer(tokenizer, labels)
 
 
-def grow_vocab(state: dict[str, torch.Tensor], model: GPT) -> dict[str, torch.Tensor]:
+def grow_vocab(state: dict[str, torch.Tensor], model: GPT, end_from: int | None = None) -> dict[str, torch.Tensor]:
     """--init-from a run with fewer tokens (a plain run, trained now with labels): the embedding and the head
-    gain rows for the new special tokens, initialised as the model initialised its own."""
+    gain rows for the new special tokens, initialised as the model initialised its own. end_from: the plain
+    run's end-of-text id (BPE); the first new row, the end-of-document token, starts as a copy of it, so what
+    pre-training learned about where a text ends carries over."""
     own = model.state_dict()
     for k in ("wte.weight", "lm_head.weight"):
         if k in state and len(state[k]) < len(own[k]):
-            state[k] = torch.cat([state[k], own[k][len(state[k]):]])  # (V_new, C)
+            new = own[k][len(state[k]):].clone()  # (V_new - V, C)
+            if end_from is not None:
+                new[0] = state[k][end_from]
+            state[k] = torch.cat([state[k], new])  # (V_new, C)
     return state
 
 
@@ -276,6 +281,7 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
             tokenizer = train_tokenizer(data.tokenizer,
                                         lambda: (c for c in iter_corpus(data.path, data.text_field, data.errors)),
                                         data.vocab_size)
+        plain_end = None if isinstance(tokenizer, LabelledTokenizer) else tokenizer.eot_id
         if data.label_field and not resume:
             tokenizer = with_labels(tokenizer, corpus_labels(data.path, data.text_field, data.label_field, data.errors))
         cfg["model"] = dataclasses.replace(cfg["model"], vocab_size=tokenizer.vocab_size)
@@ -284,7 +290,7 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
         train_split, val_split = split_tokens(tokens, data.val_fraction, cfg["model"].block_size)
         model = GPT(cfg["model"])
         if init_state is not None:
-            checkpoint.load_module(model, grow_vocab(init_state, model), source)
+            checkpoint.load_module(model, grow_vocab(init_state, model, plain_end), source)
         banner = (f"GPT with {model.num_params() / 1e6:.2f}M parameters, vocab {tokenizer.vocab_size} "
                   f"({tokenizer.kind}), {len(train_split.tokens):,} train / "
                   f"{len(val_split.tokens) if val_split else 0:,} val tokens, device {rt.device}, "
@@ -336,7 +342,8 @@ class GPTPipeline:
                      top_k: int | None = None, top_p: float | None = None, seed: int | None = None) -> list[list[int]]:
         """Token ids of n sampled documents of `label`: [label token, text..., end token] (no end token when
         max_new_tokens ran out). Sampling follows [end][label], a document's start in the training stream, and
-        label tokens are masked out of every sampled position."""
+        label tokens are masked out of every sampled position, as is a BPE base's own end-of-text (never in a
+        labelled document: a run pre-trained on plain text would otherwise write it into a sample)."""
         label = str(label)
         if label not in self.labels:
             known = (f"this run's labels are {', '.join(map(repr, self.labels))}" if self.labels else
@@ -347,6 +354,8 @@ class GPTPipeline:
         check_sampling(max_new_tokens, temperature, top_k, top_p)
         end, first = self.tokenizer.eot_id, self.tokenizer.label_ids[label]
         allowed = torch.arange(self.tokenizer.vocab_size) <= end  # text tokens and the end token; labels come after
+        if self.tokenizer.base.eot_id is not None:
+            allowed[self.tokenizer.base.eot_id] = False
         gen = torch.Generator(device=self.rt.device)
         gen.manual_seed(seed if seed is not None else torch.seed())
         idx = torch.tensor([[end, first]] * n, device=self.rt.device)  # (n, 2)

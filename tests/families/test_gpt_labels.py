@@ -201,3 +201,31 @@ def test_served_labelled_run_is_a_plain_gpt_whose_prompt_may_name_a_label(labell
         assert text.startswith("<|end|><|label:")  # the next document's markers, as a plain GPT continues
     finally:
         live.stop()
+
+
+def test_labelled_fine_tune_of_a_plain_bpe_run_ends_with_its_end_token_never_the_plain_one(tmp_path):
+    """A plain BPE run separates texts with its own end-of-text token; fine-tuned with labels, the new
+    end-of-document token starts as a copy of it, and labelled sampling never writes the old one."""
+    rows = reviews(160)
+    plain_data = write_rows(tmp_path / "plain.jsonl", [{"text": r["text"]} for r in rows])
+    tiny = {**TINY["train"], "max_iters": 60}
+    plain, _ = gpt.train(overrides={**overrides(plain_data, label_field="", tokenizer="bpe", vocab_size=300),
+                                    "train": tiny}, out=tmp_path / "plain", progress=False)
+    base = genforge.load(plain.path, device="cpu")
+    old_end = base.tokenizer.eot_id
+    frozen = {**tiny, "max_iters": 1, "lr": 0.0, "min_lr": 0.0}  # lr 0: the labelled run holds the grown weights
+    labelled, _ = gpt.train(overrides={"data": overrides(write_rows(tmp_path / "l.jsonl", rows))["data"],
+                                       "train": frozen}, out=tmp_path / "labelled", init_from=str(plain.path),
+                            progress=False)
+    pipe = genforge.load(labelled.path, device="cpu")
+    end = pipe.tokenizer.eot_id
+    assert end == base.tokenizer.vocab_size and pipe.tokenizer.base.eot_id == old_end
+    for name in ("wte", "lm_head"):
+        assert torch.equal(getattr(pipe.model, name).weight[end], getattr(base.model, name).weight[old_end])
+    docs = pipe.labelled_ids("pos", 40, 12, temperature=1.0, seed=0)
+    assert not any(old_end in d for d in docs)
+    assert sum(d[-1] == end for d in docs) >= 30  # the plain run's sense of where a short text ends carried over
+    # unmasked, the same model does emit the plain end-of-text token: the mask matters
+    idx = torch.tensor([[end, pipe.tokenizer.label_ids["pos"]]] * 40)
+    raw = torch.stack(list(pipe.model.stream(idx, 12, temperature=1.0, generator=torch.Generator().manual_seed(0))))
+    assert (raw == old_end).any()
