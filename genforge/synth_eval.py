@@ -14,13 +14,15 @@ and, from the rest, a stratified subset per real-data fraction (nested: 1% insid
 fraction, each stage through the families' Python train() APIs, everything kept under --out:
     gen/      the generator, trained on that fraction's real subset only (the classifier's data),
               images: a conditional GAN (preset cdcgan); texts: a label-conditioned GPT;
-    synth/    `synth.make`: max(ratios) x the real count of every class;
+    synth/    `synth.make`: max(ratios) x the real count of every class (with judge_real=P, run(...) only: twice
+              that, filtered by the seed's real-only classifier of the same real subset, kept at p >= P);
     CLF/REGIME/  one classifier per regime and classifier preset (its training file beside it, CLF/REGIME.npz
               or .jsonl, where it is made), validated and tested on real data:
               real (real only), synthetic (trained on synthetic only: the Classification Accuracy
               Score) and real+synthetic xR (R synthetic samples per real one).
 A stage that finished holds stage.json and is not run again, so an interrupted evaluation resumes
-where it stopped (a stage without it is started afresh). results.json holds every accuracy,
+where it stopped (a stage without it is started afresh). results.json holds every accuracy (and
+each classifier's steps: table.md flags runs that stopped short of clf_steps),
 per regime and fraction the mean and std over seeds, and the gain over real only (paired by
 seed: mean and std of the differences); table.md shows them and plot.png draws accuracy against
 the real fraction, one line per regime.
@@ -67,6 +69,12 @@ def _train(family, preset: str | None, seconds: float, user: dict, progress: boo
     run_dir, _ = family.train(preset=preset, overrides=ov, out=out, progress=progress,
                               **({"init_from": init_from} if init_from else {}))
     return {"run": str(run_dir.path)}
+
+
+def _steps(run: Path) -> int | None:
+    """The optimizer steps a run made (the last step of its metrics.jsonl; None without one)."""
+    log = run / "metrics.jsonl"
+    return max((json.loads(line).get("step", 0) for line in open(log)), default=0) if log.is_file() else None
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -189,12 +197,17 @@ def run(route: str, data: str, out: str, fractions=(0.01, 0.1, 1.0), ratios=(1.0
         gen_seconds: float = 60.0, clf_seconds: float = 30.0, gen_overrides: dict | None = None,
         clf_overrides: dict | None = None, gen_init: str | None = None, extra_weight: float | None = None,
         size: int = 28, channels: int = 1, synth_options: dict | None = None, progress: bool = False,
-        clf_steps: int = 500) -> dict:
+        clf_steps: int = 500, judge_real: float | None = None) -> dict:
     """Run (or resume) the protocol under `out`; returns results.json's content (also table.md and plot.png).
 
     Every classifier trains `clf_steps` optimizer steps (within `clf_seconds`), whatever its data: with
     the presets' epoch counts instead (clf_steps=0), a 1% real set would train a tenth of the steps of a
     real+synthetic set ten times its size, and the comparison would measure the step count.
+
+    judge_real=P filters the synthetic pool with the seed's real-only classifier (the first of `classifiers`,
+    trained on the same real subset: no other data enters) through synth's judge: a sample is kept when that
+    classifier gives its intended label probability >= P. Twice the pool is drawn so that the mixed regimes
+    still find R x n per class after the filter (rows' n_synthetic say how many they got).
     """
     from . import families, synth
     fractions, ratios, seeds = sorted(set(map(float, fractions))), sorted(set(map(float, ratios))), list(seeds)
@@ -206,6 +219,8 @@ def run(route: str, data: str, out: str, fractions=(0.01, 0.1, 1.0), ratios=(1.0
         raise ValueError(f"--clf-steps must be >= 0 (0 = each preset's own epochs), got {clf_steps}")
     if not ratios or not all(r > 0 for r in ratios) or not seeds:
         raise ValueError(f"--ratios must be positive and --seeds not empty, got {ratios}, {seeds}")
+    if judge_real is not None and not 0 <= judge_real <= 1:
+        raise ValueError(f"synth-eval: judge_real must be a probability in [0, 1], got {judge_real}")
     src = Images(data, size, channels, val_fraction, clf_overrides or {}) if route == "images" \
         else Texts(data, test, val_fraction)
     root = Path(out)
@@ -219,33 +234,41 @@ def run(route: str, data: str, out: str, fractions=(0.01, 0.1, 1.0), ratios=(1.0
             fdir.mkdir(parents=True, exist_ok=True)
             real, counts, real_data = src.real(seed, f, src.clf_family(classifiers[0])[1], fdir)
             gen = _stage(fdir / "gen", partial(gen_stage, src.gen_overrides(real), seed, fdir / "gen" / "run"))["run"]
-            pool_counts = {c: max(1, int(round(max(ratios) * n))) for c, n in counts.items() if n}
+
+            def classify(clf: str, regime: str, synth_part: str | None, take: dict | None, ratio: float | None):
+                family, preset = src.clf_family(clf)
+                cdir = fdir / clf / regime.replace(" ", "_").replace("+", "_")
+                dov, n_synth = src.mix(real_data, synth_part, take, ratio, cdir.with_name(cdir.name + f".{src.fmt}"))
+                if synth_part and ratio and extra_weight is not None and route == "images":
+                    dov["extra_weight"] = extra_weight
+                fixed = {"fit": {"epochs": 0}, "train": {"max_iters": clf_steps}} if clf_steps else {}
+                res = _stage(cdir, partial(_train, families.get(family), preset, clf_seconds, clf_overrides or {},
+                                           progress, {"data": dov, **fixed}, seed, cdir / "run"))
+                return res["run"], dov, n_synth
+
+            judge = {} if judge_real is None else {"judge": classify(classifiers[0], "real", None, None, None)[0],
+                                                   "min_confidence": judge_real}
+            pool_counts = {c: max(1, int(round(max(ratios) * n * (2 if judge else 1)))) for c, n in counts.items() if n}
             made = _stage(fdir / "synth", partial(synth.make, gen, str(fdir / "synth" / "set"), per_class=pool_counts,
                                                   seed=seed, fmt=src.fmt, command=["synth-eval"], progress=progress,
-                                                  **(synth_options or {})))
+                                                  **(synth_options or {}), **judge))
             pool = str(fdir / "synth" / "set" / made["files"][0])
             # (regime, synthetic pool, synthetic samples per class, synthetic-to-real ratio)
             regimes = [("real", None, None, None), ("synthetic", pool, None, None)] + [
                 (f"real+synthetic x{r:g}", pool, {c: int(round(r * n)) for c, n in counts.items()}, r) for r in ratios]
             for clf in classifiers:
-                family, preset = src.clf_family(clf)
-                clf_stage = partial(_train, families.get(family), preset, clf_seconds, clf_overrides or {}, progress)
                 for regime, synth_part, take, ratio in regimes:
-                    cdir = fdir / clf / regime.replace(" ", "_").replace("+", "_")
-                    dov, n_synth = src.mix(real_data, synth_part, take, ratio, cdir.with_name(cdir.name + f".{src.fmt}"))
-                    if synth_part and ratio and extra_weight is not None and route == "images":
-                        dov["extra_weight"] = extra_weight
-                    fixed = {"fit": {"epochs": 0}, "train": {"max_iters": clf_steps}} if clf_steps else {}
-                    res = _stage(cdir, partial(clf_stage, {"data": dov, **fixed}, seed, cdir / "run"))
+                    run_path, dov, n_synth = classify(clf, regime, synth_part, take, ratio)
                     rows.append({"seed": seed, "fraction": f, "classifier": clf, "regime": regime,
-                                 "accuracy": src.accuracy(Path(res["run"])), "n_real": 0 if regime == "synthetic"
+                                 "accuracy": src.accuracy(Path(run_path)), "n_real": 0 if regime == "synthetic"
                                  else sum(counts.values()), "n_synthetic": n_synth, "generator": gen,
-                                 "run": res["run"], "data": dov})
+                                 "run": run_path, "data": dov, "steps": _steps(Path(run_path))})
     report = {"route": route, "data": data, "test": test or "the data set's test split", "fractions": fractions,
               "ratios": ratios, "seeds": seeds, "classifiers": list(classifiers),
               "generator": {"family": src.generator, "preset": gen_preset, "seconds": gen_seconds, "init_from": gen_init,
                             "overrides": gen_overrides or {}},
-              "clf_seconds": clf_seconds, "clf_steps": clf_steps, "rows": rows, "summary": summarize(rows)}
+              "judge_real": judge_real, "clf_seconds": clf_seconds, "clf_steps": clf_steps, "rows": rows,
+              "summary": summarize(rows)}
     (root / "results.json").write_text(json.dumps(report, indent=2))
     (root / "table.md").write_text(table(report))
     plot(report, root / "plot.png")
@@ -278,13 +301,20 @@ def table(report: dict) -> str:
              f"Generator: {g['family']} (preset {g['preset'] or 'default'}, {budget} per run{init}), trained "
              "on the real subset of its row only; classifiers validated and tested on real data"
              + (f", {report['clf_steps']} steps each in every regime." if report.get("clf_steps") else
-                ", each preset's own epochs (larger sets train more steps)."), "",
+                ", each preset's own epochs (larger sets train more steps).")
+             + (f" Synthetic pools filtered by the seed's real-only classifier (kept at p >= {report['judge_real']:g})."
+                if report.get("judge_real") is not None else ""), "",
              "| classifier | regime | real fraction | accuracy (mean ± std) | gain over real only (mean ± std) |",
              "|---|---|---|---|---|"]
     for s in report["summary"]:
         gain = "—" if s["regime"] == "real" else f"{100 * s['gain_mean']:+.2f} ± {100 * s['gain_std']:.2f}"
         lines.append(f"| {s['classifier']} | {s['regime']} | {s['fraction']:g} | "
                      f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f} | {gain} |")
+    short = [r for r in report.get("rows", []) if report.get("clf_steps") and r.get("steps")
+             and r["steps"] < report["clf_steps"]]
+    if short:  # a time budget (--clf-seconds) or early stopping cut them: those regimes trained fewer steps
+        lines += ["", f"**{len(short)} classifier runs stopped before {report['clf_steps']} steps** (at "
+                  f"{sorted({r['steps'] for r in short})}): --clf-seconds ran out or early stopping; use --clf-seconds 0."]
     return "\n".join(lines) + "\n\nAccuracies in percent on the real test set; a gain counts when it is larger than its spread.\n"
 
 

@@ -138,3 +138,33 @@ def test_bad_input(tmp_path):
 def test_negative_clf_steps_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--clf-steps must be >= 0"):
         synth_eval.run("images", "digits", str(tmp_path / "a"), clf_steps=-1)
+
+
+def test_judge_real_filters_the_pool_with_the_seeds_real_only_classifier(tmp_path, no_run_plots):
+    images, labels = make_digit_like(n=64)
+    np.savez(tmp_path / "bars.npz", images=images, labels=labels)
+    gen, clf = synth_eval.parse_sets(GEN), synth_eval.parse_sets(CLF)
+    report = synth_eval.run("images", str(tmp_path / "bars.npz"), str(tmp_path / "se"), fractions=[1.0], ratios=[1],
+                            seeds=[0], gen_seconds=0, clf_seconds=0, clf_steps=3, gen_overrides=gen,
+                            clf_overrides=clf, judge_real=0.0)
+    fdir = tmp_path / "se" / "seed0" / "real1"
+    manifest = json.loads((fdir / "synth" / "set" / "manifest.json").read_text())
+    real_run = next(r["run"] for r in report["rows"] if r["regime"] == "real")
+    assert manifest["filters"]["judge"]["run"] == real_run and manifest["filters"]["judge"]["min_confidence"] == 0.0
+    n_real = len(np.load(fdir / "real.npz")["labels"])
+    assert sum(manifest["counts"]["generated"].values()) == 2 * n_real  # twice the pool, before the filter
+    mixed = next(r for r in report["rows"] if r["regime"] == "real+synthetic x1")
+    assert mixed["n_synthetic"] == n_real and all(r["steps"] == 3 for r in report["rows"])
+    assert "filtered by the seed's real-only classifier (kept at p >= 0)" in (tmp_path / "se" / "table.md").read_text()
+    with pytest.raises(ValueError, match="judge_real must be a probability"):
+        synth_eval.run("images", str(tmp_path / "bars.npz"), str(tmp_path / "b"), judge_real=1.5)
+
+
+def test_table_flags_classifier_runs_that_stopped_before_clf_steps():
+    rows = [{"classifier": "c", "fraction": 0.1, "seed": 0, "regime": r, "accuracy": 0.5, "steps": n}
+            for r, n in (("real", 500), ("synthetic", 120))]
+    report = {"route": "images", "data": "d", "seeds": [0], "summary": synth_eval.summarize(rows), "rows": rows,
+              "clf_steps": 500, "generator": {"family": "gan", "preset": "cdcgan", "seconds": 0}}
+    assert "**1 classifier runs stopped before 500 steps** (at [120])" in synth_eval.table(report)
+    rows[1]["steps"] = 500
+    assert "stopped before" not in synth_eval.table(report)
