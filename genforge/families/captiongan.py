@@ -67,8 +67,11 @@ class CaptionGANTask(gan.GANTask):
         super().__init__(g, d, g_ema, data, test, scorer, cfg, runtime, run)
         self.vocab, self.drop, self.mismatch = vocab, cfg["text"].drop_caption, cfg["text"].mismatch
         self.labels = self.stat_conditions = torch.as_tensor(captions).to(runtime.device)  # (N, T) word ids
-        self.score_classes = data.num_classes if data.labels is not None else 0
-        if self.score_classes:  # class k is asked for by the caption of its first training image
+        # class k is asked for by the caption of its first training image; a class with none (the shapes set's
+        # held-out combinations) has no caption to ask for it by, and the monitor scores unconditionally
+        counts = np.bincount(data.labels, minlength=data.num_classes) if data.labels is not None else np.zeros(0)
+        self.score_classes = data.num_classes if len(counts) and counts.all() else 0
+        if self.score_classes:
             first = [int(np.flatnonzero(data.labels == k)[0]) for k in range(self.score_classes)]
             self.class_captions = self.labels[first]  # (K, T)
 

@@ -219,3 +219,16 @@ def test_mismatched_captions_add_a_fake_term_to_d(bars, tmp_path):
     assert loss.item() == pytest.approx(logs["d_loss"] + 0.5 * logs["mismatch"], rel=1e-6)
     assert d_fake_loss("hinge", torch.tensor([-2.0, 0.0])).item() == pytest.approx(0.5)  # relu(1 + logit)
     assert "mismatch" not in task_of(bars, tmp_path, text={"mismatch": 0.0}).phases(0)[0][1]()[1]
+
+
+def test_a_class_without_training_images_leaves_the_monitor_unconditional(tmp_path):
+    """The shapes set names colour+kind classes that only its held-out split holds: training must not ask
+    for them (it once failed with an IndexError) and scores the training captions' images instead."""
+    from tests.conftest import make_digit_like
+    images, labels = make_digit_like()  # classes 0..3; a fifth name no image carries
+    np.savez(tmp_path / "gap.npz", images=images, labels=labels, class_names=np.array(["a", "b", "c", "d", "e"]))
+    task = task_of(tmp_path / "gap.npz", tmp_path)
+    assert task.score_classes == 0
+    run, _ = captiongan.train("captiongan", overrides(tmp_path / "gap.npz", train={"max_iters": 1, "eval_interval": 1},
+                                                      gan={"monitor_samples": 8}), out=str(tmp_path / "run"), progress=False)
+    assert genforge.load(run.path).generate("a handwritten three", n=1, seed=0).shape == (1, 28, 28, 1)
