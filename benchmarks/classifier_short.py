@@ -67,8 +67,6 @@ MEMBERS = {
     # a GPT pre-trained on the training texts (no labels; `--gpt-init RUN`), fine-tuned: arch gpt, mean pooling
     "gpt": (None, {"train": {"batch_size": 32, "lr": 3e-4, "min_lr": 3e-5, "warmup_iters": 100, "weight_decay": 0.01},
                    "data": {"max_len": 64}, "fit": {"epochs": 3, "evals_per_epoch": 2}}),
-    "gpt-256": (None, {"train": {"batch_size": 16, "lr": 3e-4, "min_lr": 3e-5, "warmup_iters": 100,
-                                 "weight_decay": 0.01}, "data": {"max_len": 256}, "fit": {"epochs": 1, "evals_per_epoch": 4}}),
 }
 _BR = re.compile(r"<br\s*/?>", re.I)
 _FIRST = re.compile(r"\w[^.!?]*[.!?]?")

@@ -66,15 +66,9 @@ def _train(family, preset: str | None, seconds: float, user: dict, progress: boo
            out: Path, init_from: str | None = None) -> dict:
     """One family's train() under the stage's time budget and seed; the user's overrides go last."""
     ov = _merge(_merge(overrides, {"train": {"seed": seed, "max_seconds": seconds}}), user)
-    run_dir, _ = family.train(preset=preset, overrides=ov, out=out, progress=progress,
-                              **({"init_from": init_from} if init_from else {}))
-    return {"run": str(run_dir.path)}
-
-
-def _steps(run: Path) -> int | None:
-    """The optimizer steps a run made (the last step of its metrics.jsonl; None without one)."""
-    log = run / "metrics.jsonl"
-    return max((json.loads(line).get("step", 0) for line in open(log)), default=0) if log.is_file() else None
+    run_dir, result = family.train(preset=preset, overrides=ov, out=out, progress=progress,
+                                   **({"init_from": init_from} if init_from else {}))
+    return {"run": str(run_dir.path), "steps": result.step}
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -244,9 +238,9 @@ def run(route: str, data: str, out: str, fractions=(0.01, 0.1, 1.0), ratios=(1.0
                 fixed = {"fit": {"epochs": 0}, "train": {"max_iters": clf_steps}} if clf_steps else {}
                 res = _stage(cdir, partial(_train, families.get(family), preset, clf_seconds, clf_overrides or {},
                                            progress, {"data": dov, **fixed}, seed, cdir / "run"))
-                return res["run"], dov, n_synth
+                return res, dov, n_synth
 
-            judge = {} if judge_real is None else {"judge": classify(classifiers[0], "real", None, None, None)[0],
+            judge = {} if judge_real is None else {"judge": classify(classifiers[0], "real", None, None, None)[0]["run"],
                                                    "min_confidence": judge_real}
             pool_counts = {c: max(1, int(round(max(ratios) * n * (2 if judge else 1)))) for c, n in counts.items() if n}
             made = _stage(fdir / "synth", partial(synth.make, gen, str(fdir / "synth" / "set"), per_class=pool_counts,
@@ -258,11 +252,11 @@ def run(route: str, data: str, out: str, fractions=(0.01, 0.1, 1.0), ratios=(1.0
                 (f"real+synthetic x{r:g}", pool, {c: int(round(r * n)) for c, n in counts.items()}, r) for r in ratios]
             for clf in classifiers:
                 for regime, synth_part, take, ratio in regimes:
-                    run_path, dov, n_synth = classify(clf, regime, synth_part, take, ratio)
+                    res, dov, n_synth = classify(clf, regime, synth_part, take, ratio)
                     rows.append({"seed": seed, "fraction": f, "classifier": clf, "regime": regime,
-                                 "accuracy": src.accuracy(Path(run_path)), "n_real": 0 if regime == "synthetic"
+                                 "accuracy": src.accuracy(Path(res["run"])), "n_real": 0 if regime == "synthetic"
                                  else sum(counts.values()), "n_synthetic": n_synth, "generator": gen,
-                                 "run": run_path, "data": dov, "steps": _steps(Path(run_path))})
+                                 "run": res["run"], "data": dov, "steps": res.get("steps")})
     report = {"route": route, "data": data, "test": test or "the data set's test split", "fractions": fractions,
               "ratios": ratios, "seeds": seeds, "classifiers": list(classifiers),
               "generator": {"family": src.generator, "preset": gen_preset, "seconds": gen_seconds, "init_from": gen_init,

@@ -69,8 +69,8 @@ class CaptionGANTask(gan.GANTask):
         self.labels = self.stat_conditions = torch.as_tensor(captions).to(runtime.device)  # (N, T) word ids
         # class k is asked for by the caption of its first training image; a class with none (the shapes set's
         # held-out combinations) has no caption to ask for it by, and the monitor scores unconditionally
-        counts = np.bincount(data.labels, minlength=data.num_classes) if data.labels is not None else np.zeros(0)
-        self.score_classes = data.num_classes if len(counts) and counts.all() else 0
+        every = data.labels is not None and np.bincount(data.labels, minlength=data.num_classes).all()
+        self.score_classes = data.num_classes if every else 0
         if self.score_classes:
             first = [int(np.flatnonzero(data.labels == k)[0]) for k in range(self.score_classes)]
             self.class_captions = self.labels[first]  # (K, T)
