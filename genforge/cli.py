@@ -152,9 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="onnx: serve `genforge export` folders (or runs exported to RUN/onnx) on onnxruntime; "
                    "export folders given with torch are served from ONNX too")
-    v.add_argument("--stream-interval", type=float, default=0.005, metavar="SECONDS",
+    v.add_argument("--stream-interval", type=float, default=0.05, metavar="SECONDS",
                    help="least time between stream chunks after the first token; tokens made meanwhile go "
-                   "out together (default 0.005; 0 = a chunk per token)")
+                   "out together (default 0.05; 0 = a chunk per token)")
 
     y = sub.add_parser("synth", help="make a labelled synthetic data set from a generator run (writes manifest.json)")
     y.add_argument("run", help="a conditional GAN, text-to-image or label-conditioned GPT run")

@@ -122,7 +122,7 @@ class MockSlots:
             raise RuntimeError("boom")
         time.sleep(self.delay)
         s = self.state[rows]
-        s = torch.where(start == 0, idx.sum(1), s + idx[:, -1])
+        s = torch.where(torch.as_tensor(start) == 0, idx.sum(1), s + idx[:, -1])  # start: a list of positions
         self.state[rows] = s
         return F.one_hot(s % self.vocab_size, self.vocab_size).float() * 10
 

@@ -30,7 +30,7 @@ class Settings(BaseModel):
     max_connections: int = Field(1024, ge=1)  # open connections; more are answered 503
     threads: int | None = Field(None, ge=1)  # torch CPU threads for the whole process (None = 1 on the CPU, where
     #                                          one-token decoding steps are too small to split: measured faster)
-    stream_interval: float = Field(0.005, ge=0, le=1)  # seconds between stream chunks after the first token:
+    stream_interval: float = Field(0.05, ge=0, le=1)  # seconds between stream chunks after the first token:
     #                                          tokens made meanwhile go out together (fewer wake-ups and chunks);
     #                                          times the number of streams being sent, up to 0.1 s (generation.py)
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
