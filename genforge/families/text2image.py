@@ -75,6 +75,7 @@ class PriorConfig:
     text_weight: float = 1.0  # ... and of the text positions (weighted mean of the two)
     caption_dropout: float = 0.15  # share of training captions replaced by PAD (classifier-free guidance)
     guidance: float = 3.0  # guidance scale at sampling unless the run measured one; 1 = conditional, 0 = unconditional
+    guidance_from: int = 0  # the first code position guided; earlier codes (e.g. 7 = MNIST's top row) sample at scale 1
     tune_guidance: bool = True  # after training: sweep SCALES on validation captions, keep the best as the default
     tune_images: int = 300  # validation images per scale in that sweep
     feature_steps: int = 0  # training steps of the judge's feature network (labelled sets), sweep and eval; 0 = auto
@@ -88,6 +89,8 @@ class PriorConfig:
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(f"prior.caption_dropout must be in [0, 1), got {self.caption_dropout}")
         check_guidance(self.guidance, "prior.guidance")
+        if self.guidance_from < 0:
+            raise ValueError(f"prior.guidance_from must be >= 0, got {self.guidance_from}")
         if self.tune_images < 1 or self.feature_steps < 0:
             raise ValueError("prior.tune_images must be >= 1 and prior.feature_steps >= 0")
         check_sampling(1, self.temperature, self.top_k, None)
@@ -194,13 +197,15 @@ def guided(logits: torch.Tensor, scale: float, allowed: torch.Tensor) -> torch.T
 
 
 def sample_codes(prior: GPT, layout: Layout, captions: torch.Tensor, guidance: float, temperature: float,
-                 top_k: int | None, generator: torch.Generator | None) -> torch.Tensor:
+                 top_k: int | None, generator: torch.Generator | None, guidance_from: int = 0) -> torch.Tensor:
     """captions (B, text_len) word ids -> sampled codes (B, L) in 0..K-1, one KV-cached pass of GPT.stream
-    over [conditional ; unconditional] rows (only the conditional ones when guidance == 1)."""
+    over [conditional ; unconditional] rows (only the conditional ones when guidance == 1); codes before
+    position `guidance_from` sample at scale 1 (conditionally)."""
     rows = captions if guidance == 1 else torch.cat([captions, torch.full_like(captions, PAD)])  # (B or 2B, text_len)
     idx = torch.cat([torch.full((len(rows), 1), layout.bos, dtype=torch.long, device=rows.device), rows], 1)
     mask = layout.code_mask().to(rows.device)
-    process = mask if guidance == 1 else (lambda logits, step: guided(logits, guidance, mask))
+    process = mask if guidance == 1 else (
+        lambda logits, step: guided(logits, guidance if step >= guidance_from else 1.0, mask))
     steps = prior.stream(idx, layout.code_len, temperature=temperature, top_k=top_k, generator=generator,
                          logits_processor=process)
     return torch.stack(list(steps), 1) - layout.words  # (B, L)
@@ -409,6 +414,7 @@ class Text2ImagePipeline:
         self.text_len = self.pc.text_len
         self.guidance = float((meta.get("guidance") or {}).get("scale", self.pc.guidance))  # the run's default
         check_guidance(self.guidance, "checkpoint metadata guidance.scale")
+        self.guidance_from = self.pc.guidance_from  # the first guided code position (prior.guidance_from)
         self.layout = Layout(len(vocab), vqvae.codebook_size, self.text_len, vqvae.code_length)
 
     @classmethod
@@ -466,7 +472,8 @@ class Text2ImagePipeline:
         out = []
         for i in range(0, n, batch):
             with self.rt.autocast():
-                codes = sample_codes(self.prior, self.layout, captions[i:i + batch], g, temperature, top_k, gen)
+                codes = sample_codes(self.prior, self.layout, captions[i:i + batch], g, temperature, top_k, gen,
+                                     self.guidance_from)
             out.append(to_uint8(self.vqvae.decode(codes).float()))
         if return_warnings:
             return np.concatenate(out), notes
@@ -508,6 +515,10 @@ def sample_command(pipe: Text2ImagePipeline, args: argparse.Namespace) -> int:
     if not prompts:
         raise ValueError("--prompt: a text-to-image run needs a prompt, e.g. --prompt \"a handwritten seven\"")
     out, n = args.out or "samples.png", args.n or (16 if len(prompts) == 1 else 8)
+    if args.guidance_from is not None:
+        if args.guidance_from < 0:
+            raise ValueError(f"--guidance-from must be >= 0, got {args.guidance_from}")
+        pipe.guidance_from = args.guidance_from
     kw = dict(seed=args.seed, guidance=args.guidance, temperature=args.temperature, top_k=args.top_k)
     if args.guidance is None:
         how = (pipe.meta.get("guidance") or {}).get("method") == "sweep" and "measured best at the end of training"

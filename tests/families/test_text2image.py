@@ -122,22 +122,25 @@ def test_guidance_is_uncond_plus_scale_times_the_difference_over_allowed_tokens(
     assert t2i.guided(logits, 0.0, torch.ones(4, dtype=torch.bool)).tolist() == [[0.0, 1.0, 1.0, 5.0]]
 
 
-@pytest.mark.parametrize("scale,grid", [(1.0, None), (2.5, None), (1.0, (2, 2)), (2.5, (2, 2))])
-def test_cached_guided_sampling_matches_a_full_forward_reference(scale, grid):
+@pytest.mark.parametrize("scale,grid,first", [(1.0, None, 0), (2.5, None, 0), (1.0, (2, 2), 0), (2.5, (2, 2), 0),
+                                              (30.0, None, 2)])  # 30: a tiny random prior whose codes guidance moves
+def test_cached_guided_sampling_matches_a_full_forward_reference(scale, grid, first):
     """Greedy: each step's code is argmax of uncond + g (cond - uncond) over codes, both rows fed that code;
-    with 1-D positions, and with 2-D ones over the 2 x 2 code grid (prior.positions=2d)."""
+    with 1-D positions, and with 2-D ones over the 2 x 2 code grid (prior.positions=2d); with guidance
+    from code `first` on (prior.guidance_from), the codes before it at g = 1."""
     lay = t2i.Layout(words=6, codes=7, text_len=3, code_len=4)
     torch.manual_seed(1)
     prior = GPT(GPTConfig(vocab_size=lay.vocab_size, block_size=lay.block_size, n_layer=2, n_head=2, n_embd=16,
                           rope_grid=grid)).eval()
     captions = torch.tensor([[2, 3, PAD], [4, PAD, PAD]])
-    codes = t2i.sample_codes(prior, lay, captions, scale, 0.0, None, None)
+    codes = t2i.sample_codes(prior, lay, captions, scale, 0.0, None, None, guidance_from=first)
     cond = torch.cat([torch.full((2, 1), lay.bos), captions], 1)
     uncond = torch.cat([torch.full((2, 1), lay.bos), torch.zeros_like(captions)], 1)
-    for _ in range(lay.code_len):
+    for step in range(lay.code_len):
         with torch.no_grad():
             c, u = prior(cond)[0][:, -1], prior(uncond)[0][:, -1]
-        nxt = (u + scale * (c - u))[:, lay.words:lay.bos].argmax(-1) + lay.words
+        g = scale if step >= first else 1.0
+        nxt = (u + g * (c - u))[:, lay.words:lay.bos].argmax(-1) + lay.words
         cond, uncond = torch.cat([cond, nxt[:, None]], 1), torch.cat([uncond, nxt[:, None]], 1)
     assert torch.equal(codes, cond[:, 1 + lay.text_len:] - lay.words)
 
@@ -374,3 +377,15 @@ def test_generate_returns_its_warnings_instead_of_issuing_them(pipe):
     with pytest.warns(UserWarning) as issued:
         assert np.array_equal(images, pipe.generate(prompts, n=2, seed=4))
     assert [str(w.message) for w in issued] == said
+
+
+def test_sample_cli_guidance_from_reaches_the_sampler_and_refuses_a_negative_code(tiny_t2i, tmp_path, capsys, monkeypatch):
+    seen = []
+    real = t2i.sample_codes
+    monkeypatch.setattr(t2i, "sample_codes", lambda *a, **kw: seen.append(a[-1]) or real(*a, **kw))
+    out = tmp_path / "g.npz"
+    assert cli.main(["sample", str(tiny_t2i), "--prompt", "a bar at the top", "--n", "2", "--out", str(out),
+                     "--guidance", "2", "--guidance-from", "3"]) == 0
+    assert seen == [3] and np.load(out)["images"].shape[0] == 2
+    assert cli.main(["sample", str(tiny_t2i), "--prompt", "a bar at the top", "--guidance-from", "-1"]) == 2
+    assert "--guidance-from must be >= 0, got -1" in capsys.readouterr().err
