@@ -1,7 +1,8 @@
 """Text-to-image benchmark, both routes: trained under one time budget, then evaluated the same way.
 
     GENFORGE_DATASETS=../shared/datasets python benchmarks/text2image.py --data mnist --minutes 10 30 \
-        --out runs/bench-t2i [--route dalle|gan --stage1-share 0.3 --n 1000 --guidance 1 2 3 5 --positions 1d]
+        --out runs/bench-t2i [--route dalle|gan --stage1-share 0.3 --n 1000 --guidance 1 2 3 5 --positions 1d
+         --guidance-from 7]
 
 For each budget (minutes of training, both stages counted), the DALL-E route (`--route dalle`, the
 default): `genforge train vqvae` for stage1_share of it, then `genforge train text2image` over that
@@ -41,7 +42,7 @@ PROMPTS = {"shapes": ["a small red circle at the top left", "a large blue square
 
 
 def train_both(data: str, minutes: float, share: float, out: Path, threads: int,
-               judge_steps: int, positions: str) -> tuple[Path, Path, dict]:
+               judge_steps: int, positions: str, guidance_from: int = 0) -> tuple[Path, Path, dict]:
     """The tokenizer run, the prior run and the seconds each trained."""
     data_path = resolve_dataset(data, what="--data")
     common = {"threads": threads, "max_iters": 10**7, "time_schedule": True}
@@ -51,7 +52,8 @@ def train_both(data: str, minutes: float, share: float, out: Path, threads: int,
         "data": {"path": data_path}, "train": {**common, "max_seconds": seconds["stage1"],
                                                "eval_interval": 500}}, out=str(out / "vq"), progress=False)
     prior, r2 = families.get("text2image").train(overrides={
-        "data": {"path": data}, "prior": {"vqvae": str(vq.path), "feature_steps": judge_steps, "positions": positions},
+        "data": {"path": data}, "prior": {"vqvae": str(vq.path), "feature_steps": judge_steps, "positions": positions,
+                                        "guidance_from": guidance_from},
         "train": {**common, "max_seconds": seconds["prior"], "eval_interval": 500}}, out=str(out / "prior"),
         progress=False)
     return vq.path, prior.path, {"stage1_seconds": r1.seconds, "prior_seconds": r2.seconds}
@@ -82,7 +84,7 @@ def bench(args, minutes: float) -> dict:
         run, row = train_gan(args.data, minutes, out, args.threads)
     else:
         vq_run, run, row = train_both(args.data, minutes, args.stage1_share, out, args.threads, args.judge_steps,
-                                      args.positions)
+                                      args.positions, args.guidance_from)
     torch.set_num_threads(args.threads or torch.get_num_threads())
     row.update(data=args.data, route=args.route, minutes=minutes, codes_used=None, recon_mse=None, sweep={})
     if args.route == "dalle":
@@ -148,6 +150,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1000, help="images per caption set in the evaluation")
     p.add_argument("--sweep-n", type=int, default=300, help="images per caption set at each guidance scale")
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0], help="the DALL-E route's sweep")
+    p.add_argument("--guidance-from", type=int, default=0, help="the prior's prior.guidance_from")
     p.add_argument("--positions", choices=("auto", "1d", "2d"), default="auto", help="the prior's prior.positions")
     p.add_argument("--judge-steps", type=int, default=0, help="feature network / judge training steps; 0 = theirs")
     p.add_argument("--threads", type=int, default=int(os.environ.get("GENFORGE_THREADS", "0")), help="0 = torch's")
