@@ -203,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--clf-set", action="append", metavar="SECTION.KEY=VALUE", help="classifier config override")
     x.add_argument("--gen-init", help="start the GPT from this run (pre-trained on unlabelled text: allowed, stated)")
     x.add_argument("--extra-weight", type=float, help="data.extra_weight of the mixed image regimes")
+    x.add_argument("--judge-real", type=float, metavar="P", help="keep only synthetic samples the seed's real-only "
+                   "classifier gives their intended label probability >= P (twice the pool is drawn first)")
     x.add_argument("--image-size", type=_positive_int, default=28, help="image size of every stage (images)")
     x.add_argument("--channels", type=int, choices=[1, 3], default=1, help="image channels (images)")
     x.add_argument("--temperature", type=float, help="sampling temperature of the generator (synth)")
@@ -418,7 +420,8 @@ def cmd_synth_eval(args) -> int:
         clf_seconds=args.clf_seconds, gen_overrides=synth_eval.parse_sets(args.gen_set),
         clf_overrides=synth_eval.parse_sets(args.clf_set), gen_init=args.gen_init, extra_weight=args.extra_weight,
         size=args.image_size, channels=args.channels, progress=not args.no_progress, clf_steps=args.clf_steps,
-        synth_options={"temperature": args.temperature} if args.temperature is not None else None)
+        synth_options={"temperature": args.temperature} if args.temperature is not None else None,
+        judge_real=args.judge_real)
     print((Path(args.out) / "table.md").read_text())
     print(f"genforge: {len(report['rows'])} classifier runs; {args.out}/results.json, table.md, plot.png")
     return 0

@@ -214,7 +214,7 @@ def run(route: str, data: str, out: str, fractions=(0.01, 0.1, 1.0), ratios=(1.0
     if not ratios or not all(r > 0 for r in ratios) or not seeds:
         raise ValueError(f"--ratios must be positive and --seeds not empty, got {ratios}, {seeds}")
     if judge_real is not None and not 0 <= judge_real <= 1:
-        raise ValueError(f"synth-eval: judge_real must be a probability in [0, 1], got {judge_real}")
+        raise ValueError(f"synth-eval: --judge-real (judge_real) must be a probability in [0, 1], got {judge_real}")
     src = Images(data, size, channels, val_fraction, clf_overrides or {}) if route == "images" \
         else Texts(data, test, val_fraction)
     root = Path(out)
@@ -261,7 +261,8 @@ def run(route: str, data: str, out: str, fractions=(0.01, 0.1, 1.0), ratios=(1.0
               "ratios": ratios, "seeds": seeds, "classifiers": list(classifiers),
               "generator": {"family": src.generator, "preset": gen_preset, "seconds": gen_seconds, "init_from": gen_init,
                             "overrides": gen_overrides or {}},
-              "judge_real": judge_real, "clf_seconds": clf_seconds, "clf_steps": clf_steps, "rows": rows,
+              "judge_real": judge_real, "clf_seconds": clf_seconds, "clf_steps": clf_steps,
+              "clf_overrides": clf_overrides or {}, "extra_weight": extra_weight, "rows": rows,
               "summary": summarize(rows)}
     (root / "results.json").write_text(json.dumps(report, indent=2))
     (root / "table.md").write_text(table(report))
@@ -297,7 +298,12 @@ def table(report: dict) -> str:
              + (f", {report['clf_steps']} steps each in every regime." if report.get("clf_steps") else
                 ", each preset's own epochs (larger sets train more steps).")
              + (f" Synthetic pools filtered by the seed's real-only classifier (kept at p >= {report['judge_real']:g})."
-                if report.get("judge_real") is not None else ""), "",
+                if report.get("judge_real") is not None else "")
+             + "".join(f" {what}: {_settings(ov)}." for what, ov in (("Generator settings", g.get("overrides")),
+                                                                     ("Classifier settings", report.get("clf_overrides")))
+                       if _settings(ov))
+             + (f" Synthetic share of every mixed batch: {report['extra_weight']:g}."
+                if report.get("extra_weight") is not None else ""), "",
              "| classifier | regime | real fraction | accuracy (mean ± std) | gain over real only (mean ± std) |",
              "|---|---|---|---|---|"]
     for s in report["summary"]:
@@ -310,6 +316,13 @@ def table(report: dict) -> str:
         lines += ["", f"**{len(short)} classifier runs stopped before {report['clf_steps']} steps** (at "
                   f"{sorted({r['steps'] for r in short})}): --clf-seconds ran out or early stopping; use --clf-seconds 0."]
     return "\n".join(lines) + "\n\nAccuracies in percent on the real test set; a gain counts when it is larger than its spread.\n"
+
+
+def _settings(overrides: dict | None) -> str:
+    """{'gan': {'diffaugment': True}} -> 'gan.diffaugment=True': the overrides a table must state (the step
+    count is stated already)."""
+    return ", ".join(f"{section}.{k}={v}" for section, values in (overrides or {}).items() for k, v in values.items()
+                     if (section, k) != ("train", "max_iters"))
 
 
 def plot(report: dict, path: Path) -> None:

@@ -143,11 +143,13 @@ def test_negative_clf_steps_is_refused(tmp_path):
 def test_judge_real_filters_the_pool_with_the_seeds_real_only_classifier(tmp_path, no_run_plots):
     images, labels = make_digit_like(n=64)
     np.savez(tmp_path / "bars.npz", images=images, labels=labels)
-    gen, clf = synth_eval.parse_sets(GEN), synth_eval.parse_sets(CLF)
-    report = synth_eval.run("images", str(tmp_path / "bars.npz"), str(tmp_path / "se"), fractions=[1.0], ratios=[1],
-                            seeds=[0], gen_seconds=0, clf_seconds=0, clf_steps=3, gen_overrides=gen,
-                            clf_overrides=clf, judge_real=0.0)
-    fdir = tmp_path / "se" / "seed0" / "real1"
+    out = tmp_path / "se"
+    assert cli.main(["synth-eval", "images", "--data", str(tmp_path / "bars.npz"), "--out", str(out), "--fractions", "1",
+                     "--ratios", "1", "--seeds", "0", "--gen-seconds", "0", "--clf-seconds", "0", "--clf-steps", "3",
+                     "--judge-real", "0", "--extra-weight", "0.25", "--no-progress", *[f"--gen-set={s}" for s in GEN],
+                     *[f"--clf-set={s}" for s in CLF + ["aug.crop=1"]]]) == 0
+    report = json.loads((out / "results.json").read_text())
+    fdir = out / "seed0" / "real1"
     manifest = json.loads((fdir / "synth" / "set" / "manifest.json").read_text())
     real_run = next(r["run"] for r in report["rows"] if r["regime"] == "real")
     assert manifest["filters"]["judge"]["run"] == real_run and manifest["filters"]["judge"]["min_confidence"] == 0.0
@@ -155,8 +157,13 @@ def test_judge_real_filters_the_pool_with_the_seeds_real_only_classifier(tmp_pat
     assert sum(manifest["counts"]["generated"].values()) == 2 * n_real  # twice the pool, before the filter
     mixed = next(r for r in report["rows"] if r["regime"] == "real+synthetic x1")
     assert mixed["n_synthetic"] == n_real and all(r["steps"] == 3 for r in report["rows"])
-    assert "filtered by the seed's real-only classifier (kept at p >= 0)" in (tmp_path / "se" / "table.md").read_text()
-    with pytest.raises(ValueError, match="judge_real must be a probability"):
+    assert mixed["data"]["extra_weight"] == 0.25 and report["judge_real"] == 0.0
+    assert json.loads((fdir / "default" / "real" / "run" / "config.json").read_text())["config"]["aug"]["crop"] == 1
+    table = (out / "table.md").read_text()  # every setting that differs from the presets is stated
+    assert "filtered by the seed's real-only classifier (kept at p >= 0)" in table
+    assert "Generator settings: gan.ema=0, model.g_width=8" in table and "train.max_iters" not in table
+    assert "aug.crop=1." in table and "Synthetic share of every mixed batch: 0.25." in table
+    with pytest.raises(ValueError, match="--judge-real"):
         synth_eval.run("images", str(tmp_path / "bars.npz"), str(tmp_path / "b"), judge_real=1.5)
 
 
