@@ -64,6 +64,11 @@ MEMBERS = {
     "cnn-imdb": ("cnn", {"model": {"embed_dim": 50, "hidden": 250, "widths": "3", "dropout": 0.2},
                          "data": {"vocab_size": 5000, "max_len": 400, "pad": "pre"},
                          "train": {"batch_size": 32}, "fit": {"epochs": 2, "evals_per_epoch": 4}}),
+    # issue 13, 2026-12-02, first sentences: nbchar with punctuation marks as tokens; strong decoupled L2
+    # (each step scales w by 1 - 2 lr) on both bags (BENCHMARKS.md, "Issue 13, 2026-12-02")
+    "nbchar-punct": ("nbchar", {"data": {"punctuation": True}}),
+    "nbchar-wd2": ("nbchar", {"train": {"weight_decay": 2.0}}),
+    "nbbag-wd2": ("nbbag", {"fit": {"tune": False}, "train": {"weight_decay": 2.0}}),
     # a GPT pre-trained on the training texts (no labels; `--gpt-init RUN`), fine-tuned: arch gpt, mean pooling
     "gpt": (None, {"train": {"batch_size": 32, "lr": 3e-4, "min_lr": 3e-5, "warmup_iters": 100, "weight_decay": 0.01},
                    "data": {"max_len": 64}, "fit": {"epochs": 3, "evals_per_epoch": 2}}),

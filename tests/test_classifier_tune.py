@@ -129,6 +129,21 @@ def test_tuning_never_reads_the_test_split_and_eval_reuses_the_choice(tmp_path, 
     assert "tune" not in meta and meta["config"]["data"]["ngram"] == 3 and meta["config"]["fit"]["epochs"] == 6
 
 
+def test_a_trial_validates_once_after_its_last_step_and_is_not_calibrated(tmp_path, monkeypatch):
+    train = _write(tmp_path / "train.jsonl", make_reviews(120, seed=0))
+    evals, calibrated = [], []
+    real_eval, real_cal = C.ClassifierTask.evaluate, C.calibrate
+    monkeypatch.setattr(C.ClassifierTask, "evaluate", lambda self: evals.append(self.trainer.step) or real_eval(self))
+    monkeypatch.setattr(C, "calibrate", lambda run, *a, **k: calibrated.append(run.path) or real_cal(run, *a, **k))
+    run, _ = C.train(None, _ov(train, fit={"tune_trials": 2, "tune_budget": 4}), out=str(tmp_path / "r"),
+                     progress=False)
+    tuned = json.loads((run.path / "config.json").read_text())["tune"]
+    assert len(tuned["trials"]) == 2 and tuned["chosen"]["fit.epochs"] == 2
+    # 108 training texts in batches of 16: 7 steps an epoch; each 2-epoch trial validates at step 14 alone,
+    # the run itself after every epoch (its best checkpoint is chosen on them)
+    assert evals == [14, 14, 7, 14] and calibrated == [run.path]
+
+
 def test_cv_featurises_once(tmp_path, monkeypatch):
     train = _write(tmp_path / "train.jsonl", make_reviews(120, seed=0))
     calls = []

@@ -211,3 +211,22 @@ def test_the_trainer_places_and_compiles_only_trained_modules(tmp_path, monkeypa
     assert tr.fit().step == 12  # the loss functions ran through the wrappers
     plain = make(tmp_path, "plain")
     assert plain.module("a") is plain.task.modules["a"]
+
+
+def test_loss_plot_is_redrawn_at_most_every_plot_every_seconds_and_finished_on_close(tmp_path, monkeypatch):
+    from genforge import monitor as mon
+    run = RunDir(tmp_path / "r")
+    run.create(resume=False)
+    m = mon.Monitor(run, progress=False)
+    for step in (1, 2, 3):  # evaluations within PLOT_EVERY of the start: no redraw yet
+        m.log(step, {"val_loss": 1.0 / step}, prefix="eval")
+        m.plot()
+    assert not run.file("loss.png").exists()
+    m.close()  # the skipped redraw happens here, with every point
+    assert run.file("loss.png").exists()
+    monkeypatch.setattr(mon, "PLOT_EVERY", 0.0)
+    run.file("loss.png").unlink()
+    m2 = mon.Monitor(run, progress=False)
+    m2.log(1, {"val_loss": 0.5}, prefix="eval")
+    m2.plot()  # PLOT_EVERY 0: drawn at every evaluation
+    assert run.file("loss.png").exists()

@@ -69,10 +69,11 @@ class BagFeatures:
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         import torch
-        starts, ends = self.offsets[idx].tolist(), self.offsets[idx + 1].tolist()
-        ids = torch.cat([self.ids[s:e] for s, e in zip(starts, ends)])
-        sizes = torch.tensor([e - s for s, e in zip(starts, ends)], dtype=torch.int64)
-        return ids, torch.cumsum(sizes, 0) - sizes  # (total,), (B,) batch offsets
+        starts = self.offsets[idx]
+        sizes = self.offsets[idx + 1] - starts  # (B,) ids per text
+        batch_offsets = torch.cumsum(sizes, 0) - sizes  # (B,) where each text starts in the batch
+        at = torch.repeat_interleave(starts - batch_offsets, sizes) + torch.arange(int(sizes.sum()))  # (total,)
+        return self.ids[at], batch_offsets  # (total,), (B,)
 
     def counts(self, y: np.ndarray, num_classes: int, buckets: int) -> np.ndarray:
         """(K, buckets): in how many texts of each class every id occurs."""

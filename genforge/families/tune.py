@@ -7,7 +7,7 @@
 `search` draws `fit.tune_trials` settings from SPACE (the preset as written always among them, so the
 search can only keep or beat it on validation), trains each for RUNGS[0] epochs, keeps the better half
 for RUNGS[1] epochs, and so on, ranking by the preset's selection metric on the validation split (the
-validation loss for nbbag). The test split is never read: `trial` trains on the training split and
+validation loss for nbbag), measured once, after the trial's last step. The test split is never read: `trial` trains on the training split and
 reports a validation number. The search stops early when the next trial would pass `fit.tune_budget`
 epochs (summed over trials: deterministic) or `fit.tune_seconds` of wall time (0 = no clock; a clock
 makes the choice depend on the machine's load). The best trial's settings, epochs included, are the

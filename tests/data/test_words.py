@@ -53,6 +53,17 @@ def test_bag_batches_and_class_counts():
     assert counts[0, a] == 1 and counts[1, a] == 1 and counts[1, b] == 2 and counts.sum() == 4
 
 
+def test_bag_batch_is_the_rows_slices_in_order():
+    bag = hashed_ngrams([["a", "b", "c"], ["d"], ["a", "e"], ["f", "g", "h", "i"]], n=2, buckets=1 << 12)
+    idx = torch.tensor([3, 0, 3, 1])  # out of order, one row twice
+    ids, offsets = bag.batch(idx)
+    rows = [bag.ids[bag.offsets[i]:bag.offsets[i + 1]] for i in idx.tolist()]
+    assert torch.equal(ids, torch.cat(rows))
+    assert offsets.tolist() == [0, 7, 12, 19]  # 7, 5, 7 and 1 ids
+    empty_ids, empty_offsets = bag.batch(torch.tensor([], dtype=torch.int64))
+    assert empty_ids.numel() == 0 and empty_offsets.numel() == 0
+
+
 def test_featurizer_round_trips_through_its_dict():
     f = Featurizer("word", max_len=6, vocab_size=5).fit(["the cat sat", "the dog"])
     g = Featurizer.from_dict(f.to_dict())
