@@ -96,7 +96,8 @@ def text2image_onnx(pipe, out: Path) -> dict[str, Any]:
     pc = pipe.pc
     return {"model": "prior.onnx", **save_decoder(pipe.prior, out / "prior.onnx"), **save_vq(pipe.vqvae, out, False),
             "caption_vocab": pipe.vocab.to_dict(), "layout": dataclasses.asdict(pipe.layout),
-            "defaults": {"guidance": pipe.guidance, "temperature": pc.temperature, "top_k": pc.top_k}}
+            "defaults": {"guidance": pipe.guidance, "guidance_from": pipe.guidance_from,
+                         "temperature": pc.temperature, "top_k": pc.top_k}}
 
 
 def captiongan_onnx(pipe, out: Path) -> dict[str, Any]:

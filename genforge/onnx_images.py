@@ -142,12 +142,13 @@ class OnnxText2ImagePipeline(OnnxGPTPipeline):
         allowed = np.zeros(self.meta["vocab_size"], bool)
         allowed[words:bos] = True  # image positions predict codes only
         logits, past = self.forward(ids, self.empty_past(len(rows)), 0)
+        first = self.defaults.get("guidance_from", 0)  # prior.guidance_from (0 in exports made before it)
         codes = []
         for step in range(L):
             last = logits[:, -1].astype(np.float32)  # (B or 2B, V)
             if guidance != 1:
                 cond, uncond = np.split(last, 2)
-                last = uncond + np.float32(guidance) * (cond - uncond)  # (B, V)
+                last = uncond + np.float32(guidance if step >= first else 1.0) * (cond - uncond)  # (B, V)
             nxt = sample_next(np.where(allowed, last, -np.inf), temperature, top_k, None, rng)  # (B,)
             codes.append(nxt)
             if step < L - 1:  # the same token for both row groups

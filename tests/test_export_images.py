@@ -131,6 +131,12 @@ def test_text2image_prior_logits_decoder_and_greedy_codes_match_torch(runs):
         assert np.array_equal(greedy[g], ref_codes.numpy()), g
     assert len(np.unique(greedy[1.0])) > 1 and len(np.unique(greedy[2.0])) > 1  # not one code everywhere
     assert not np.array_equal(greedy[1.0], greedy[2.0])  # the guided rows change the codes
+    onnx_pipe.defaults["guidance_from"] = 20  # prior.guidance_from in the manifest: the first 20 codes at scale 1
+    late = onnx_pipe.sample_codes(captions.numpy(), 2.0, 1.0, 1, np.random.default_rng(0))
+    ref_late = sample_codes(pipe.prior, pipe.layout, captions, 2.0, 1.0, 1, None, guidance_from=20)
+    assert np.array_equal(late, ref_late.numpy()) and np.array_equal(late[:, :20], greedy[1.0][:, :20])
+    assert not np.array_equal(late, greedy[2.0])  # the setting changes the codes
+    onnx_pipe.defaults["guidance_from"] = 0
     torch_images = pipe.generate(PROMPTS, 3, seed=0, top_k=1)
     assert max_diff(onnx_pipe.generate(PROMPTS, 3, seed=5, top_k=1), torch_images) <= 1  # pixels: rounding only
     a, b = (onnx_pipe.generate("a bar at the top", 4, seed=7, temperature=1.5) for _ in range(2))
