@@ -60,7 +60,7 @@ class SlotView:
             return s.arange[first:L]  # (T,)
         pos = torch.tensor(self.start, device=dev)[:, None] + s.arange[None, :T]  # (B, T) absolute positions
         # key j is visible to query t of row b when j <= pos[b, t]; the keys past a row's length are -inf
-        hidden = torch.arange(L, device=dev)[None, None, :] > pos[:, :, None]  # (B, T, L)
+        hidden = s.arange[None, None, :L] > pos[:, :, None]  # (B, T, L)
         self.mask = torch.zeros(hidden.shape, dtype=s.dtype, device=dev).masked_fill_(hidden, float("-inf"))[:, None]
         # row of (slot, head, position) in a layer's store viewed as (S * nh * T_max, hs)
         slot = torch.arange(self.rows.start, self.rows.stop, device=dev)[:, None, None]  # (B, 1, 1)

@@ -210,7 +210,7 @@ class DecoderSlots:
     def move(self, src: int, dst: int, length: int) -> None:
         self.kv[:, dst, :, :length] = self.kv[:, src, :, :length]
 
-    def forward(self, idx: np.ndarray, start: np.ndarray, rows: slice) -> np.ndarray:
+    def forward(self, idx: np.ndarray, start: np.ndarray | list[int], rows: slice) -> np.ndarray:
         idx, start = np.asarray(idx, np.int64), np.asarray(start, np.int64)
         (B, T), P = idx.shape, int(start.max())
         mask = np.concatenate([np.arange(P)[None] < start[:, None], np.ones((B, T), bool)], 1)  # (B, P + T)

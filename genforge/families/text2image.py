@@ -451,10 +451,11 @@ class Text2ImagePipeline:
     @torch.no_grad()
     def generate(self, prompt: str | list[str], n: int = 1, seed: int | None = None, guidance: float | None = None,
                  temperature: float | None = None, top_k: int | None = None, batch: int = 256,
-                 return_warnings: bool = False) -> np.ndarray | tuple[np.ndarray, list[str]]:
+                 return_warnings: bool = False, guidance_from: int | None = None
+                 ) -> np.ndarray | tuple[np.ndarray, list[str]]:
         """n images as uint8 (n, H, W, C) for one prompt, or for a list of n prompts (one each); same seed,
-        same images. guidance / temperature / top_k: None = the run's defaults. The prompts' warnings are
-        issued (warnings.warn), or with return_warnings returned beside the images as (images, warnings)."""
+        same images. guidance / temperature / top_k / guidance_from: None = the run's defaults. The prompts'
+        warnings are issued (warnings.warn), or with return_warnings returned beside the images as (images, warnings)."""
         if n <= 0:
             raise ValueError(f"n must be positive, got {n}")
         prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
@@ -462,6 +463,9 @@ class Text2ImagePipeline:
             raise ValueError(f"prompt: {len(prompts)} prompts for n={n} images; give one prompt, or one per image")
         g = self.guidance if guidance is None else guidance
         check_guidance(g)
+        first = self.guidance_from if guidance_from is None else guidance_from
+        if first < 0:
+            raise ValueError(f"guidance_from must be >= 0, got {first}")
         temperature = self.pc.temperature if temperature is None else temperature
         top_k = self.pc.top_k if top_k is None else top_k
         check_sampling(1, temperature, top_k, None)
@@ -472,8 +476,7 @@ class Text2ImagePipeline:
         out = []
         for i in range(0, n, batch):
             with self.rt.autocast():
-                codes = sample_codes(self.prior, self.layout, captions[i:i + batch], g, temperature, top_k, gen,
-                                     self.guidance_from)
+                codes = sample_codes(self.prior, self.layout, captions[i:i + batch], g, temperature, top_k, gen, first)
             out.append(to_uint8(self.vqvae.decode(codes).float()))
         if return_warnings:
             return np.concatenate(out), notes
@@ -515,11 +518,10 @@ def sample_command(pipe: Text2ImagePipeline, args: argparse.Namespace) -> int:
     if not prompts:
         raise ValueError("--prompt: a text-to-image run needs a prompt, e.g. --prompt \"a handwritten seven\"")
     out, n = args.out or "samples.png", args.n or (16 if len(prompts) == 1 else 8)
-    if args.guidance_from is not None:
-        if args.guidance_from < 0:
-            raise ValueError(f"--guidance-from must be >= 0, got {args.guidance_from}")
-        pipe.guidance_from = args.guidance_from
-    kw = dict(seed=args.seed, guidance=args.guidance, temperature=args.temperature, top_k=args.top_k)
+    if args.guidance_from is not None and args.guidance_from < 0:
+        raise ValueError(f"--guidance-from must be >= 0, got {args.guidance_from}")
+    kw = dict(seed=args.seed, guidance=args.guidance, temperature=args.temperature, top_k=args.top_k,
+              guidance_from=args.guidance_from)
     if args.guidance is None:
         how = (pipe.meta.get("guidance") or {}).get("method") == "sweep" and "measured best at the end of training"
         print(f"genforge: guidance {pipe.guidance:g} (the run's default{', ' + how if how else ''}; --guidance "

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import numpy as np
 import torch
 
 from .. import inference, onnx_pipelines
@@ -73,7 +72,7 @@ class OnnxSlots(onnx_pipelines.DecoderSlots):
     """An exported GPT's decoder as the engine's model side: the engine's torch tensors in and out."""
 
     def forward(self, idx: torch.Tensor, start: list[int], rows: slice) -> torch.Tensor:
-        return torch.from_numpy(super().forward(idx.numpy(), np.asarray(start), rows))
+        return torch.from_numpy(super().forward(idx.numpy(), start, rows))
 
 
 class ServerState:
