@@ -5,8 +5,8 @@
     ...; engine.close()
 
 Continuous batching: one worker thread owns the model. Every iteration it admits waiting
-sequences into free cache slots (their prompts prefilled together: one forward over the prompts padded on
-the right to the longest, `GPTSlots.prefill`), then runs ONE decode step for
+sequences into free cache slots (their prompts prefilled together: one pass of the model's cached path over the
+prompts padded on the right to the longest, `GPTSlots.prefill`), then runs ONE decode step for
 all active sequences together, each at its own position in its own KV-cache slot (rows at different
 positions attend over the slots padded to the longest, with a mask), and samples every row in one call
 (`sample_rows`), each row's noise drawn from that request's own `torch.Generator`. A sequence leaves
@@ -90,8 +90,8 @@ class GPTSlots:
     `forward(idx, start, rows)` runs tokens idx (B, T) of the sequences in cache slots `rows`
     (a contiguous slice, B = its length), row b's tokens taking positions start[b] .. start[b]+T-1
     (start: a list of ints from the engine, or a tensor),
-    and returns the logits of each row's last token (B, V). The maths is the model's own: one new
-    token per row goes through its one-token path, a prompt through its forward.
+    and returns the logits of each row's last token (B, V). The maths is the model's own cached path
+    (`GPT.one_token`), the one `genforge sample` runs, for a new token per row and for a prompt alike.
     """
 
     def __init__(self, model: GPT):
@@ -143,13 +143,11 @@ class GPTSlots:
                 return self.forward(idx, start, rows)
         dev = self.k.device
         view = SlotView(self, rows, start.tolist() if torch.is_tensor(start) else list(start))
-        if idx.size(1) == 1:
-            return self.decode(idx[:, 0].to(dev), view)  # (B, V)
-        return self.model(idx.to(dev), cache=view, last_only=True)[0][:, -1]  # (B, V)
+        return self.decode(idx.to(dev), view)  # (B, V)
 
     @torch.inference_mode()
     def prefill(self, prompts: list[list[int]], rows: slice) -> torch.Tensor:
-        """Fill slots `rows` from position 0 with prompts of any lengths in ONE forward; return each prompt's
+        """Fill slots `rows` from position 0 with prompts of any lengths in ONE pass; return each prompt's
         next-token logits (B, V). The prompts are padded on the right to the longest: causal attention keeps the
         padding out of every real token's view (so each row's logits are its own prompt's), and the padding's keys
         lie past the row's position, where the decode step's mask hides them until real tokens overwrite them."""
@@ -158,9 +156,7 @@ class GPTSlots:
         idx = torch.zeros(len(prompts), int(lengths.max()), dtype=torch.long)  # (B, T) padded with token 0
         for b, p in enumerate(prompts):
             idx[b, :len(p)] = torch.tensor(p)
-        x = self.model.hidden(idx.to(dev), cache=SlotView(self, rows, [0]))
-        last = x[torch.arange(len(prompts), device=dev), lengths - 1]  # (B, C): each prompt's last real token
-        return self.model.lm_head(last)  # (B, V)
+        return self.decode(idx.to(dev), SlotView(self, rows, [0]), last=lengths - 1)  # each prompt's last real token
 
 # ----------------------------------------------------------------------------- requests
 

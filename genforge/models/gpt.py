@@ -247,15 +247,16 @@ class Attention(nn.Module):
         return self.resid_drop(self.c_proj(y))
 
     def one_token(self, cast: bool, gain: torch.Tensor | None = None
-                  ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, Cache, int], torch.Tensor]:
-        """forward() for one new token per row, as a function (h (B, C), x, rot, cache, layer) -> x + the
-        attention of h, over this module's weights: 2-D activations and no module calls (at batch 1 a small
-        model is bound by per-op and Python overhead, not FLOPs), queries and keys normalised in one call
-        and rotated by one (hs, hs) matrix per row (`rot`: (1, hs, hs) or (B, hs, hs)), the input norm's
-        `gain` folded into the qkv weight, the residual added inside the output matmul. cast: match dtypes
-        under autocast (each cast costs a few microseconds, so fp32 decoding skips them). Build it per use:
-        it captures the weights' current values where it folds or stacks them."""
-        nh, hs = self.n_head, self.hs
+                  ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, Cache, int, int], torch.Tensor]:
+        """forward() for rows of T new tokens each (T = 1: one per row, the decode step; T > 1: a prompt), as a
+        function (h (B*T, C), x, rot, cache, layer, T) -> x + the attention of h, over this module's weights:
+        2-D activations and no module calls (at batch 1 a small model is bound by per-op and Python overhead,
+        not FLOPs), queries and keys normalised in one call and rotated by one (hs, hs) matrix per row
+        (`rot`: (1, hs, hs) or (B, hs, hs); for T > 1 the (cos, sin) angles of each token), the input norm's `gain` folded into the qkv weight, the residual
+        added inside the output matmul. cast: match dtypes under autocast (each cast costs a few
+        microseconds, so fp32 decoding skips them). Build it per use: it captures the weights' current
+        values where it folds or stacks them."""
+        nh, hs, kernel = self.n_head, self.hs, self.attention
         w_qkv, b_qkv = self.c_attn.weight, self.c_attn.bias
         if gain is not None:
             w_qkv = w_qkv * gain  # (3C, C): column c scaled by the norm's gain of channel c
@@ -264,23 +265,29 @@ class Attention(nn.Module):
         if self.q_norm is not None:  # (2, 1, 1, hs)
             gains, eps = torch.stack((self.q_norm.weight, self.k_norm.weight))[:, None, None], self.q_norm.eps
 
-        def step(h, x, rot, cache, layer):
-            B, C = h.shape
-            qkv = F.linear(h, w_qkv, b_qkv).view(B, 3, nh, 1, hs)
-            qk, v = qkv[:, :2], qkv[:, 2]  # (B, 2, nh, 1, hs), (B, nh, 1, hs)
+        def step(h, x, rot, cache, layer, T=1):
+            N, C = h.shape  # N = B * T tokens, row-major
+            qkv = F.linear(h, w_qkv, b_qkv).view(N, 3, nh, 1, hs)
+            qk, v = qkv[:, :2], qkv[:, 2]  # (N, 2, nh, 1, hs), (N, nh, 1, hs)
             if gains is not None:
                 qk = (F.rms_norm(qk, (hs,), None, eps) * gains.to(qk.dtype)) if cast else rms_norm_1tok(qk, eps) * gains
-            if rot is not None:
-                qk = (qk.reshape(B, 2 * nh, hs) @ (rot.to(qk.dtype) if cast else rot)).view(B, 2, nh, 1, hs)
-            keys, values, mask = cache.update(layer, qk[:, 1], v)  # (B, nh, L, hs)
-            q = qk[:, 0]  # (B, nh, 1, hs)
+            if T > 1 and rot is not None:  # a prompt: (cos, sin) per token, cheaper than matrices over many tokens
+                qk = apply_rotary(qk, *rot)
+            elif rot is not None:
+                qk = (qk.reshape(N, 2 * nh, hs) @ (rot.to(qk.dtype) if cast else rot)).view(N, 2, nh, 1, hs)
+            q, k = qk[:, 0], qk[:, 1]  # (N, nh, 1, hs)
+            if T > 1:  # (B, nh, T, hs): each row's T tokens side by side
+                q, k, v = (t.reshape(N // T, T, nh, hs).transpose(1, 2) for t in (q, k, v))
+            keys, values, mask = cache.update(layer, k, v)  # (B, nh, L, hs)
             if cast:
                 keys, values = keys.to(q.dtype), values.to(q.dtype)
-            if mask is None:  # every row at one position (KVCache, the engine's common case)
-                y = F.scaled_dot_product_attention(q, keys, values)
-            else:  # a position per row: an additive mask over the keys padded to the longest row
+            if T > 1:  # causal within the new tokens, over every cached one before them
+                y = attend(q, keys, values, mask, True, 0.0, kernel).transpose(1, 2)  # (B, T, nh, hs)
+            elif mask is not None and use_matmul_attention(q):  # a position per row, bf16: two matmuls
                 y = matmul_attention(q, keys, values, mask)
-            return project(y.view(B, C), x)
+            else:  # every row at one position (mask None), or a position per row: an additive mask over the
+                y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # keys padded to the longest
+            return project(y.reshape(N, C), x)
         return step
 
 
@@ -331,13 +338,13 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), rope, cache, layer, mask)
         return x + self.mlp(self.ln_2(x))
 
-    def one_token(self, cast: bool) -> Callable[[torch.Tensor, torch.Tensor | None, Cache, int], torch.Tensor]:
-        """forward() for one token per row, x (B, C): see Attention.one_token."""
+    def one_token(self, cast: bool) -> Callable[[torch.Tensor, torch.Tensor | None, Cache, int, int], torch.Tensor]:
+        """forward() for rows of T new tokens, x (B*T, C): see Attention.one_token."""
         (n1, g1), (n2, g2) = norm_fn(self.ln_1, cast), norm_fn(self.ln_2, cast)
         attn, mlp = self.attn.one_token(cast, g1), self.mlp.one_token(g2)
 
-        def step(x, rot, cache, layer):
-            x = attn(n1(x), x, rot, cache, layer)
+        def step(x, rot, cache, layer, T=1):
+            x = attn(n1(x), x, rot, cache, layer, T)
             return mlp(n2(x), x)
         return step
 
@@ -471,20 +478,44 @@ class GPT(nn.Module):
         c = self.config
         return KVCache(c.n_layer, batch, c.n_head, max_len or c.block_size, c.n_embd // c.n_head, p.dtype, p.device)
 
-    def one_token(self) -> Callable[[torch.Tensor, Cache], torch.Tensor]:
-        """The one-token path of the whole model: a function (tok (B,), cache) -> logits (B, V) that reads
-        and extends the cache, made of the blocks' `one_token` functions. Side by side with forward() at
-        T = 1 it is 1.5x faster at batch 1 (benchmarks/gpt_sample.py). Build it per use (once per
-        `stream`, once per server engine): it captures the current norm gains."""
+    def one_token(self) -> Callable[..., torch.Tensor]:
+        """The cached path of the whole model: a function (tok, cache, last=None) -> logits (B, V) that reads and
+        extends the cache, made of the blocks' `one_token` functions. tok (B,): one new token per row (a decode
+        step; side by side with forward() at T = 1 it is 1.5x faster at batch 1, benchmarks/gpt_sample.py); tok
+        (B, T): T new tokens per row (a prompt), the logits of each row's last token, or of token last[b] of
+        row b (prompts padded on the right). Sampling and the server's engine both fill a prompt through it, so
+        they hold the same keys. Build it per use (once per `stream`, once per server engine): it captures
+        the current norm gains."""
         if self.wpe is None and (self._rot is None or self._rot.device != self.rope_cos.device):
             self._rot = torch.stack([rotary_matrix(c, s) for c, s in zip(self.rope_cos, self.rope_sin)])
         rot_table, wte, wpe = self._rot, self.wte.weight, None if self.wpe is None else self.wpe.weight
+        cos_table, sin_table = (self.rope_cos, self.rope_sin) if wpe is None else (None, None)
         cast = torch.is_autocast_enabled(wte.device.type)
         blocks = [block.one_token(cast) for block in self.h]
         final, gain = norm_fn(self.ln_f, cast)
         head = self.lm_head.weight if gain is None else self.lm_head.weight * gain  # (V, C)
+        block_size = self.config.block_size
 
-        def decode(tok, cache):
+        def prompt(tok, cache, last):  # (B, T) new tokens per row
+            (B, T), p = tok.shape, cache.positions(tok.size(1))  # p: (T,) shared by every row, or (B, T)
+            assert int(p.max()) < block_size, f"{int(p.max()) + 1} tokens exceed the context length {block_size}"
+            p = (p.expand(B, T) if p.dim() == 1 else p).reshape(-1)  # (B*T,)
+            x = F.embedding(tok.reshape(-1), wte)  # (B*T, C)
+            if wpe is not None:
+                x, rot = x + wpe[p], None
+            else:
+                rot = (cos_table[p][:, None, None, None], sin_table[p][:, None, None, None])  # (B*T, 1, 1, 1, hs/2)
+            for i, block in enumerate(blocks):
+                x = block(x, rot, cache, i, T)
+            cache.advance(T)
+            x = x.view(B, T, -1)  # each row's last (or chosen) token
+            return F.linear(final(x[:, -1] if last is None else x[torch.arange(B, device=x.device), last]), head)
+
+        def decode(tok, cache, last=None):
+            if tok.dim() == 2:
+                if tok.size(1) > 1:
+                    return prompt(tok, cache, last)
+                tok = tok[:, 0]
             p = cache.positions(1).view(-1)  # (1,) shared by every row, or (B,) one per row
             x = F.embedding(tok, wte)  # (B, C)
             rot = None
@@ -527,7 +558,7 @@ class GPT(nn.Module):
             idx = idx[:, -T_max:]
             cache = self.new_cache(idx.size(0))
             decode = self.one_token()
-            logits = self(idx, cache=cache, last_only=True)[0][:, -1]  # (B, V)
+            logits = decode(idx, cache)  # (B, V): the prompt through the cached path
             recent = []  # tokens since the last (re)fill, for a restart when the context is full
             for step in range(max_new_tokens):
                 if process is not None:
@@ -541,7 +572,7 @@ class GPT(nn.Module):
                     idx = torch.cat([idx, torch.stack(recent, 1)], dim=1)[:, -(T_max // 2):]
                     recent = []
                     cache.pos = 0
-                    logits = self(idx, cache=cache, last_only=True)[0][:, -1]
+                    logits = decode(idx, cache)
                 else:
                     logits = decode(nxt, cache)
         finally:

@@ -203,6 +203,29 @@ def test_decode_step_matches_full_forward(kw):
     assert torch.allclose(torch.stack(steps, 1), full[:, 6:], atol=1e-5)
 
 
+@pytest.mark.parametrize("kw", CACHED)
+def test_prompts_through_the_cached_path_match_full_forward(kw):
+    """one_token()'s decode with T tokens per row (how sampling and the engine fill a prompt): a prompt from
+    position 0, then a chunk after it (causal within, over the cached prefix), then single tokens; and
+    prompts padded on the right with `last` picking each row's own last token."""
+    torch.manual_seed(0)
+    model = GPT(tiny(**kw)).eval()
+    x = torch.randint(0, 37, (3, 20))
+    full, _ = model(x)
+    cache, decode = model.new_cache(3), model.one_token()
+    with torch.no_grad():
+        got = [decode(x[:, :7], cache), decode(x[:, 7:12], cache)] + [decode(x[:, t], cache) for t in (12, 13)]
+        assert cache.pos == 14
+        for logits, t in zip(got, (6, 11, 12, 13)):
+            assert torch.allclose(logits, full[:, t], atol=1e-5), t
+        last = torch.tensor([4, 19, 0])
+        padded = decode(x, model.new_cache(3), last=last)
+    assert torch.allclose(padded, full[torch.arange(3), last], atol=1e-5)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model.one_token()(x[:, :9], model.new_cache(3))
+    assert low.dtype == torch.bfloat16 and (low.float() - full[:, 8]).abs().max() < 0.05
+
+
 def test_exponential_race_sampling_follows_the_distribution():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
     g = torch.Generator().manual_seed(0)
