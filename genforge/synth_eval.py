@@ -50,16 +50,19 @@ def real_subsets(y: np.ndarray, fractions: list[float], val_fraction: float, see
 
 
 def _stage(folder: Path, fn) -> dict:
-    """fn()'s result, kept in folder/stage.json: a finished stage is not run again."""
+    """fn()'s result, kept in folder/stage.json: a finished stage is not run again. Its "run" is kept
+    relative to the folder, so a copied or moved --out resumes from its own runs, not the old place's."""
     done = folder / "stage.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    if folder.exists():
-        shutil.rmtree(folder)  # an interrupted stage starts afresh
-    folder.mkdir(parents=True)
-    result = fn()
-    done.write_text(json.dumps(result, indent=2))
-    return result
+    if not done.is_file():
+        if folder.exists():
+            shutil.rmtree(folder)  # an interrupted stage starts afresh
+        folder.mkdir(parents=True)
+        result = fn()
+        if "run" in result and Path(result["run"]).resolve().is_relative_to(folder.resolve()):
+            result["run"] = str(Path(result["run"]).resolve().relative_to(folder.resolve()))
+        done.write_text(json.dumps(result, indent=2))
+    result = json.loads(done.read_text())
+    return {**result, "run": str(folder / result["run"])} if "run" in result else result
 
 
 def _train(family, preset: str | None, seconds: float, user: dict, progress: bool, overrides: dict, seed: int,

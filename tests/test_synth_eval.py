@@ -94,6 +94,13 @@ def test_end_to_end_on_a_toy_image_set_writes_consistent_json_table_and_plot(tmp
     assert cli.main(args) == 0  # resumed: finished stages are not run again
     assert (out / "seed0" / "real1" / "gen" / "stage.json").stat().st_mtime_ns == first
     assert json.loads((out / "results.json").read_text())["summary"] == report["summary"]
+    moved = tmp_path / "moved"  # a moved --out resumes from its own runs: nothing retrained, nothing read from the old place
+    out.rename(moved)
+    assert cli.main([str(moved) if a == str(out) else a for a in args]) == 0
+    again = json.loads((moved / "results.json").read_text())
+    assert again["summary"] == report["summary"] and not out.exists()
+    assert all(r["run"].startswith(str(moved)) for r in again["rows"])
+    assert (moved / "seed0" / "real1" / "gen" / "stage.json").stat().st_mtime_ns == first
 
 
 def test_end_to_end_text_route_with_a_label_conditioned_gpt_and_nbbag(tmp_path, no_run_plots):
