@@ -5,16 +5,21 @@
         [--data $GENFORGE_DATASETS/imdb] [--out DIR]
     # members DIR already holds (same name and seed) are loaded, not trained again:
     python benchmarks/classifier_short.py ... --reuse
-    # IMDB full reviews, issue 13's ensemble route (members weighted on validation), 3 seeds:
-    python benchmarks/classifier_short.py --texts full --no-floor --members nbbag-untuned,nbbag-punct4 --seeds 1337,1,2
+    # IMDB full reviews, issue 13's ensemble route: two NB bags in 2^24 buckets, each chosen on validation,
+    # then refitted on train + validation (fit.refit), weighted on their validation-split models, 3 seeds:
+    python benchmarks/classifier_short.py --texts full --no-floor --members nbbag-b24-refit,nbbag-punct4-b24-refit \
+        --seeds 1337,1,2
 
 The data: IMDB's 25,000 training and 25,000 test reviews; with `--texts first` each is cut to its
 first sentence (HTML breaks removed, leading non-word characters skipped, then up to and including
 the first . ! or ?). A stratified, seeded 10% of the training texts is the validation split, written
 to DIR/val.jsonl beside DIR/train.jsonl (the other 90%) and DIR/test.jsonl: every genforge member
 trains on the 90% and selects its checkpoint and temperature on the 10%; the ensemble's weights (a
-0.05 grid, lowest validation log loss) and its temperature come from the same 10%. The test split
-is read only to report.
+0.05 grid, lowest validation log loss) and its temperature come from the same 10%. A refitted member
+(`fit.refit`, names ending in -refit) then trains again on the 90% and the 10% together: its validation
+probabilities come from its validation-split model (checkpoints/validation.safetensors), and an ensemble
+with such a member gets no extra temperature (each member keeps its own). The test split is read only
+to report.
 
 The floor: binary word n-grams scaled by naive-Bayes log-count ratios, `LogisticRegression(liblinear)`;
 its n-gram range (1..1, 1..2, 1..3) and C (0.03 .. 10) are chosen by validation accuracy, then it
