@@ -16,7 +16,8 @@ divides the logits by it. `--fit.l1` adds an L1 penalty (`l1_penalty`), `--fit.w
 texts' features at random each batch (genforge/data/augment.py). The default preset (nbbag)
 first tunes n-grams, NB smoothing, regularisation and epochs on the validation split
 (genforge/families/tune.py; `--fit.tune=false`: the preset as written; settings given on the command
-line are kept). Hashed n-grams are made once per setting (`feature_rows`, cached on disk by
+line are kept). `--fit.refit=true` then trains again on train + validation with what validation chose
+(`refit`). Hashed n-grams are made once per setting (`feature_rows`, cached on disk by
 genforge/data/featcache.py): tuning trials, CV folds and held-out folds take rows of them, and the NB
 bag trains only the rows its training texts reach (`ReachedRows`). `ClassifierPipeline`
 rebuilds everything from a checkpoint: `.classify(texts)`, `.evaluate(file)`; `sample_command`,
@@ -512,15 +513,15 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
         train_set, val_set = full.subset(tr), full.subset(va)
     else:
         train_set, val_set = full, None
+    if cfg["fit"].refit and (val_set is None or init_from):
+        raise ValueError("fit.refit=true needs a validation split (data.val_fraction > 0 or data.val_path) "
+                         "and no --init-from")
     result = fit(cfg, run, train_set, val_set, init_from=None if resume else init_from, resume=resume,
                  progress=progress, preset=preset, fixed=_given(overrides))
     if run.is_main and val_set is not None:  # the validation-split model's numbers (before any refit)
         ClassifierPipeline.from_checkpoint(run.path, device=cfg["train"].device).evaluate_set(
             val_set, out=run.file("eval") / "val")
     if cfg["fit"].refit and not resume:
-        if val_set is None or init_from:
-            raise ValueError("fit.refit=true needs a validation split (data.val_fraction > 0 or data.val_path) "
-                             "and no --init-from")
         result = refit(run, train_set, val_set, progress, preset)
     if run.is_main and data.test_path:
         pipe = ClassifierPipeline.from_checkpoint(run.path, device=cfg["train"].device)
