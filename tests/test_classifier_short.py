@@ -165,3 +165,34 @@ def test_every_benchmark_member_resolves_to_a_valid_config():
                 assert getattr(cfg[section], key) is not None, f"{name}: {section}.{key}"
     cnn_cfg = C._resolve(*benchmark().MEMBERS["cnn-imdb"], None, False, C.RunDir("/tmp/unused-run"))
     assert cnn_cfg["model"].widths == (3,) and cnn_cfg["data"].pad == "pre"
+
+
+def test_the_refit_route_weighs_members_on_their_validation_models(tmp_path, monkeypatch, no_plots):
+    """The IMDB route (nbbag-b24-refit + nbbag-punct4-b24-refit) end to end on tiny data, in small tables:
+    validation probabilities come from each member's validation-split model, test ones from the refit."""
+    import gzip
+    import sys
+
+    import numpy as np
+    from tests.conftest import make_reviews
+    bench = benchmark()
+    names = ["nbbag-b24-refit", "nbbag-punct4-b24-refit"]
+    for name in names:  # the route's settings but 2^12 buckets and one epoch: seconds, not minutes
+        preset, ov = bench.MEMBERS[name]
+        bench.MEMBERS[name] = (preset, {**ov, "data": {**ov["data"], "buckets": 1 << 12}, "fit": {**ov["fit"], "epochs": 1}})
+    for split, n, seed in (("train", 200, 0), ("test", 40, 1)):
+        with gzip.open(tmp_path / f"{split}.jsonl.gz", "wt") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in make_reviews(n, seed)))
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["classifier_short.py", "--texts", "full", "--no-floor", "--members", ",".join(names),
+                                      "--data", str(tmp_path), "--out", str(out)])
+    bench.main()
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert rows["+".join(names) + " s1337"]["accuracy"] == 1.0
+    val = C.read_labelled(str(out / "val.jsonl"))
+    for name in names:
+        run = out / f"{name}-s1337"
+        saved = np.load(run / "probs.npz")
+        honest = genforge.load(run / "checkpoints" / "validation.safetensors").predict_proba(val.texts)
+        assert np.allclose(saved["val"], honest) and not np.allclose(saved["val"], genforge.load(run).predict_proba(val.texts))
+    assert genforge.load(out / "ensemble-s1337").temperature == 1.0  # no temperature fitted on texts members trained on

@@ -16,7 +16,8 @@ divides the logits by it. `--fit.l1` adds an L1 penalty (`l1_penalty`), `--fit.w
 texts' features at random each batch (genforge/data/augment.py). The default preset (nbbag)
 first tunes n-grams, NB smoothing, regularisation and epochs on the validation split
 (genforge/families/tune.py; `--fit.tune=false`: the preset as written; settings given on the command
-line are kept). Hashed n-grams are made once per setting (`feature_rows`, cached on disk by
+line are kept). `--fit.refit=true` then trains again on train + validation with what validation chose
+(`refit`). Hashed n-grams are made once per setting (`feature_rows`, cached on disk by
 genforge/data/featcache.py): tuning trials, CV folds and held-out folds take rows of them, and the NB
 bag trains only the rows its training texts reach (`ReachedRows`). `ClassifierPipeline`
 rebuilds everything from a checkpoint: `.classify(texts)`, `.evaluate(file)`; `sample_command`,
@@ -105,6 +106,7 @@ class FitConfig:
     tune_budget: float = 24.0  # epochs the search may spend, summed over its trials (4 trials: 4x2 + 2x4 + 1x8)
     tune_seconds: float = 0.0  # wall-clock cap of the search as well; 0 = none (a clock is not reproducible)
     tune_once: bool = False  # cv: search on the first fold only and reuse its choice (faster; see cross_validate)
+    refit: bool = False  # after choosing on validation, train again on train + validation texts (see `refit`)
 
     def validate(self):
         if self.epochs < 0 or self.eval_batch <= 0 or self.evals_per_epoch <= 0:
@@ -511,15 +513,49 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
         train_set, val_set = full.subset(tr), full.subset(va)
     else:
         train_set, val_set = full, None
+    if cfg["fit"].refit and (val_set is None or init_from):
+        raise ValueError("fit.refit=true needs a validation split (data.val_fraction > 0 or data.val_path) "
+                         "and no --init-from")
     result = fit(cfg, run, train_set, val_set, init_from=None if resume else init_from, resume=resume,
                  progress=progress, preset=preset, fixed=_given(overrides))
-    if run.is_main:
+    if run.is_main and val_set is not None:  # the validation-split model's numbers (before any refit)
+        ClassifierPipeline.from_checkpoint(run.path, device=cfg["train"].device).evaluate_set(
+            val_set, out=run.file("eval") / "val")
+    if cfg["fit"].refit and not resume:
+        result = refit(run, train_set, val_set, progress, preset)
+    if run.is_main and data.test_path:
         pipe = ClassifierPipeline.from_checkpoint(run.path, device=cfg["train"].device)
-        if val_set is not None:
-            pipe.evaluate_set(val_set, out=run.file("eval") / "val")
-        if data.test_path:
-            pipe.evaluate_set(_read(data.test_path, data, "test"), out=run.file("eval") / "test")
+        pipe.evaluate_set(_read(data.test_path, data, "test"), out=run.file("eval") / "test")
     return run, result
+
+
+def refit(run: RunDir, train_set: Labelled, val_set: Labelled, progress: bool = False,
+          preset: str | None = None) -> Result:
+    """fit.refit: train again, in RUN/refit, on the training and validation texts together with what the
+    validation split chose (tuned settings, epochs; the final checkpoint, no selection), then make that model
+    the run's checkpoints/best.safetensors, keeping the validation model's temperature (and tuning record).
+    The validation-split model stays as checkpoints/validation.safetensors: only its validation
+    probabilities are honest (e.g. to weigh an ensemble); eval/val holds its metrics."""
+    chosen = find_checkpoint(run.path)
+    meta = checkpoint.read_meta(chosen)
+    cfg = {name: config.from_dict(type(s), meta["config"][name], name) for name, s in sections().items()}
+    cfg = tune.apply(cfg, {"fit.tune": False, "fit.refit": False, "fit.select": "last"})
+    both = Labelled(train_set.texts + val_set.texts, train_set.labels + val_set.labels,
+                    train_set.where + val_set.where, train_set.source)
+    sub = RunDir(run.path / "refit")
+    result = fit(cfg, sub, both, None, progress=progress, preset=preset)
+    if run.is_main:
+        os.replace(chosen, run.checkpoint("validation"))
+        run.checkpoint("last").unlink(missing_ok=True)  # the validation model's: nothing to resume from
+        tensors, final = checkpoint.load(sub.checkpoint("last"), prefix="module.model")  # without optimizer states
+        final.pop("resume", None)
+        kept = {k: meta[k] for k in ("calibration", "tune") if k in meta}
+        checkpoint.save(run.checkpoint("best"), {f"module.model.{k}": v for k, v in tensors.items()},
+                        {**final, **kept, "refit": {"texts": len(both), "validation_model": "checkpoints/validation.safetensors"}})
+        sub.checkpoint("last").unlink()
+        print(f"genforge: refitted on {len(both):,} texts (train + validation) with the validation run's "
+              f"settings and temperature: {run.checkpoint('best')}", file=sys.stderr)
+    return result
 
 
 def cross_validate(preset: str | None = None, overrides: dict | None = None, folds: int = 5,

@@ -170,3 +170,22 @@ def test_ensemble_averages_member_probabilities(reviews, tmp_path):
     assert e.classify(texts)[0]["label"] == "1"
     with pytest.raises(ValueError, match="2 non-negative numbers"):
         C.ensemble([str(a.path), str(b.path)], str(tmp_path / "f"), weights=[1])
+
+
+def test_refit_trains_again_on_train_and_validation_keeping_the_validation_temperature(reviews, tmp_path):
+    val = tmp_path / "val.jsonl"  # validation texts carry a word no training text has
+    val.write_text("".join(json.dumps({"text": f"zanzibar {r['text']}", "label": r["label"]}) + "\n"
+                           for r in make_reviews(20, seed=1)))
+    run, result = C.train("nbbag", overrides(reviews, data={"buckets": 4096, "val_path": str(val)},
+                                             fit={"refit": True}), out=str(tmp_path / "r"), progress=False)
+    assert result.step == 4 * 9  # 120 + 20 texts / 16 -> 9 steps per epoch, the validation run's 4 epochs
+    ckpts = run.path / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best.safetensors", "validation.safetensors"]
+    refit, validation = genforge.load(run.path), genforge.load(ckpts / "validation.safetensors")
+    assert refit.meta["refit"]["texts"] == 140 and refit.temperature == validation.temperature != 1.0
+    [row] = refit.featurizer.transform(["zanzibar"]).ids.tolist()
+    assert validation.model.body.w[row].abs().sum() == 0 and refit.model.body.w[row].abs().sum() > 0
+    assert json.loads((run.path / "eval" / "val" / "metrics.json").read_text())["n"] == 20  # the validation model's
+    with pytest.raises(ValueError, match="fit.refit=true needs a validation split"):
+        C.train("nbbag", overrides(reviews, data={"val_fraction": 0.0}, fit={"refit": True}),
+                out=str(tmp_path / "none"), progress=False)
