@@ -164,6 +164,12 @@ def from_dict(cls, values: dict[str, Any], where: str):
     return update(cls(), values, where)
 
 
+def from_saved(sections: dict[str, Any], saved: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Every section of a saved config (RUN/config.json's "config", a checkpoint's meta) rebuilt as its
+    dataclass; `sections` gives the classes."""
+    return {name: from_dict(type(sec), saved[name], name) for name, sec in sections.items()}
+
+
 def dumps(sections: dict[str, Any]) -> str:
     return json.dumps(to_dict(sections), indent=2)
 

@@ -50,8 +50,7 @@ def resolve(sections: dict[str, Any], presets: dict[str, dict], preset: str | No
     if not run.file("config.json").exists():
         raise FileNotFoundError(f"--resume: {run.file('config.json')} does not exist")
     saved = run.read_json("config.json")["config"]
-    base = {name: config.from_dict(type(sec), saved[name], name) for name, sec in sections.items()}
-    return config.resolve(base, {}, None, overrides)
+    return config.resolve(config.from_saved(sections, saved), {}, None, overrides)
 
 
 @dataclass

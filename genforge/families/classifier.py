@@ -538,8 +538,8 @@ def refit(run: RunDir, train_set: Labelled, val_set: Labelled, progress: bool = 
     probabilities are honest (e.g. to weigh an ensemble); eval/val holds its metrics."""
     chosen = find_checkpoint(run.path)
     meta = checkpoint.read_meta(chosen)
-    cfg = {name: config.from_dict(type(s), meta["config"][name], name) for name, s in sections().items()}
-    cfg = tune.apply(cfg, {"fit.tune": False, "fit.refit": False, "fit.select": "last"})
+    cfg = tune.apply(config.from_saved(sections(), meta["config"]),
+                     {"fit.tune": False, "fit.refit": False, "fit.select": "last"})
     both = Labelled(train_set.texts + val_set.texts, train_set.labels + val_set.labels,
                     train_set.where + val_set.where, train_set.source)
     sub = RunDir(run.path / "refit")
@@ -551,7 +551,8 @@ def refit(run: RunDir, train_set: Labelled, val_set: Labelled, progress: bool = 
         final.pop("resume", None)
         kept = {k: meta[k] for k in ("calibration", "tune") if k in meta}
         checkpoint.save(run.checkpoint("best"), {f"module.model.{k}": v for k, v in tensors.items()},
-                        {**final, **kept, "refit": {"texts": len(both), "validation_model": "checkpoints/validation.safetensors"}})
+                        {**final, **kept,
+                         "refit": {"texts": len(both), "validation_model": "checkpoints/validation.safetensors"}})
         sub.checkpoint("last").unlink()
         print(f"genforge: refitted on {len(both):,} texts (train + validation) with the validation run's "
               f"settings and temperature: {run.checkpoint('best')}", file=sys.stderr)

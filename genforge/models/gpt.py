@@ -252,10 +252,10 @@ class Attention(nn.Module):
         function (h (B*T, C), x, rot, cache, layer, T) -> x + the attention of h, over this module's weights:
         2-D activations and no module calls (at batch 1 a small model is bound by per-op and Python overhead,
         not FLOPs), queries and keys normalised in one call and rotated by one (hs, hs) matrix per row
-        (`rot`: (1, hs, hs) or (B, hs, hs); for T > 1 the (cos, sin) angles of each token), the input norm's `gain` folded into the qkv weight, the residual
-        added inside the output matmul. cast: match dtypes under autocast (each cast costs a few
-        microseconds, so fp32 decoding skips them). Build it per use: it captures the weights' current
-        values where it folds or stacks them."""
+        (`rot`: (1, hs, hs) or (B, hs, hs); for T > 1 the (cos, sin) angles of each token), the input norm's
+        `gain` folded into the qkv weight, the residual added inside the output matmul. cast: match dtypes
+        under autocast (each cast costs a few microseconds, so fp32 decoding skips them). Build it per use:
+        it captures the weights' current values where it folds or stacks them."""
         nh, hs, kernel = self.n_head, self.hs, self.attention
         w_qkv, b_qkv = self.c_attn.weight, self.c_attn.bias
         if gain is not None:
