@@ -10,7 +10,8 @@
     python benchmarks/classifier_short.py --texts full --no-floor --members nbbag-b24-refit,nbbag-punct4-b24-refit \
         --seeds 1337,1,2
     # IMDB first sentences, the best route measured: the character bag and the punctuation bag, both refitted
-    python benchmarks/classifier_short.py --texts first --members nbchar-punct-refit,nbbag-punct4-b24-refit --seeds 1337,1,2
+    python benchmarks/classifier_short.py --texts first --members nbchar-punct-refit,nbbag-punct4-b24-refit \
+        --seeds 1337,1,2
 
 The data: IMDB's 25,000 training and 25,000 test reviews; with `--texts first` each is cut to its
 first sentence (HTML breaks removed, leading non-word characters skipped, then up to and including
@@ -26,9 +27,9 @@ to report.
 The floor: binary word n-grams scaled by naive-Bayes log-count ratios, `LogisticRegression(liblinear)`;
 its n-gram range (1..1, 1..2, 1..3) and C (0.03 .. 10) are chosen by validation accuracy, then it
 is refitted on all 25,000 training texts (as the -refit members are; more data than the other members
-see: a conservative bar). Every row records the members' training CPU seconds (`time.process_time()`: featurizing, tuning,
-training, calibration; an ensemble's is its members' sum), meaningful on a loaded machine where wall
-time is not; with several seeds, a mean row per member and ensemble adds the accuracy's std and min.
+see: a conservative bar). Every row records the members' training CPU seconds (`time.process_time()`:
+featurizing, tuning, training, calibration; an ensemble's is its members' sum), meaningful on a loaded
+machine where wall time is not; with several seeds, a mean row per member and ensemble adds the accuracy's std and min.
 With two or more members, `diversity` (printed and in results.json) says on validation what each
 member would add to the first. Results: DIR/results.json and a markdown table on stdout; each member's
 validation and test probabilities in DIR/<member>-s<seed>/probs.npz.
