@@ -2,6 +2,7 @@
 
     python benchmarks/serve.py [--run RUN] [--seconds 20] [--max-tokens 64] [--clients 1 4 16 64]
                                [--rounds 6 --round-seconds 5 --round-clients 1 16] [--paired 200]
+                               [--engine process thread]
 
 Without --run, a `small`-preset character GPT is trained for --train-seconds on tiny Shakespeare
 ($GENFORGE_DATASETS/tinyshakespeare/input.txt, else a built-in text) so the text is not noise;
@@ -96,8 +97,9 @@ def timed_rate(pipe, tokens: int, seconds: float, in_thread: bool) -> float:
     return out[0]
 
 
-def rounds(url: str, run: Path, args) -> None:
-    """Alternate in-process sampling and HTTP clients, `args.rounds` times; print each round and a summary."""
+def rounds(urls: dict[str, str], run: Path, args) -> None:
+    """Alternate in-process sampling and HTTP clients (each server in turn: --engine process thread), `args.rounds`
+    times; print each round and a summary per server."""
     import genforge
     import torch
     torch.set_num_threads(args.threads or 1)  # the server's threads
@@ -106,31 +108,34 @@ def rounds(url: str, run: Path, args) -> None:
     print(f"\n{args.rounds} alternating rounds, {args.round_seconds:g} s per measurement "
           f"(in-process main thread, worker thread, then {', '.join(map(str, args.round_clients))} client(s)):")
     one, many = args.round_clients[0], args.round_clients[-1]
-    head = f"| round | in-process main / worker | {one} client | {one} client / main | / worker |"
+    head = f"| round | engine | in-process main / worker | {one} client | {one} client / main | / worker |"
     if many != one:
         head += f" {many} clients | {many} / {one} | TTFT p99 at {many} (ms) |"
     print(head + "\n|" + " ---: |" * (head.count("|") - 1))
-    ratios: dict[str, list[float]] = {"main": [], "worker": [], "scale": [], "ttft": []}
+    ratios = {e: {"main": [], "worker": [], "scale": [], "ttft": []} for e in urls}
     for r in range(args.rounds):
         main_rate = timed_rate(pipe, args.max_tokens, args.round_seconds, False)
         worker_rate = timed_rate(pipe, args.max_tokens, args.round_seconds, True)
-        lv = {c: asyncio.run(level(url, c, args.round_seconds, args.max_tokens)) for c in args.round_clients}
-        base = lv[one]["tokens_per_s"]
-        ratios["main"].append(base / main_rate)
-        ratios["worker"].append(base / worker_rate)
-        line = (f"| {r + 1} | {main_rate:,.0f} / {worker_rate:,.0f} | {base:,.0f} | {base / main_rate:.0%} | "
-                f"{base / worker_rate:.0%} |")
-        if many != one:
-            ratios["scale"].append(lv[many]["tokens_per_s"] / base)
-            ratios["ttft"].append(lv[many]["ttft_p99"] * 1000)
-            line += f" {lv[many]['tokens_per_s']:,.0f} | {ratios['scale'][-1]:.1f}x | {ratios['ttft'][-1]:.0f} |"
-        print(line, flush=True)
+        for engine, url in urls.items():
+            lv = {c: asyncio.run(level(url, c, args.round_seconds, args.max_tokens)) for c in args.round_clients}
+            base, rs = lv[one]["tokens_per_s"], ratios[engine]
+            rs["main"].append(base / main_rate)
+            rs["worker"].append(base / worker_rate)
+            line = (f"| {r + 1} | {engine} | {main_rate:,.0f} / {worker_rate:,.0f} | {base:,.0f} | "
+                    f"{base / main_rate:.0%} | {base / worker_rate:.0%} |")
+            if many != one:
+                rs["scale"].append(lv[many]["tokens_per_s"] / base)
+                rs["ttft"].append(lv[many]["ttft_p99"] * 1000)
+                line += f" {lv[many]['tokens_per_s']:,.0f} | {rs['scale'][-1]:.1f}x | {rs['ttft'][-1]:.0f} |"
+            print(line, flush=True)
     names = {"main": f"{one} client / in-process main thread", "worker": f"{one} client / in-process worker thread",
              "scale": f"{many} clients / {one} client", "ttft": f"TTFT p99 at {many} clients (ms)"}
-    for key, xs in ratios.items():
-        if xs:
-            fmt = (lambda x: f"{x:.0f}") if key == "ttft" else (lambda x: f"{x:.2f}")
-            print(f"{names[key]}: median {fmt(statistics.median(xs))}, min {fmt(min(xs))}, max {fmt(max(xs))}")
+    for engine, rs in ratios.items():
+        for key, xs in rs.items():
+            if xs:
+                fmt = (lambda x: f"{x:.0f}") if key == "ttft" else (lambda x: f"{x:.2f}")
+                print(f"--engine {engine}: {names[key]}: median {fmt(statistics.median(xs))}, min {fmt(min(xs))}, "
+                      f"max {fmt(max(xs))}")
 
 
 def paired(url: str, run: Path, args) -> None:
@@ -227,6 +232,9 @@ def main():
     ap.add_argument("--round-seconds", type=float, default=5, help="seconds per measurement in a round")
     ap.add_argument("--stream-interval", type=float, help="the server's --stream-interval (default: its own)")
     ap.add_argument("--paired", type=int, default=0, help="alternating single-request pairs after the rounds")
+    ap.add_argument("--engine", nargs="+", choices=["process", "thread"], default=["process"],
+                    help="the server's --engine; several: one server each, measured in turn in every round (the "
+                    "levels and --paired use the first)")
     ap.add_argument("--round-clients", type=int, nargs="+", default=[1, 16], help="client counts in each round")
     args = ap.parse_args()
 
@@ -239,39 +247,45 @@ def main():
     print("in-process batch-1 sampling (genforge sample's path), " + "; ".join(
         f"{t} thread{'s' if t > 1 else ''}: {r:.0f} tokens/s" for t, r in direct.items()), flush=True)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "genforge", "serve", f"bench={run}", "--port", str(port),
-                               "--max-batch", str(args.max_batch), "--device", "cpu"]
-                              + (["--threads", str(args.threads)] if args.threads else [])
-                              + (["--stream-interval", str(args.stream_interval)] if args.stream_interval is not None else []),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    urls, servers = {}, []
     try:
+        for engine in args.engine:  # one server per engine, all started before anything is measured
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            urls[engine] = f"http://127.0.0.1:{port}"
+            servers.append(subprocess.Popen(
+                [sys.executable, "-m", "genforge", "serve", f"bench={run}", "--port", str(port), "--max-batch",
+                 str(args.max_batch), "--device", "cpu", "--engine", engine]
+                + (["--threads", str(args.threads)] if args.threads else [])
+                + (["--stream-interval", str(args.stream_interval)] if args.stream_interval is not None else []),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("genforge serve did not start")
-            time.sleep(0.2)
-        asyncio.run(level(url, 2, 3, args.max_tokens))  # warm-up
+        for url, server in zip(urls.values(), servers):
+            while True:
+                try:
+                    if httpx.get(url + "/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("genforge serve did not start")
+                time.sleep(0.2)
+            asyncio.run(level(url, 2, 3, args.max_tokens))  # warm-up
+        url = urls[args.engine[0]]
         rows = []
         for c in args.clients:
             row = asyncio.run(level(url, c, args.seconds, args.max_tokens))
             rows.append(row)
             print(json.dumps(row), flush=True)
         if args.rounds:
-            rounds(url, run, args)
+            rounds(urls, run, args)
         if args.paired:
             paired(url, run, args)
     finally:
-        server.terminate()
-        server.wait(30)
+        for server in servers:
+            server.terminate()
+            server.wait(30)
     base = rows[0]["tokens_per_s"]
     best = max(direct.values())
     print(f"\none streaming client: {base:.0f} tokens/s = {base / best:.0%} of the best in-process batch-1 rate "

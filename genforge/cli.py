@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="onnx: serve `genforge export` folders (or runs exported to RUN/onnx) on onnxruntime; "
                    "export folders given with torch are served from ONNX too")
+    v.add_argument("--engine", choices=["process", "thread"], default="process",
+                   help="where a GPT's batching engine runs: its own process (default: no GIL shared with the "
+                   "HTTP event loop) or a thread of the server's")
     v.add_argument("--stream-interval", type=float, default=0.05, metavar="SECONDS",
                    help="least time between stream chunks after the first token; tokens made meanwhile go "
                    "out together (default 0.05; 0 = a chunk per token)")
@@ -455,7 +458,8 @@ def cmd_serve(args) -> int:
                             device=args.device, max_batch=args.max_batch, max_queue=args.max_queue,
                             queue_timeout=args.queue_timeout, request_timeout=args.request_timeout,
                             max_tokens_limit=args.max_tokens_limit, threads=args.threads,
-                            stream_interval=args.stream_interval, backend=args.backend)
+                            stream_interval=args.stream_interval, backend=args.backend,
+                            engine=args.engine)
     except ValidationError as e:
         err = e.errors()[0]
         raise ValueError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None

@@ -20,7 +20,8 @@ Past the context length, a sequence restarts from the newest half of its tokens,
 `GPTSlots` is the model side: slot storage for the keys and values, and a `SlotView` that gives the
 model's own attention the cache protocol with a position per row (no block maths here). The
 scheduler only needs GPTSlots' small interface, so tests drive it with a mock model.
-The server (genforge/server/) is the only user; run its tests with `pytest tests/test_engine*.py`.
+The server (genforge/server/) is the only user, in a thread of its own or, by default, in a child
+process that calls `step()` itself (server/engine_process.py); run its tests with `pytest tests/test_engine*.py`.
 """
 from __future__ import annotations
 
@@ -252,9 +253,12 @@ def sample_rows(logits: torch.Tensor, params: list[SamplingParams], gens: list[t
 
 class Engine:
     def __init__(self, slots, tokenizer=None, max_batch: int = 32, max_queue: int = 256,
-                 queue_timeout: float = 30.0):
+                 queue_timeout: float = 30.0, thread: bool = True):
+        """thread=False: no worker thread; the owner calls `step()` (the server's engine process does, in its
+        main thread: genforge/server/engine_process.py)."""
         assert max_batch > 0 and max_queue >= 0
         self.slots, self.tokenizer = slots, tokenizer
+        self.vocab_size = slots.vocab_size
         self.max_batch, self.max_queue, self.queue_timeout = max_batch, max_queue, queue_timeout
         self.waiting: collections.deque[Sequence] = collections.deque()
         self.active: list[Sequence] = []  # active[i] lives in cache slot i
@@ -262,8 +266,9 @@ class Engine:
         self.steps = 0  # decode steps run (each over the whole batch)
         self._cv = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="genforge-engine", daemon=True)
-        self._thread.start()
+        self._thread = threading.Thread(target=self._loop, name="genforge-engine", daemon=True) if thread else None
+        if thread:
+            self._thread.start()
 
     # ---- public, any thread
 
@@ -291,7 +296,10 @@ class Engine:
         with self._cv:
             self._closed = True
             self._cv.notify()
-        self._thread.join(timeout=10)
+        if self._thread is None:
+            self._shut()
+        else:
+            self._thread.join(timeout=10)
 
     # ---- worker thread
 
@@ -303,17 +311,26 @@ class Engine:
                     self._cv.wait()
                 if self._closed:
                     break
-                admitted = self._take_waiting()
-            try:
-                self._prefill(admitted)
-                if self.active:
-                    self._decode()
-            except Exception as e:  # never leave a client hanging: end everything in flight
-                for seq in self.active + admitted:
-                    self._finish(seq, Done("error", f"{type(e).__name__}: {e}"))
-                self.active = []
+            self.step()
+        self._shut()
+
+    def step(self):
+        """One iteration: admit waiting sequences into free slots (prefilled together), then one decode step."""
+        with self._cv:
+            admitted = self._take_waiting()
+        try:
+            self._prefill(admitted)
+            if self.active:
+                self._decode()
+        except Exception as e:  # never leave a client hanging: end everything in flight
+            for seq in self.active + admitted:
+                self._finish(seq, Done("error", f"{type(e).__name__}: {e}"))
+            self.active = []
+
+    def _shut(self):
         for seq in self.active + list(self.waiting):
             self._finish(seq, Done("cancelled", "the server is shutting down"))
+        self.active, self.waiting = [], collections.deque()
 
     def _take_waiting(self) -> list[Sequence]:
         """Pop the sequences that fit in free slots; expire those that waited too long."""

@@ -5,7 +5,8 @@
 
 Layout: app.py (factory), settings.py, state.py (loaded models), edge.py (auth, size limit,
 metrics middleware), schemas.py, generation.py (text requests over the batching engine in
-genforge/engine.py), routes/ (one module per resource), static/playground.html.
+genforge/engine.py; engine_process.py runs it in a child process, the default), routes/ (one module per
+resource), static/playground.html.
 Tests: pytest tests/server
 """
 from __future__ import annotations

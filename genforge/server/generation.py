@@ -172,6 +172,9 @@ class Generation:
                 self.cancel()
                 raise APIError(429, f"the server is busy ({e}); retry shortly", code="queue_full",
                                headers={"Retry-After": "1"}) from None
+            except RuntimeError as e:  # the engine is closed: the server is stopping, or its engine process ended
+                self.cancel()
+                raise APIError(503, f"the model's engine is not running ({e})", code="engine_stopped") from None
 
     def cancel(self):
         for c in self.choices:

@@ -28,6 +28,8 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies get 413
     read_timeout: float = Field(30.0, gt=0)  # seconds a client has to send its request headers, and its body
     max_connections: int = Field(1024, ge=1)  # open connections; more are answered 503
+    engine: Literal["process", "thread"] = "process"  # where a GPT's batching engine runs: a process of its own
+    #                                          (no GIL shared with the event loop), or a thread of the server's
     threads: int | None = Field(None, ge=1)  # torch CPU threads for the whole process (None = 1 on the CPU, where
     #                                          one-token decoding steps are too small to split: measured faster)
     stream_interval: float = Field(0.05, ge=0, le=1)  # seconds between stream chunks after the first token:

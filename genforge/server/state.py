@@ -21,6 +21,7 @@ import torch
 
 from .. import inference, onnx_pipelines
 from ..engine import Engine, engine_for
+from .engine_process import ProcessEngine
 from .errors import APIError
 from .settings import Settings
 
@@ -34,7 +35,7 @@ class Served:
     pipeline: Any
     family: str
     created: int
-    engine: Engine | None = None  # GPT models only
+    engine: Engine | ProcessEngine | None = None  # GPT models only
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one torch call at a time for other families
 
 
@@ -79,7 +80,7 @@ class ServerState:
     def __init__(self, sources: dict[str, Any], settings: Settings, loader=None):
         self.sources, self.settings, self.loader = sources, settings, loader or self.load_source
         self.models: dict[str, Served] = {}
-        self.engines: dict[str, Engine] = {}
+        self.engines: dict[str, Engine | ProcessEngine] = {}
         self.loading = True
         self.load_error: str | None = None  # what clients see: the model and the kind of error, no paths
         self.load_detail: str | None = None  # the full reason, for the server's log and exit message
@@ -98,10 +99,7 @@ class ServerState:
                     raise ValueError(f"{name}: genforge serve cannot serve a {family!r} model")
                 served = Served(name, pipe, family, created=int(time.time()))
                 if family in TEXT:
-                    s = self.settings
-                    kw = dict(max_batch=s.max_batch, max_queue=s.max_queue, queue_timeout=s.queue_timeout)
-                    served.engine = (Engine(OnnxSlots(pipe), tokenizer=pipe.tokenizer, **kw)
-                                     if isinstance(pipe, onnx_pipelines.OnnxGPTPipeline) else engine_for(pipe, **kw))
+                    served.engine = await anyio.to_thread.run_sync(lambda: self.make_engine(src, pipe))
                     self.engines[name] = served.engine
                 self.models[name] = served
         except Exception as e:  # reported by /health and every model route (without file paths)
@@ -113,6 +111,17 @@ class ServerState:
                 self.on_failure()
         finally:
             self.loading = False
+
+    def make_engine(self, src, pipe):
+        """The batching engine of a GPT: in a process of its own when it can load the run itself (a path, the
+        default loader, --engine process), else a thread beside the event loop."""
+        s = self.settings
+        if s.engine == "process" and isinstance(src, (str, Path)) and self.loader == self.load_source:
+            return ProcessEngine(src, s)
+        kw = dict(max_batch=s.max_batch, max_queue=s.max_queue, queue_timeout=s.queue_timeout)
+        if isinstance(pipe, onnx_pipelines.OnnxGPTPipeline):
+            return Engine(OnnxSlots(pipe), tokenizer=pipe.tokenizer, **kw)
+        return engine_for(pipe, **kw)
 
     def load_source(self, src, device: str):
         """A run on torch, or an export on onnxruntime (with backend onnx, or a folder holding an export)."""

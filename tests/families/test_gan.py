@@ -225,7 +225,9 @@ def test_make_grid_layout():
 # ----------------------------------------------------------------------------- diversity options (issue 14)
 
 # seeded losses (step, d_loss, g_loss) of the tiny dcgan-hinge-sn run below, recorded before the
-# diversity options existed: with both off (the default), training must not move by one bit
+# diversity options existed: with both off (the default), training must not move. Recorded on an AVX2 CPU:
+# on an AVX-512 one torch's kernels round differently in the last bits (3.5e-10 on g_loss at step 1, seen),
+# so the check allows float32 rounding (1e-6 relative, 1e-7 absolute on losses of about 1) and nothing more
 HINGE_SN_BEFORE = [(1, 1.9778238534927368, -0.0011470781173557043), (2, 1.978205680847168, -0.01618710346519947),
                    (3, 1.9738507270812988, 0.0027813364285975695), (4, 1.9667894840240479, -0.0179569274187088),
                    (5, 1.9803178310394287, -0.03261926770210266), (6, 1.950862169265747, -0.03776688128709793)]
@@ -234,7 +236,10 @@ HINGE_SN_BEFORE = [(1, 1.9778238534927368, -0.0011470781173557043), (2, 1.978205
 def test_default_config_trains_bit_identically_to_before_the_diversity_options(image_npz, tmp_path):
     run, _ = gan.train("dcgan-hinge-sn", overrides(image_npz, gan={"diffaugment": True, "r1": 0.1},
                                                    train={"samples": False}), out=str(tmp_path / "r"), progress=False)
-    assert [(s, d, g) for s, (d, g) in sorted(losses(run).items())] == HINGE_SN_BEFORE
+    got = [(s, d, g) for s, (d, g) in sorted(losses(run).items())]
+    assert [s for s, _, _ in got] == [s for s, _, _ in HINGE_SN_BEFORE]
+    assert [x for _, d, g in got for x in (d, g)] == pytest.approx([x for _, d, g in HINGE_SN_BEFORE for x in (d, g)],
+                                                                  rel=1e-6, abs=1e-7)
 
 
 def test_mode_seeking_pairs_latents_of_one_condition_and_adds_its_term(image_npz, monkeypatch):

@@ -61,6 +61,9 @@ def test_32_concurrent_clients_zero_errors(server):
     assert errors == [], errors[:5]
     assert len(done) >= CLIENTS
     tokens, steps = engine.tokens_generated - tokens0, engine.steps - steps0
-    assert tokens / max(steps, 1) > 2, f"{tokens} tokens in {steps} decode steps: requests were not batched"
+    # one request at a time gives ~1.04 tokens per step (a request's first token comes from its prefill). The
+    # engine decodes as soon as anything waits: in its own process it is faster than this 1-layer model's HTTP
+    # path can feed it (~1.8 rows per step seen; 2+ when the engine shared the server's GIL and lagged)
+    assert tokens / max(steps, 1) > 1.5, f"{tokens} tokens in {steps} decode steps: requests were not batched"
     print(f"\nload: {len(done)} requests, {tokens} tokens in {SECONDS:.0f}s, {tokens / max(steps, 1):.1f} tokens/step, "
           f"median TTFT {sorted(ttfts)[len(ttfts) // 2] * 1000:.0f} ms")

@@ -29,7 +29,7 @@ def prompts_of(served, prompt) -> tuple[list[str], list[list[int]]]:
     elif prompt and isinstance(prompt[0], int):
         prompt = [prompt]
     texts, ids = [], []
-    vocab = served.engine.slots.vocab_size  # the model's (label tokens included), torch or ONNX
+    vocab = served.engine.vocab_size  # the model's (label tokens included), torch or ONNX
     for p in prompt:
         if isinstance(p, str):
             texts.append(p)
