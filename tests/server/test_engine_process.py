@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 import httpx
@@ -15,28 +14,17 @@ from genforge.engine import Done, QueueFull, SamplingParams, Token, engine_for
 from genforge.server import Settings
 from genforge.server.engine_process import ProcessEngine
 
+from ..test_engine import Collector
 from .conftest import LiveServer
-
-
-class Collector:
-    def __init__(self):
-        self.events, self.done = [], threading.Event()
-
-    def __call__(self, ev):
-        self.events.append(ev)
-        if isinstance(ev, Done):
-            self.done.set()
-
-    def wait(self, timeout=60):
-        assert self.done.wait(timeout), "the engine did not finish the sequence"
-        return self.events
 
 
 def generate(engine, requests):
     cols = [Collector() for _ in requests]
     for (prompt, params), col in zip(requests, cols):
         engine.submit(prompt, params, col)
-    return [col.wait() for col in cols]
+    for col in cols:
+        col.wait()
+    return [col.events for col in cols]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +64,7 @@ def test_queue_limit_is_checked_at_submit_and_cancel_ends_a_sequence(process_eng
         time.sleep(0.01)
     for h in handles:
         h.cancel()
-    assert all(col.wait()[-1].reason == "cancelled" for col in cols)
+    assert all(col.wait()[1].reason == "cancelled" for col in cols)
     deadline = time.monotonic() + 30
     while process_engine.active:
         assert time.monotonic() < deadline
@@ -109,7 +97,7 @@ def test_a_dead_child_ends_what_was_in_flight_and_the_server_answers_503(tiny_ru
             assert time.monotonic() < deadline
             time.sleep(0.01)
         os.kill(engine._proc.pid, signal.SIGKILL)
-        done = col.wait()[-1]
+        done = col.wait()[1]
         assert done.reason == "error" and "engine process stopped" in done.message
         r = httpx.post(live.url + "/v1/completions", json={"model": "tiny", "prompt": "a", "max_tokens": 4})
         assert r.status_code == 503 and r.json()["error"]["code"] == "engine_stopped"
