@@ -225,8 +225,8 @@ def test_make_grid_layout():
 # ----------------------------------------------------------------------------- diversity options (issue 14)
 
 # seeded losses (step, d_loss, g_loss) of the tiny dcgan-hinge-sn run below, recorded before the
-# diversity options existed: with both off (the default), training must not move. Recorded on an AVX2 CPU:
-# on an AVX-512 one torch's kernels round differently in the last bits (3.5e-10 on g_loss at step 1, seen),
+# diversity options existed: with both off (the default), training must not move. Recorded on an AMD EPYC:
+# on an Intel Xeon torch's kernels round differently in the last bits (3.5e-10 on g_loss at step 1, seen),
 # so the check allows float32 rounding (1e-6 relative, 1e-7 absolute on losses of about 1) and nothing more
 HINGE_SN_BEFORE = [(1, 1.9778238534927368, -0.0011470781173557043), (2, 1.978205680847168, -0.01618710346519947),
                    (3, 1.9738507270812988, 0.0027813364285975695), (4, 1.9667894840240479, -0.0179569274187088),
