@@ -88,6 +88,11 @@ MEMBERS = {
     "nbchar-punct-refit": ("nbchar", {"fit": {"refit": True}, "data": {"punctuation": True}}),
     "nbchar-tri-punct-refit": ("nbchar", {"fit": {"refit": True}, "data": {"char_ngrams": "3,5", "punctuation": True}}),
     "nbchar-punct-b24-refit": ("nbchar", {"fit": {"refit": True}, "data": {"punctuation": True, "buckets": 1 << 24}}),
+    # issue 13, ninth attempt: the Kim CNN from PPMI + SVD word vectors (genforge/data/vectors.py), DIR/vectors-first
+    # from the 25,000 training first sentences, DIR/vectors-full from the full training reviews (labels never read);
+    # fine-tuned, or static (model.freeze_vectors)
+    **{f"cnn-vec-{c}{s}": ("cnn", {"model": {"vectors": f"{{out}}/vectors-{c}.safetensors", "freeze_vectors": bool(s)}})
+       for c in ("first", "full") for s in ("", "-static")},
     # a GPT pre-trained on the training texts (no labels; `--gpt-init RUN`), fine-tuned: arch gpt, mean pooling
     "gpt": (None, {"train": {"batch_size": 32, "lr": 3e-4, "min_lr": 3e-5, "warmup_iters": 100, "weight_decay": 0.01},
                    "data": {"max_len": 64}, "fit": {"epochs": 3, "evals_per_epoch": 2}}),
@@ -196,7 +201,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import genforge
-    from genforge.data.labelled import encode_labels, read_labelled, stratified_split
+    from genforge.data.labelled import encode_labels, read_labelled, read_texts, stratified_split
     from genforge.families import classifier as C
     from genforge.metrics.classification import classification_metrics
     from genforge.models.classifier import probabilities
@@ -220,6 +225,11 @@ def main() -> None:
     y_test, y_val = encode_labels(test, labels), encode_labels(val, labels)
     print(f"{args.texts}: {len(train):,} train / {len(val):,} val / {len(test):,} test texts, "
           f"{np.mean([len(t.split()) for t in full.texts]):.1f} words on average", flush=True)
+    for corpus in ("first", "full"):  # word vectors from the training texts, without their labels; never the test's
+        if any(f"-vec-{corpus}" in n for n in args.members.split(",")) and not (out / f"vectors-{corpus}.safetensors").exists():
+            from genforge.data.vectors import ppmi_svd, save_vectors
+            texts = full.texts if corpus == "first" else read_texts(f"{args.data}/train.jsonl.gz").texts
+            save_vectors(str(out / f"vectors-{corpus}.safetensors"), *ppmi_svd(texts))
     rows: dict[str, dict] = {}
     div: dict[str, dict] = {}  # seed -> each member against the first, on validation
 
@@ -244,6 +254,8 @@ def main() -> None:
             ov = {k: dict(v) for k, v in ov.items()}
             ov.setdefault("data", {}).update(path=str(out / "train.jsonl"), val_path=str(out / "val.jsonl"))
             ov.setdefault("train", {}).update(seed=seed, threads=args.threads)
+            if "vectors" in ov.get("model", {}):
+                ov["model"]["vectors"] = ov["model"]["vectors"].format(out=out)
             run, t0 = out / f"{name}-s{seed}", time.perf_counter()
             if args.reuse and (run / "bench.json").exists():  # trained by an earlier call: its seconds as measured
                 spent, saved = json.loads((run / "bench.json").read_text()), np.load(run / "probs.npz")

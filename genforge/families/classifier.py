@@ -46,6 +46,7 @@ from ..data import augment, featcache
 from ..data.labelled import (Labelled, encode_labels, label_vocabulary, read_labelled, read_texts,
                              stratified_split)
 from ..data.tokenizers import tokenizer_from_dict
+from ..data.vectors import embedding_init
 from ..data.words import BagFeatures, Featurizer
 from ..metrics import calibration
 from ..models.classifier import BagBody, ClassifierConfig, TextClassifier, classification_loss, probabilities
@@ -444,6 +445,13 @@ def fit(cfg: dict[str, Any], run: RunDir, train_set: Labelled, val_set: Labelled
         if gpt_state is not None:
             model.body.gpt.load_state_dict(gpt_state)
         m: ClassifierConfig = cfg["model"]
+        if m.vectors and not resume:  # pre-trained word vectors (genforge/data/vectors.py)
+            if featurizer.kind != "word":
+                raise ValueError(f"model.vectors needs data.tokenizer=word, not {featurizer.kind}")
+            extra["vectors"] = {"file": m.vectors, "vocabulary_found": embedding_init(
+                m.vectors, featurizer.vocab, model.word_embedding().weight)}
+        if m.freeze_vectors:
+            model.word_embedding().weight.requires_grad_(False)
         if m.arch == "bag" and m.embed_dim == 0 and m.nb and not resume:
             assert isinstance(train_x, BagFeatures)
             counts = train_x.counts(y.numpy(), len(labels), featurizer.num_ids)

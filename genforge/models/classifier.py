@@ -208,6 +208,8 @@ class ClassifierConfig:
     nb: bool = False  # bag, embed_dim=0: scale n-grams by naive-Bayes log-count ratios
     nb_alpha: float = 1.0  # NB smoothing count
     nb_prior: float = 0.0  # bag with nb: weight every n-gram starts from (0 = logistic regression, 1 = naive Bayes)
+    vectors: str = ""  # lstm/cnn/transformer over words: a word-vector file the embeddings start from
+    freeze_vectors: bool = False  # with vectors: keep the embeddings as the file gave them (static)
 
     def validate(self):
         for name in ("max_len", "hidden", "n_layer", "n_head"):
@@ -221,6 +223,10 @@ class ClassifierConfig:
             raise ValueError(f"model.widths must be widths between 1 and max_len={self.max_len}, got {self.widths}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.vectors and self.arch not in ("lstm", "cnn", "transformer"):
+            raise ValueError(f"model.vectors needs arch lstm, cnn or transformer (word embeddings), not {self.arch}")
+        if self.freeze_vectors and not self.vectors:
+            raise ValueError("model.freeze_vectors=true needs model.vectors=FILE")
         if self.nb_alpha <= 0:
             raise ValueError(f"model.nb_alpha must be positive, got {self.nb_alpha}")
 
@@ -255,6 +261,10 @@ class TextClassifier(nn.Module):
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
         self.bias = nn.Parameter(torch.zeros(K)) if linear_bag else None
+
+    def word_embedding(self) -> nn.Embedding:
+        """The embedding `model.vectors` initialises."""
+        return self.body.wte if self.config.arch == "transformer" else self.body.emb
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
