@@ -12,6 +12,10 @@
     # IMDB first sentences, the best route measured: the character bag and the punctuation bag, both refitted
     python benchmarks/classifier_short.py --texts first --members nbchar-punct-refit,nbbag-punct4-b24-refit \
         --seeds 1337,1,2
+    # ... and beside them the Kim CNN from word vectors of the full training reviews (labels never read; the
+    # benchmark writes DIR/vectors-full.safetensors first): 72.25% +- 0.08 over three seeds
+    python benchmarks/classifier_short.py --texts first --no-floor \
+        --members nbchar-punct-refit,nbbag-punct4-b24-refit,cnn-vec-full --seeds 1337,1,2
 
 The data: IMDB's 25,000 training and 25,000 test reviews; with `--texts first` each is cut to its
 first sentence (HTML breaks removed, leading non-word characters skipped, then up to and including
