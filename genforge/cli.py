@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classifier-free guidance scale (text-to-image; 1 = none, default: the run's setting)")
     s.add_argument("--guidance-from", type=int, default=None, metavar="CODE",
                    help="the first image code guided; earlier ones sample at scale 1 (text-to-image; default: the "
-                   "run's prior.guidance_from)")
+                   "run's, chosen by its guidance sweep)")
 
     e = sub.add_parser("eval", help="evaluate a trained run on a data set")
     e.add_argument("run", nargs="?", help="run directory, checkpoint file, or hf:DIR")
