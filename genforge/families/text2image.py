@@ -402,7 +402,7 @@ def record_guidance(pipe: Text2ImagePipeline, run: str | Path, feature_steps: in
     for path in filter(Path.exists, paths):
         tensors, meta = checkpoint.load(path)
         checkpoint.save(path, tensors, {**meta, "guidance": info})
-    pipe.meta["guidance"], pipe.guidance = info, info["scale"]
+    pipe.meta["guidance"], pipe.guidance, pipe.guidance_from = info, info["scale"], info["guidance_from"]
     return info
 
 

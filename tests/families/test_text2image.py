@@ -338,7 +338,7 @@ def test_eval_measures_the_guidance_of_a_run_that_has_none(tiny_t2i, tmp_path, c
     assert report["sampling"] == {"guidance": g["scale"], "guidance_from": g["guidance_from"]}
 
 
-def test_eval_retune_updates_an_older_run_and_flags_override_the_setting(tiny_t2i, tmp_path, capsys):
+def test_eval_retune_updates_an_older_run_and_flags_override_the_setting(tiny_t2i, tmp_path, capsys, monkeypatch):
     from genforge import checkpoint
     tensors, meta = checkpoint.load(tiny_t2i / "checkpoints" / "best.safetensors")
     old = checkpoint.save(tmp_path / "old.safetensors", tensors, {**meta, "guidance": {"scale": 2.0, "method": "sweep",
@@ -350,6 +350,11 @@ def test_eval_retune_updates_an_older_run_and_flags_override_the_setting(tiny_t2
     report = json.loads(capsys.readouterr().out)
     assert checkpoint.read_meta(old)["guidance"] == report["guidance"] == meta["guidance"]  # re-measured, saved
     assert report["sampling"] == {"guidance": meta["guidance"]["scale"], "guidance_from": 1}  # the flag's
+    from genforge.metrics import text2image as metrics
+    pipe = genforge.load(old, device="cpu")
+    monkeypatch.setattr(metrics, "guidance_sweep", lambda *a, **kw: {**meta["guidance"], "scale": 1.5, "guidance_from": 2})
+    t2i.record_guidance(pipe, old, sweep=True)  # the API: the pipeline and the checkpoint take the new choice
+    assert (pipe.guidance, pipe.guidance_from) == (1.5, 2) and checkpoint.read_meta(old)["guidance"]["guidance_from"] == 2
     assert cli.main(["eval", str(old), "--n", "8", "--device", "cpu", "--guidance", "200"]) == 2
     assert "--guidance: the guidance scale must be a number in [0, 100], got 200" in capsys.readouterr().err
     assert cli.main(["eval", str(old), "--n", "8", "--device", "cpu", "--guidance-from", "-1"]) == 2
