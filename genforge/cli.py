@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classifier-free guidance scale (text-to-image; 1 = none, default: the run's setting)")
     s.add_argument("--guidance-from", type=int, default=None, metavar="CODE",
                    help="the first image code guided; earlier ones sample at scale 1 (text-to-image; default: the "
-                   "run's prior.guidance_from)")
+                   "run's, chosen by its guidance sweep)")
 
     e = sub.add_parser("eval", help="evaluate a trained run on a data set")
     e.add_argument("run", nargs="?", help="run directory, checkpoint file, or hf:DIR")
@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ref", help="reference data set for --samples: a path or a name (e.g. mnist)")
     e.add_argument("--n", type=_positive_int, default=10000, help="images per side (GAN protocol)")
     e.add_argument("--seed", type=int, default=0, help="sampling seed (GAN)")
+    e.add_argument("--retune", action="store_true", help="text-to-image: re-run the guidance sweep on the training "
+                   "split first and save its choice in the run's checkpoints")
+    e.add_argument("--guidance", type=float, help="text-to-image: evaluate at this guidance scale (default: the run's)")
+    e.add_argument("--guidance-from", type=int, metavar="CODE", help="text-to-image: the first guided code (default: "
+                   "the run's)")
     e.add_argument("--inception", action="store_true", help="also Inception FID (needs local Inception weights)")
     e.add_argument("--feature-steps", type=int, default=0, help="training steps of the feature classifier "
                    "(GAN; 0 = the run's setting, else automatic)")

@@ -22,9 +22,10 @@ unconditional] rows through `GPT.stream` together, and its row-group logits proc
 uncond + g * (cond - uncond) (g = 1: plain conditional sampling, without the unconditional rows).
 The codes are decoded by the stage-1 decoder, whose weights (module.vqvae.*) and config
 (meta["vqvae"]) are copied into every checkpoint, so a run loads alone.
-Training ends with `record_guidance`: a seeded sweep of guidance scales over validation captions
-(metrics/text2image.py guidance_sweep) whose best scale goes into the checkpoints' metadata
-("guidance") as the run's default (prior.tune_guidance=false: prior.guidance). The training and
+Training ends with `record_guidance`: a seeded sweep of (guidance scale, guidance_from) settings on
+the training split (metrics/text2image.py guidance_sweep) whose chosen setting goes into the
+checkpoints' metadata ("guidance") as the run's default (prior.tune_guidance=false: prior.guidance
+and prior.guidance_from); `genforge eval RUN --retune` re-runs it on an existing run. The training and
 test images' codes are cached by the tokenizer's sha256 and the images' bytes (`cached_codes`).
 Tests: pytest tests/families/test_text2image.py
 """
@@ -35,6 +36,7 @@ import dataclasses
 import hashlib
 import json
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -346,8 +348,8 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
         text_len = pc.text_len or max(len(caption_words(c)) for c in data.captions)
         positions = "2d" if pc.positions == "2d" or (pc.positions == "auto" and path == "shapes") else "1d"
         pc = cfg["prior"] = dataclasses.replace(pc, text_len=text_len, positions=positions)
-        if pc.tune_guidance and not (len(test) and (path == "shapes" or data.labels is not None)):
-            print(f"genforge: {data.source} has no labelled test images to judge a guidance sweep on; the default "
+        if pc.tune_guidance and not (path == "shapes" or data.labels is not None):
+            print(f"genforge: {data.source} has no labelled images to judge a guidance sweep on; the default "
                   f"guidance stays prior.guidance={pc.guidance:g}", file=sys.stderr)
             pc = cfg["prior"] = dataclasses.replace(pc, tune_guidance=False)
         layout = Layout(len(vocab), vq.codebook_size, text_len, vq.code_length)
@@ -377,25 +379,30 @@ def train(preset: str | None = None, overrides: dict | None = None, out: str | N
     return run, result
 
 
-def record_guidance(pipe: Text2ImagePipeline, run: str | Path, feature_steps: int = 0) -> dict:
-    """Set the run's default guidance and write it into its checkpoints' metadata ('guidance'): the best scale
-    of a seeded sweep over prior.tune_images validation captions (metrics/text2image.py guidance_sweep), or
-    with prior.tune_guidance=false the configured prior.guidance."""
-    if not pipe.pc.tune_guidance:
-        info = {"scale": pipe.pc.guidance, "method": "config"}
+def record_guidance(pipe: Text2ImagePipeline, run: str | Path, feature_steps: int = 0, sweep: bool | None = None
+                    ) -> dict:
+    """Set the run's default guidance (scale and guidance_from) and write it into its checkpoints' metadata
+    ('guidance'): the setting a seeded sweep over prior.tune_images training-split captions chooses
+    (metrics/text2image.py guidance_sweep), or with prior.tune_guidance=false (sweep=False) the configured
+    prior.guidance and prior.guidance_from. `genforge eval RUN --retune` (sweep=True) re-runs it on any run."""
+    if not (pipe.pc.tune_guidance if sweep is None else sweep):
+        info = {"scale": pipe.pc.guidance, "guidance_from": pipe.pc.guidance_from, "method": "config"}
     else:
         from ..metrics.text2image import SCALES, guidance_sweep
+        t0 = time.perf_counter()
         info = guidance_sweep(pipe, SCALES, pipe.pc.tune_images, feature_steps=feature_steps or pipe.pc.feature_steps,
                               where=str(run))
-        swept = ", ".join(f"{g}: {a:.1%}" for g, a in info["accuracy"].items())
-        print(f"genforge: guidance sweep, caption accuracy on {info['n']} validation captions ({info['judge']}): "
-              f"{swept}; default guidance {info['scale']:g}, saved in the checkpoints (--guidance overrides it; "
-              "--prior.tune_guidance=false skips the sweep)", file=sys.stderr)
+        swept = ", ".join(f"{r['scale']:g} from {r['guidance_from']}: {r['accuracy']:.1%} FD {r['fd']:.2f}"
+                          for r in info["settings"])
+        print(f"genforge: guidance sweep on {info['n']} training-split captions per setting ({info['judge']}; FD floor "
+              f"{info['fd_floor']:.2f}; {time.perf_counter() - t0:.0f} s): {swept}; default guidance "
+              f"{info['scale']:g} from code {info['guidance_from']} ({info['rule']}), saved in the checkpoints "
+              "(--guidance / --guidance-from override it; --prior.tune_guidance=false skips the sweep)", file=sys.stderr)
     paths = [Path(run)] if Path(run).is_file() else [RunDir(run).checkpoint(w) for w in ("best", "last")]
     for path in filter(Path.exists, paths):
         tensors, meta = checkpoint.load(path)
         checkpoint.save(path, tensors, {**meta, "guidance": info})
-    pipe.meta["guidance"], pipe.guidance = info, info["scale"]
+    pipe.meta["guidance"], pipe.guidance, pipe.guidance_from = info, info["scale"], info["guidance_from"]
     return info
 
 
@@ -414,7 +421,10 @@ class Text2ImagePipeline:
         self.text_len = self.pc.text_len
         self.guidance = float((meta.get("guidance") or {}).get("scale", self.pc.guidance))  # the run's default
         check_guidance(self.guidance, "checkpoint metadata guidance.scale")
-        self.guidance_from = self.pc.guidance_from  # the first guided code position (prior.guidance_from)
+        # the first guided code position: the run's measured one, else prior.guidance_from
+        self.guidance_from = int((meta.get("guidance") or {}).get("guidance_from", self.pc.guidance_from))
+        if self.guidance_from < 0:
+            raise ValueError(f"checkpoint metadata guidance.guidance_from must be >= 0, got {self.guidance_from}")
         self.layout = Layout(len(vocab), vqvae.codebook_size, self.text_len, vqvae.code_length)
 
     @classmethod
@@ -523,9 +533,9 @@ def sample_command(pipe: Text2ImagePipeline, args: argparse.Namespace) -> int:
     kw = dict(seed=args.seed, guidance=args.guidance, temperature=args.temperature, top_k=args.top_k,
               guidance_from=args.guidance_from)
     if args.guidance is None:
-        how = (pipe.meta.get("guidance") or {}).get("method") == "sweep" and "measured best at the end of training"
-        print(f"genforge: guidance {pipe.guidance:g} (the run's default{', ' + how if how else ''}; --guidance "
-              "to change)", file=sys.stderr)
+        how = (pipe.meta.get("guidance") or {}).get("method") == "sweep" and "chosen on validation after training"
+        print(f"genforge: guidance {pipe.guidance:g} from code {pipe.guidance_from} (the run's default"
+              f"{', ' + how if how else ''}; --guidance / --guidance-from to change)", file=sys.stderr)
     if out.endswith(".npz"):
         images = pipe.generate([p for p in prompts for _ in range(n)], n * len(prompts), **kw)
         np.savez_compressed(out, images=images, prompts=np.array([p for p in prompts for _ in range(n)]))
@@ -536,13 +546,23 @@ def sample_command(pipe: Text2ImagePipeline, args: argparse.Namespace) -> int:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    """`genforge eval RUN`: the prior's validation losses and the caption-faithfulness report, as JSON."""
+    """`genforge eval RUN [--retune] [--guidance G --guidance-from N]`: the prior's validation losses and the
+    caption-faithfulness report, as JSON; "sampling" is the guidance it used."""
     pipe = Text2ImagePipeline.from_checkpoint(args.run, device=args.device)
     report: dict[str, Any] = {"prior": pipe.evaluate(args.data)}
     steps = args.feature_steps or pipe.pc.feature_steps
-    if "guidance" not in pipe.meta:  # a run from before the sweep, or stopped early: measure its default now
-        record_guidance(pipe, args.run, steps)
+    retune = getattr(args, "retune", False)
+    if retune or "guidance" not in pipe.meta:  # asked, or a run from before the sweep: measure its default now
+        record_guidance(pipe, args.run, steps, sweep=True if retune else None)
     report["guidance"] = pipe.meta["guidance"]
+    if getattr(args, "guidance", None) is not None:
+        check_guidance(args.guidance, "--guidance")
+        pipe.guidance = args.guidance
+    if getattr(args, "guidance_from", None) is not None:
+        if args.guidance_from < 0:
+            raise ValueError(f"--guidance-from must be >= 0, got {args.guidance_from}")
+        pipe.guidance_from = args.guidance_from
+    report["sampling"] = {"guidance": pipe.guidance, "guidance_from": pipe.guidance_from}
     from ..metrics.text2image import evaluate_text2image
     report.update(evaluate_text2image(pipe, n=args.n, seed=args.seed, data=args.data, feature_steps=steps))
     print(json.dumps(report, indent=2))

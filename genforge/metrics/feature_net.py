@@ -117,7 +117,10 @@ def get(train: ImageSet, test: ImageSet | None = None, steps: int = 0, seed: int
         tensors, meta = checkpoint.load(path, prefix="module.net")
         model.load_state_dict(tensors)
         model.eval().requires_grad_(False)
-        return FeatureNet(model, ident, meta["num_classes"], meta["class_names"], meta["test_accuracy"])
+        net = FeatureNet(model, ident, meta["num_classes"], meta["class_names"], meta["test_accuracy"])
+        if net.test_accuracy is None and net.num_classes and test is not None and test.labels is not None:
+            net.test_accuracy = float((net.embed(test.images)[1] == test.labels).mean())  # cached by a test-free caller
+        return net
     torch.manual_seed(seed)
     model = FeatureCNN(channels, train.num_classes if labelled else 1)
     if labelled:

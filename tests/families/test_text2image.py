@@ -271,7 +271,8 @@ def test_train_cli_takes_the_tokenizer_as_vqvae(tiny_t2i, tmp_path, capsys):
             "--train.device=cpu", "--train.dtype=fp32", "--prior.tune_guidance=false"]
     assert cli.main(args) == 0
     assert "genforge sample" in capsys.readouterr().out
-    assert checkpoint.read_meta(find_checkpoint(tmp_path / "cli"))["guidance"] == {"scale": 3.0, "method": "config"}
+    assert checkpoint.read_meta(find_checkpoint(tmp_path / "cli"))["guidance"] == {"scale": 3.0, "guidance_from": 0,
+                                                                                "method": "config"}
     saved = json.loads((tmp_path / "cli" / "config.json").read_text())
     assert saved["config"]["prior"]["vqvae"] == meta["vqvae"]["source"] and saved["family"] == "text2image"
     assert cli.main(["train", "text2image", "--data", "mnist", "--out", str(tmp_path / "none")]) == 2
@@ -290,25 +291,33 @@ def test_eval_reports_the_priors_losses_and_caption_accuracy(tiny_t2i, capsys):
 # ----------------------------------------------------------------------------- measured guidance, cached codes, warnings
 
 
-def test_training_ends_with_a_guidance_sweep_and_sampling_uses_its_best_scale(tiny_t2i, tmp_path, capsys, monkeypatch):
+def test_training_ends_with_a_guidance_sweep_and_sampling_uses_its_choice(tiny_t2i, tmp_path, capsys, monkeypatch):
     from genforge import checkpoint
-    from genforge.metrics.text2image import SCALES
+    from genforge.metrics.text2image import SCALES, choose
     best, last = (checkpoint.read_meta(tiny_t2i / "checkpoints" / f"{w}.safetensors")["guidance"] for w in ("best", "last"))
     assert best == last and best["method"] == "sweep" and best["n"] == 8
-    acc = {float(g): a for g, a in best["accuracy"].items()}
-    assert tuple(acc) == SCALES and all(0 <= a <= 1 for a in acc.values())
-    assert best["scale"] == min(g for g in SCALES if acc[g] == max(acc.values()))  # the best; of a tie, the smallest
+    width = genforge.load(tiny_t2i, device="cpu").vqvae.grid[1]  # guidance from code 0 and from one code row
+    assert [(r["scale"], r["guidance_from"]) for r in best["settings"]] == \
+        [(1.0, 0)] + [(g, f) for g in SCALES[1:] for f in (0, width)]
+    pick = choose(best["settings"])
+    assert (best["scale"], best["guidance_from"]) == (pick["scale"], pick["guidance_from"])
     tensors, meta = checkpoint.load(tiny_t2i / "checkpoints" / "best.safetensors")
-    five = checkpoint.save(tmp_path / "five.safetensors", tensors, {**meta, "guidance": {**best, "scale": 5.0}})
+    five = checkpoint.save(tmp_path / "five.safetensors", tensors,
+                           {**meta, "guidance": {**best, "scale": 5.0, "guidance_from": 2}})
     pipe = genforge.load(five, device="cpu")
+    assert (pipe.guidance, pipe.guidance_from) == (5.0, 2)  # the metadata round trip
     used = []
     real = t2i.sample_codes
-    monkeypatch.setattr(t2i, "sample_codes", lambda *a: used.append(a[3]) or real(*a))
+    monkeypatch.setattr(t2i, "sample_codes", lambda *a: used.append((a[3], a[7])) or real(*a))
     default = pipe.generate("a bar at the top", n=4, seed=3)
-    assert used == [5.0] and np.array_equal(default, pipe.generate("a bar at the top", n=4, seed=3, guidance=5.0))
+    assert used == [(5.0, 2)]
+    assert np.array_equal(default, pipe.generate("a bar at the top", n=4, seed=3, guidance=5.0, guidance_from=2))
     assert cli.main(["sample", str(five), "--prompt", "a bar at the top", "--out", str(tmp_path / "g.png")]) == 0
-    assert used[-1] == 5.0
-    assert "guidance 5 (the run's default, measured best at the end of training" in capsys.readouterr().err
+    assert used[-1] == (5.0, 2)
+    assert "guidance 5 from code 2 (the run's default, chosen on validation" in capsys.readouterr().err
+    assert cli.main(["sample", str(five), "--prompt", "a bar", "--out", str(tmp_path / "h.png"), "--guidance", "1.5",
+                     "--guidance-from", "0"]) == 0
+    assert used[-1] == (1.5, 0)
     bad = checkpoint.save(tmp_path / "bad.safetensors", tensors, {**meta, "guidance": {"scale": -2}})
     with pytest.raises(ValueError, match="^checkpoint metadata guidance.scale: .*got -2"):
         genforge.load(bad, device="cpu")
@@ -325,6 +334,31 @@ def test_eval_measures_the_guidance_of_a_run_that_has_none(tiny_t2i, tmp_path, c
     report = json.loads(capsys.readouterr().out)
     assert report["guidance"]["method"] == "sweep" and checkpoint.read_meta(old)["guidance"] == report["guidance"]
     assert report["guidance"] == meta["guidance"]  # seeded: the same sweep as at the end of training
+    g = report["guidance"]
+    assert report["sampling"] == {"guidance": g["scale"], "guidance_from": g["guidance_from"]}
+
+
+def test_eval_retune_updates_an_older_run_and_flags_override_the_setting(tiny_t2i, tmp_path, capsys, monkeypatch):
+    from genforge import checkpoint
+    tensors, meta = checkpoint.load(tiny_t2i / "checkpoints" / "best.safetensors")
+    old = checkpoint.save(tmp_path / "old.safetensors", tensors, {**meta, "guidance": {"scale": 2.0, "method": "sweep",
+                                                                                      "accuracy": {"2": 1.0}}})
+    assert genforge.load(old, device="cpu").guidance_from == 0  # an older sweep: prior.guidance_from
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["eval", str(old), "--n", "8", "--device", "cpu", "--retune", "--guidance-from", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert checkpoint.read_meta(old)["guidance"] == report["guidance"] == meta["guidance"]  # re-measured, saved
+    assert report["sampling"] == {"guidance": meta["guidance"]["scale"], "guidance_from": 1}  # the flag's
+    from genforge.metrics import text2image as metrics
+    pipe = genforge.load(old, device="cpu")
+    monkeypatch.setattr(metrics, "guidance_sweep", lambda *a, **kw: {**meta["guidance"], "scale": 1.5, "guidance_from": 2})
+    t2i.record_guidance(pipe, old, sweep=True)  # the API: the pipeline and the checkpoint take the new choice
+    assert (pipe.guidance, pipe.guidance_from) == (1.5, 2) and checkpoint.read_meta(old)["guidance"]["guidance_from"] == 2
+    assert cli.main(["eval", str(old), "--n", "8", "--device", "cpu", "--guidance", "200"]) == 2
+    assert "--guidance: the guidance scale must be a number in [0, 100], got 200" in capsys.readouterr().err
+    assert cli.main(["eval", str(old), "--n", "8", "--device", "cpu", "--guidance-from", "-1"]) == 2
+    assert "--guidance-from must be >= 0, got -1" in capsys.readouterr().err
 
 
 def test_the_priors_codes_are_cached_by_tokenizer_and_images(tiny_t2i, tmp_path, monkeypatch):
@@ -362,8 +396,9 @@ def test_a_set_without_labels_has_no_judge_so_the_run_keeps_the_configured_guida
           "prior": {"vqvae": meta["vqvae"]["source"], "guidance": 2.5},
           "train": {**TRAIN, "max_iters": 1, "eval_interval": 1, "eval_iters": 1, "samples": False}}
     run, _ = t2i.train(overrides=ov, out=str(tmp_path / "run"), progress=False)
-    assert "no labelled test images to judge a guidance sweep on" in capsys.readouterr().err
-    assert checkpoint.read_meta(run.checkpoint("best"))["guidance"] == {"scale": 2.5, "method": "config"}
+    assert "no labelled images to judge a guidance sweep on" in capsys.readouterr().err
+    assert checkpoint.read_meta(run.checkpoint("best"))["guidance"] == {"scale": 2.5, "guidance_from": 0,
+                                                                         "method": "config"}
     assert genforge.load(run.path, device="cpu").guidance == 2.5
 
 

@@ -95,36 +95,54 @@ def test_bad_inputs(tmp_path, one_thread):
 
 
 
-def test_guidance_sweep_picks_the_most_faithful_scale_on_training_phrasings_only(monkeypatch):
-    test = images.load("digits", 8, 1, "test")
-    names, asked = test.class_names, []
+def test_guidance_sweep_reads_only_the_training_split_and_scores_every_setting(monkeypatch, one_thread):
+    train = images.load("digits", 8, 1, "train")
+    names, asked, real_load = train.class_names, [], images.load
+
+    def train_only(path, size, channels, split="train", *a, **kw):
+        if split != "train":
+            raise AssertionError(f"the guidance sweep read the {split} split")
+        return real_load(path, size, channels, split, *a, **kw)
 
     class PixelReader:  # a judge that reads the class from the first pixel
         id, accuracy = "pixel-reader", {"class": 1.0}
 
         def read(self, ims):
             return [{"class": names[int(im[0, 0, 0]) % 10]} for im in ims]
-    monkeypatch.setattr(text2image, "instruments", lambda *a: (text2image.protocol.RunData("digits", 0.1, 0, 0, {}),
-                                                                None, test, None, PixelReader()))
+    monkeypatch.setattr(images, "load", train_only)
+    monkeypatch.setattr(judges, "judge_for", lambda *a, **kw: PixelReader())
 
-    class Guided(FakePipe):  # draws the class a prompt names at the scales in `right`, the next class otherwise
-        right = (2.0,)
+    class Guided(FakePipe):  # draws the class a prompt names at the settings in `right`, the next class otherwise
+        right, vqvae = {(2.0, 4)}, type("VQ", (), {"grid": (2, 4)})
 
-        def generate(self, prompt, n=1, seed=None, guidance=None, temperature=None, top_k=None, return_warnings=False):
+        def generate(self, prompt, n=1, seed=None, guidance=None, guidance_from=0, return_warnings=False, **kw):
             asked.extend(prompt)
-            ims = np.zeros((n, 8, 8, 1), np.uint8)
+            rng, ims = np.random.default_rng(seed), np.zeros((n, 8, 8, 1), np.uint8)
+            ims[:, 1:] = train.images[rng.choice(len(train), n)][:, 1:]  # real digits below the pixel row
             for i, p in enumerate(prompt):
                 w = next(w for w in caption_words(p) if w.isdecimal() or w in templates.NUMBER_WORDS)
                 k = int(w) if w.isdecimal() else templates.NUMBER_WORDS.index(w)
-                ims[i, 0, 0, 0] = k if guidance in self.right else k + 1
+                ims[i, 0, 0, 0] = k if (guidance, guidance_from) in self.right else k + 1
             return ims, []
 
-    sweep = text2image.guidance_sweep(Guided("digits", 8, 1, None), n=50)
-    assert sweep["accuracy"] == {"1": 0.0, "1.5": 0.0, "2": 1.0, "3": 0.0, "5": 0.0} and sweep["scale"] == 2.0
-    assert sweep["n"] == 50 and sweep["judge"] == "pixel-reader" and len(asked) == 5 * 50
+    sweep = text2image.guidance_sweep(Guided("digits", 8, 1, None, feature_steps=30), n=50)
+    got = {(r["scale"], r["guidance_from"]): r["accuracy"] for r in sweep["settings"]}
+    assert set(got) == {(1.0, 0)} | {(g, f) for g in text2image.SCALES[1:] for f in (0, 4)}  # scale 1 guides nothing
+    assert got[(2.0, 4)] == 1.0 and sum(got.values()) == 1.0 and (sweep["scale"], sweep["guidance_from"]) == (2.0, 4)
+    assert all(r["fd"] >= 0 for r in sweep["settings"]) and sweep["fd_floor"] >= 0 and sweep["method"] == "sweep"
+    assert sweep["n"] == 50 and sweep["judge"] == "pixel-reader" and len(asked) == 9 * 50
     assert set(asked) <= {p for ps in templates.prompts(names, "train") for p in ps}  # never a held-out phrasing
-    Guided.right = (1.5, 3.0)
-    assert text2image.guidance_sweep(Guided("digits", 8, 1, None), n=50)["scale"] == 1.5  # of a tie, the smallest
+
+
+def test_the_rule_takes_the_lowest_fd_within_a_point_of_the_best_accuracy():
+    table = [(1.0, 0, 0.900, 10.0), (1.5, 0, 0.975, 11.0), (2.0, 0, 0.992, 19.0), (2.0, 7, 0.985, 14.0),
+             (2.5, 7, 0.990, 16.0), (3.0, 0, 0.995, 30.0)]
+    settings = [{"scale": g, "guidance_from": f, "accuracy": a, "fd": fd} for g, f, a, fd in table]
+    assert (text2image.choose(settings)["scale"], text2image.choose(settings)["guidance_from"]) == (2.0, 7)
+    assert text2image.choose(settings, margin=0.0)["scale"] == 3.0  # accuracy alone: the strongest guidance
+    assert text2image.choose(settings, margin=0.1)["scale"] == 1.0  # a wide margin: the most realistic
+    tie = [{"scale": 2.0, "guidance_from": 7, "accuracy": 0.99, "fd": 5.0}, {**settings[0], "accuracy": 0.99, "fd": 5.0}]
+    assert text2image.choose(tie)["scale"] == 1.0  # of a tie, the smaller scale
 
 
 def test_reconstruction_accuracy_reads_a_tokenizers_reconstructions_of_real_renders(small_shapes):
